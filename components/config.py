@@ -1,0 +1,54 @@
+"""Configuration dataclasses carrying the field notes' defaults (seeds 000 and 004).
+
+One place for the numbers: the CLI, the KFP pipeline parameters and the tests all start
+from these, so a default changed here changes everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CLASS_NAMES: dict[int, str] = {0: "pogona_head"}
+MODALITIES: tuple[str, ...] = ("thermal", "visible")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Full training run (seed 004: yolo11s; seed 000: 100 epochs, patience 10, batch 95% of GPU memory)."""
+
+    model: str = "yolo11s"
+    weights: str = ""
+    epochs: int = 100
+    patience: int = 10
+    imgsz: int = 640
+    batch: float = 0.95
+    device: str = "cuda"
+    optimizer: str = "AdamW"
+    lr0: float = 0.001
+    cos_lr: bool = True
+    seed: int = 42
+    workers: int = 8
+
+
+@dataclass(frozen=True)
+class SanityConfig:
+    """CPU sanity gate (seed 004: CPU, 3 epochs, batch 8, workers 2, seed 42)."""
+
+    epochs: int = 3
+    batch: int = 8
+    imgsz: int = 640
+    max_images: int = 400
+    workers: int = 2
+    min_loss_drop: float = 0.05
+    min_map50: float = 0.5
+    dead_window_steps: int = 20
+
+
+@dataclass(frozen=True)
+class PromotionConfig:
+    """When a challenger replaces the champion (seed 004 expects mAP@0.5 > 0.95 on the real data)."""
+
+    min_map50: float = 0.95
+    min_margin_map50_95: float = 0.0

@@ -1,0 +1,63 @@
+"""Prepare ultralytics to run with no network: no font, hub, weight or pip downloads.
+
+Cluster pods often have no egress, and neither do CI machines. Ultralytics reaches for the
+network in three places during training: the Arial fonts for plot labels, the AMP check
+(it downloads a reference model on CUDA), and settings/hub sync. This module closes all
+three before `ultralytics` is imported; every step that trains or validates calls
+`offline_ultralytics()` first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+_FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
+
+
+def _config_dir() -> Path:
+    configured = os.environ.get("YOLO_CONFIG_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pogona" / "ultralytics"
+
+
+def _install_fonts(config_dir: Path) -> None:
+    """Ultralytics looks for Arial in its config dir before downloading it; give it matplotlib's DejaVu."""
+    import matplotlib
+
+    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in _FONT_NAMES:
+        target = config_dir / "Ultralytics" / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(bundled, target)
+
+
+def _amp_check_offline(model: object) -> bool:
+    """Replaces ultralytics' AMP check, which downloads a model; the dead-run detector guards AMP instead."""
+    from ultralytics.utils import LOGGER
+
+    LOGGER.info("AMP: enabled; the pogona dead-run detector aborts on zero or NaN losses instead of the "
+                "ultralytics download-based AMP check")
+    return True
+
+
+def offline_ultralytics() -> ModuleType:
+    """Configure the environment, import ultralytics and return it, guaranteed not to touch the network."""
+    config_dir = _config_dir()
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    os.environ["YOLO_OFFLINE"] = "true"
+    os.environ.setdefault("YOLO_VERBOSE", "true")
+    _install_fonts(config_dir)
+
+    import ultralytics
+    from ultralytics.engine import trainer
+    from ultralytics.utils import SETTINGS
+
+    integrations = ("sync", "wandb", "mlflow", "comet", "clearml", "neptune", "dvc", "raytune", "tensorboard")
+    SETTINGS.update({key: False for key in integrations if key in SETTINGS})
+    trainer.check_amp = _amp_check_offline
+    return ultralytics
