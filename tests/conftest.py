@@ -1,0 +1,100 @@
+"""Shared fixtures: a real S3 endpoint on loopback (moto's standalone server in its own
+process), small generated datasets, and one tiny trained ultralytics run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from components.demo_dataset import DemoSpec, generate_demo_dataset
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited with code {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"moto server did not listen on port {port} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> str:
+    """Start `moto_server` in its own process and return its endpoint URL."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the standard AWS variables at the loopback server (as a user would for MinIO)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env: str) -> str:
+    """A fresh, empty bucket; returns its URI `s3://<name>`."""
+    import boto3
+
+    name = f"pogona-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+def write_data_yaml(root: Path) -> Path:
+    """A data.yaml pointing ultralytics at a dataset folder in the contract layout."""
+    path = root / "data.yaml"
+    path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: pogona_head\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated dataset (80 images, 96 px) in a folder; treat it as read-only."""
+    root = tmp_path_factory.mktemp("demo") / "dataset"
+    generate_demo_dataset(str(root), DemoSpec(images=80, size=96), progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, demo_dataset_dir: Path) -> Path:
+    """One tiny ultralytics run (yolo11n, 2 epochs, 64 px) for steps that consume weights; read-only."""
+    from components.yolo_env import offline_ultralytics
+
+    offline_ultralytics()
+    from ultralytics import YOLO
+
+    data = write_data_yaml(tmp_path_factory.mktemp("trained_data"))
+    data.write_text(data.read_text().replace(str(data.parent), str(demo_dataset_dir)))
+    project = tmp_path_factory.mktemp("runs")
+    YOLO("yolo11n.yaml").train(data=str(data), epochs=2, imgsz=64, batch=16, device="cpu", workers=0,
+                               project=str(project), name="tiny", exist_ok=True, seed=42, verbose=False)
+    return project / "tiny"
