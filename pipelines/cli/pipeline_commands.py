@@ -1,9 +1,86 @@
-"""`pogona` commands: placeholder module, filled in by its owner."""
+"""`pogona compile` and `pogona run --local`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from components.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this group's commands to the `pogona` parser."""
+    """Add `compile` and `run` to the `pogona` parser."""
+    compile_parser = subparsers.add_parser("compile", help="compile the pipeline to KFP YAML")
+    compile_parser.add_argument("--output", type=Path, help="where to write (default: the committed file)")
+    compile_parser.add_argument("--check", action="store_true",
+                                help="exit 1 when the committed YAML differs from what the code compiles to")
+    compile_parser.add_argument("--profile", choices=("gpu", "kind"), default="gpu",
+                                help="gpu: production placement; kind: CPU-only training for a local cluster")
+    compile_parser.add_argument("--cpu-image", help="image for CPU steps (default from pipelines/images.py)")
+    compile_parser.add_argument("--cuda-image", help="image for training (default from pipelines/images.py)")
+    compile_parser.add_argument("--gpu-node-selector", default="nvidia.com/gpu.present=true",
+                                metavar="KEY=VALUE", help="node label the training pod must match")
+    compile_parser.add_argument("--dataset-pvc", default="",
+                                help="PersistentVolumeClaim that caches datasets between runs (default: emptyDir)")
+    compile_parser.set_defaults(handler=compile_command)
+
+    run_parser = subparsers.add_parser("run", help="run the whole pipeline locally through kfp.local")
+    run_parser.add_argument("--local", action="store_true", required=True,
+                            help="run on this machine (SubprocessRunner): no cluster, no Docker")
+    run_parser.add_argument("--demo", action="store_true",
+                            help="generate the demo dataset into the store first and use demo-scale settings")
+    run_parser.add_argument("--dataset", default="", help="dataset URI (default with --demo: <store>/datasets/demo)")
+    run_parser.add_argument("--store", default=".pogona/store", help="object store URI or folder")
+    run_parser.add_argument("--run-id", default="", help="folder under runs/ (default: local-<time>)")
+    run_parser.add_argument("--model-name", default="pogona-head")
+    for name, kind in (("epochs", int), ("imgsz", int), ("patience", int), ("batch", float), ("model", str),
+                       ("base-weights-uri", str), ("min-map50", float), ("sanity-epochs", int),
+                       ("sanity-max-images", int), ("export-formats", str)):
+        run_parser.add_argument(f"--{name}", type=kind, help="pipeline parameter of the same name")
+    run_parser.add_argument("--no-skip-if-unchanged", action="store_true",
+                            help="train even when the production model saw this dataset")
+    run_parser.set_defaults(handler=run_command)
+
+
+def _placement(args: argparse.Namespace):
+    from pipelines.pipeline import Placement
+
+    key, sep, value = args.gpu_node_selector.partition("=")
+    if not sep or not key or not value:
+        raise UserError(f"--gpu-node-selector {args.gpu_node_selector!r} is not KEY=VALUE")
+    placement = Placement.for_profile(args.profile, cpu=args.cpu_image, cuda=args.cuda_image)
+    return replace(placement, gpu_node_selector=(key, value), dataset_pvc=args.dataset_pvc)
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline, drift
+
+    placement = _placement(args)
+    target = args.output or COMMITTED_PIPELINE
+    if args.check:
+        differences = drift(target, placement)
+        if differences:
+            print("\n".join(differences[:80]), file=sys.stderr)
+            print(f"{target} is out of date: run `pogona compile` and commit it", file=sys.stderr)
+            return 1
+        print(f"{target} matches the code")
+        return 0
+    print(compile_pipeline(target, placement))
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from pipelines.local import run_local, summary_table
+
+    overrides = {name: getattr(args, name) for name in ("epochs", "imgsz", "patience", "batch", "model",
+                                                        "base_weights_uri", "min_map50", "sanity_epochs",
+                                                        "sanity_max_images", "export_formats")
+                 if getattr(args, name) is not None}
+    if args.no_skip_if_unchanged:
+        overrides["skip_if_unchanged"] = False
+    run = run_local(store=args.store, dataset=args.dataset, demo=args.demo, overrides=overrides,
+                    run_id=args.run_id, model_name=args.model_name)
+    print(summary_table(run))
+    return 0

@@ -1,0 +1,28 @@
+"""Compile the pipeline to YAML, and check the committed YAML has not drifted from the code."""
+
+from __future__ import annotations
+
+import difflib
+import tempfile
+from pathlib import Path
+
+from kfp import compiler
+
+from pipelines.pipeline import Placement, build_pipeline
+
+COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
+COMMITTED_PIPELINE = COMPILED_DIR / "pogona-train.yaml"
+
+
+def compile_pipeline(output: Path, placement: Placement) -> Path:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(placement), str(output))
+    return output
+
+
+def drift(committed: Path, placement: Placement) -> list[str]:
+    """Unified diff between the committed YAML and a fresh compile; empty when they agree."""
+    with tempfile.TemporaryDirectory() as work:
+        fresh = compile_pipeline(Path(work) / "pipeline.yaml", placement).read_text().splitlines()
+    current = committed.read_text().splitlines() if committed.exists() else []
+    return list(difflib.unified_diff(current, fresh, str(committed), "compiled from code", lineterm=""))

@@ -1,0 +1,129 @@
+"""KFP component bodies: each adapts artifact paths and parameters, then calls `pipelines.steps`.
+
+KFP ships these functions to the pod as source text, so every import sits inside the body and
+the body stays a call or two. `build_components` binds them to the project's images (the
+project is installed there: no pip at pod start).
+"""
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Model, Output
+
+
+def validate_dataset(dataset_uri: str, manifest: Output[Artifact], validation_report: Output[Markdown],
+                     dataset_metrics: Output[Metrics]) -> str:
+    """List and check the dataset; write the snapshot manifest; return its fingerprint."""
+    from pipelines.steps import validate_step
+
+    fingerprint, counts = validate_step(dataset_uri, manifest.path, validation_report.path)
+    for name, value in counts.items():
+        dataset_metrics.log_metric(name, value)
+    return fingerprint
+
+
+def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool,
+                    ) -> NamedTuple("Decision", [("train", bool), ("note", str)]):
+    """Train unless the production model was trained on this exact snapshot."""
+    from collections import namedtuple
+
+    from pipelines.steps import decide_training as decide
+
+    decision = decide(store_uri, model_name, fingerprint, skip_if_unchanged)
+    print(decision.note)
+    return namedtuple("Decision", ["train", "note"])(decision.train, decision.note)
+
+
+def sanity_gate(manifest: Input[Artifact], model: str, base_weights_uri: str, sanity_epochs: int,
+                sanity_batch: int, sanity_imgsz: int, sanity_max_images: int, sanity_min_loss_drop: float,
+                sanity_min_map50: float, verdict: Output[Artifact], sanity_metrics: Output[Metrics]):
+    """CPU sanity gate: fails the run (no GPU time spent) when training is dead or not learning."""
+    from components.config import SanityConfig
+    from pipelines.steps import sanity_step
+
+    config = SanityConfig(epochs=sanity_epochs, batch=sanity_batch, imgsz=sanity_imgsz,
+                          max_images=sanity_max_images, min_loss_drop=sanity_min_loss_drop,
+                          min_map50=sanity_min_map50)
+    for name, value in sanity_step(manifest.path, verdict.path, config, model, base_weights_uri).items():
+        sanity_metrics.log_metric(name, value)
+
+
+def train_detector(manifest: Input[Artifact], verdict: Input[Artifact], store_uri: str, run_id: str,
+                   kfp_run_id: str, model: str, base_weights_uri: str, epochs: int, patience: int, imgsz: int,
+                   batch: float, device: str, num_gpus: int, trained: Output[Model],
+                   train_metrics: Output[Metrics]):
+    """Multi-epoch training; checkpoints go to the store every epoch so a retried pod resumes."""
+    from components.config import TrainConfig
+    from pipelines.steps import train_step, training_device
+
+    config = TrainConfig(model=model, weights=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz,
+                         batch=batch, device=training_device(device, num_gpus))
+    for name, value in train_step(manifest.path, trained.path, config, store_uri, run_id or kfp_run_id).items():
+        train_metrics.log_metric(name, value)
+
+
+def evaluate_and_report(manifest: Input[Artifact], trained: Input[Model], verdict: Input[Artifact],
+                        store_uri: str, model_name: str, export_formats: str, analysis: Output[Artifact],
+                        report: Output[HTML], run_summary: Output[Markdown], final_metrics: Output[Metrics]):
+    """Per-modality evaluation, exports and the analysis report (HTML with plots, Markdown)."""
+    import shutil
+    from pathlib import Path
+
+    from pipelines.steps import analysis_step
+
+    for name, value in analysis_step(manifest.path, trained.path, verdict.path, analysis.path, store_uri,
+                                     model_name, export_formats).items():
+        final_metrics.log_metric(name, value)
+    shutil.copyfile(Path(analysis.path) / "report" / "report.html", report.path)
+    shutil.copyfile(Path(analysis.path) / "report" / "report.md", run_summary.path)
+
+
+def publish_model(manifest: Input[Artifact], validation_report: Input[Markdown], verdict: Input[Artifact],
+                  trained: Input[Model], analysis: Input[Artifact], store_uri: str, run_id: str, kfp_run_id: str,
+                  model_name: str, min_map50: float, min_margin: float, decision: Output[Markdown]) -> bool:
+    """Upload the run to the store, then promote it if it beats the champion (pointer written last)."""
+    import tempfile
+    from pathlib import Path
+
+    from components.config import PromotionConfig
+    from pipelines.steps import assemble_run_dir, publish_step
+
+    with tempfile.TemporaryDirectory() as work:
+        run_dir = assemble_run_dir(Path(work) / "run", manifest.path, validation_report.path, verdict.path,
+                                   trained.path, analysis.path)
+        outcome = publish_step(run_dir, store_uri, run_id or kfp_run_id, model_name,
+                               PromotionConfig(min_map50=min_map50, min_margin_map50_95=min_margin))
+    Path(decision.path).write_text(f"# Publish\n\n{outcome}\n")
+    print(outcome)
+    return outcome.startswith("promoted")
+
+
+def training_skipped(note: str, summary: Output[Markdown]):
+    """The green end of a nightly run with nothing new to learn from."""
+    from pathlib import Path
+
+    Path(summary.path).write_text(f"# Training skipped\n\n{note}\n")
+    print(note)
+
+
+@dataclass(frozen=True)
+class Components:
+    validate: Callable
+    decide: Callable
+    sanity: Callable
+    train: Callable
+    analyse: Callable
+    publish: Callable
+    skipped: Callable
+
+
+def build_components(cpu_image: str, cuda_image: str) -> Components:
+    """Bind the bodies to images; the CUDA image only for training."""
+    def on(image: str, func: Callable) -> Callable:
+        return dsl.component(func=func, base_image=image, install_kfp_package=False)
+
+    return Components(validate=on(cpu_image, validate_dataset), decide=on(cpu_image, decide_training),
+                      sanity=on(cpu_image, sanity_gate), train=on(cuda_image, train_detector),
+                      analyse=on(cpu_image, evaluate_and_report), publish=on(cpu_image, publish_model),
+                      skipped=on(cpu_image, training_skipped))

@@ -1,0 +1,137 @@
+"""`pogona run --local`: the whole pipeline through kfp.local on this machine.
+
+No cluster and no Docker: kfp.local's SubprocessRunner runs each component body with this
+interpreter (the project is installed in it), against a folder object store by default. It
+is the same pipeline definition that is compiled for the cluster, with CPU training.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.errors import UserError
+from components.storage import FolderStore, open_store
+
+DEFAULT_STORE = ".pogona/store"
+DEMO_DATASET_KEY = "datasets/demo"
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """Settings that make the whole pipeline finish in minutes on a 2-core laptop."""
+
+    images: int = 300
+    image_size: int = 160
+    model: str = "yolo11n"
+    epochs: int = 15
+    patience: int = 5
+    batch: float = 16
+    sanity_imgsz: int = 160
+    sanity_max_images: int = 96
+    min_map50: float = 0.5
+
+
+@dataclass
+class LocalRun:
+    """Outcome of a local pipeline run: where things landed and what was decided."""
+
+    run_id: str
+    store_uri: str
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    champion: dict[str, Any] | None = None
+    skipped: bool = False
+
+
+def _new_run_id() -> str:
+    return time.strftime("local-%Y%m%d-%H%M%S")
+
+
+def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
+              overrides: dict[str, Any] | None = None, run_id: str = "", model_name: str = "pogona-head",
+              work_dir: Path | None = None) -> LocalRun:
+    """Run the pipeline locally; `overrides` are pipeline parameters (epochs, imgsz, ...)."""
+    import kfp.local
+
+    from pipelines.pipeline import Placement, build_pipeline
+
+    store_uri = store if "://" in store else Path(store).resolve().as_uri()
+    params: dict[str, Any] = {"store_uri": store_uri, "model_name": model_name, "training_device": "cpu",
+                              "run_id": run_id or _new_run_id()}
+    if demo:
+        scale = DemoScale()
+        dataset = dataset or f"{store_uri}/{DEMO_DATASET_KEY}"
+        _ensure_demo_dataset(dataset, scale)
+        params.update(model=scale.model, epochs=scale.epochs, patience=scale.patience, imgsz=scale.image_size,
+                      batch=scale.batch, sanity_imgsz=scale.sanity_imgsz,
+                      sanity_max_images=scale.sanity_max_images, min_map50=scale.min_map50)
+    if not dataset:
+        raise UserError("--dataset is required unless --demo is given")
+    params["dataset_uri"] = dataset
+    params.update(overrides or {})
+
+    work_dir = work_dir or Path(".pogona") / "kfp-local"
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir.resolve()),
+                   raise_on_error=True)
+    pipeline = build_pipeline(Placement.for_profile("kind"))
+    started = time.monotonic()
+    try:
+        pipeline(**params)
+    except RuntimeError as exc:
+        raise UserError(f"local pipeline run {params['run_id']} failed: {exc} (task logs above)") from exc
+    return _collect(params["run_id"], store_uri, model_name, time.monotonic() - started)
+
+
+def _ensure_demo_dataset(dataset: str, scale: DemoScale) -> None:
+    from components.demo_dataset import DemoSpec, generate_demo_dataset
+
+    if open_store(dataset).exists("data.yaml"):
+        print(f"demo dataset: reusing {dataset}", file=sys.stderr)
+        return
+    generate_demo_dataset(dataset, DemoSpec(images=scale.images, size=scale.image_size))
+
+
+def _collect(run_id: str, store_uri: str, model_name: str, seconds: float) -> LocalRun:
+    store = open_store(store_uri)
+    result = LocalRun(run_id=run_id, store_uri=store_uri, seconds=seconds)
+    if store.exists(f"runs/{run_id}/metrics.json"):
+        result.metrics = store.get_json(f"runs/{run_id}/metrics.json")
+    else:
+        result.skipped = True
+    if store.exists(f"models/{model_name}/production.json"):
+        result.champion = store.get_json(f"models/{model_name}/production.json")
+    return result
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def summary_table(run: LocalRun) -> str:
+    """The table `pogona run --local` ends with."""
+    lines = [f"run {run.run_id} finished in {run.seconds:.0f} s", ""]
+    if run.skipped:
+        lines.append("training skipped: the dataset is unchanged since the production model")
+    else:
+        metrics = run.metrics
+        evaluation = metrics.get("evaluation", {})
+        lines.append(f"{'sanity verdict':<24}{metrics.get('sanity', {}).get('verdict', '?')}")
+        header = f"{'':<24}{'precision':>10}{'recall':>10}{'mAP50':>10}{'mAP50-95':>10}"
+        lines += ["", header]
+        rows = {"overall": evaluation.get("overall", {}), **evaluation.get("by_modality", {})}
+        for name, values in rows.items():
+            lines.append(f"{name:<24}" + "".join(f"{_fmt(values.get(k, '-')):>10}"
+                                                   for k in ("precision", "recall", "map50", "map50_95")))
+        promoted = bool(run.champion and run.champion.get("run_id") == run.run_id)
+        lines += ["", f"{'promoted':<24}{'yes' if promoted else 'no'}"]
+    base = open_store(run.store_uri)
+    if isinstance(base, FolderStore):
+        run_dir = base.root / "runs" / run.run_id
+        lines.append(f"{'report':<24}{run_dir / 'report' / 'report.html'}")
+    if run.champion:
+        lines.append(f"{'production model':<24}{run.champion.get('weights_uri')}")
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""The training pipeline: validate -> skip decision -> CPU sanity gate -> training -> evaluate + report -> publish.
+
+Placement (images, GPU scheduling, caches) is decided when the pipeline is compiled, from a
+`Placement`; everything a user may change per run is a pipeline parameter with a default and
+a description in the KFP UI.
+"""
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from kfp import dsl, kubernetes
+
+from components.config import PromotionConfig, SanityConfig, TrainConfig
+from pipelines.images import cpu_image, cuda_image
+from pipelines.kfp_components import build_components
+
+PIPELINE_NAME = "pogona-train"
+S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+S3_CONFIG_KEYS = {"AWS_ENDPOINT_URL_S3": "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
+CACHE_MOUNT = "/var/cache/pogona"  # the images set POGONA_CACHE_DIR to this path
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where each step runs on Kubernetes; fixed at compile time."""
+
+    cpu_image: str
+    cuda_image: str
+    gpu: bool = True
+    gpu_node_selector: tuple[str, str] = ("nvidia.com/gpu.present", "true")
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    shm_size: str = "16Gi"
+    s3_config_map: str = "pogona-s3-endpoint"
+    dataset_pvc: str = ""
+    cpu_request: str = "2"
+    memory_request: str = "8Gi"
+    train_cpu_request: str = "8"
+    train_memory_request: str = "32Gi"
+    train_retries: int = 2
+
+    @classmethod
+    def for_profile(cls, profile: str, cpu: str | None = None, cuda: str | None = None) -> "Placement":
+        """`gpu`: production shape; `kind`: CPU-only training for a local cluster."""
+        placement = cls(cpu_image=cpu or cpu_image(), cuda_image=cuda or cuda_image())
+        if profile == "gpu":
+            return placement
+        if profile == "kind":
+            return replace(placement, gpu=False, cuda_image=placement.cpu_image, shm_size="1Gi",
+                           cpu_request="500m", memory_request="2Gi", train_cpu_request="1",
+                           train_memory_request="4Gi")
+        raise ValueError(f"unknown profile {profile!r} (gpu or kind)")
+
+
+def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: str, *,
+                cpu: str, memory: str, caching: bool = True) -> dsl.PipelineTask:
+    """S3 credentials from the Secret, endpoint from the ConfigMap, requests, caching, dataset cache."""
+    kubernetes.use_secret_as_env(task, secret_name=s3_secret_name, secret_key_to_env=S3_SECRET_KEYS)
+    kubernetes.use_config_map_as_env(task, config_map_name=placement.s3_config_map,
+                                     config_map_key_to_env=S3_CONFIG_KEYS, optional=True)
+    task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(caching)
+    if placement.dataset_pvc:
+        kubernetes.mount_pvc(task, pvc_name=placement.dataset_pvc, mount_path=CACHE_MOUNT)
+    else:
+        kubernetes.empty_dir_mount(task, volume_name="dataset-cache", mount_path=CACHE_MOUNT)
+    return task
+
+
+def _on_gpu(task: dsl.PipelineTask, placement: Placement, num_gpus: int) -> None:
+    key, value = placement.gpu_node_selector
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(num_gpus)
+    kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    kubernetes.add_toleration(task, key=placement.gpu_toleration_key, operator="Exists", effect="NoSchedule")
+
+
+def build_pipeline(placement: Placement) -> Callable:
+    """The @dsl.pipeline for a placement (the compiled YAML and `kfp.local` both use it)."""
+    steps = build_components(placement.cpu_image, placement.cuda_image)
+    train_defaults, sanity_defaults, promotion_defaults = TrainConfig(), SanityConfig(), PromotionConfig()
+    default_device = "cuda" if placement.gpu else "cpu"
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="Train a YOLO11 detector: validate the dataset, prove on CPU that training "
+                              "learns, train, evaluate per modality, report, and publish the champion.")
+    def pogona_train(
+        dataset_uri: str = "s3://pogona/datasets/pogona-head",
+        store_uri: str = "s3://pogona",
+        model_name: str = "pogona-head",
+        model: str = train_defaults.model,
+        base_weights_uri: str = train_defaults.weights,
+        epochs: int = train_defaults.epochs,
+        patience: int = train_defaults.patience,
+        imgsz: int = train_defaults.imgsz,
+        batch: float = train_defaults.batch,
+        training_device: str = default_device,
+        num_gpus: int = 1,
+        sanity_epochs: int = sanity_defaults.epochs,
+        sanity_batch: int = sanity_defaults.batch,
+        sanity_imgsz: int = sanity_defaults.imgsz,
+        sanity_max_images: int = sanity_defaults.max_images,
+        sanity_min_loss_drop: float = sanity_defaults.min_loss_drop,
+        sanity_min_map50: float = sanity_defaults.min_map50,
+        min_map50: float = promotion_defaults.min_map50,
+        min_margin: float = promotion_defaults.min_margin_map50_95,
+        skip_if_unchanged: bool = True,
+        export_formats: str = "onnx,int8",
+        s3_secret_name: str = "pogona-s3",
+        run_id: str = "",
+    ):
+        """Train, evaluate and publish a YOLO11 detector.
+
+        Args:
+            dataset_uri: Labeled dataset in the contract layout (s3://bucket/datasets/NAME or a folder).
+            store_uri: Object store root for runs, weights and the production pointer (s3://bucket).
+            model_name: Name of the published model (models/NAME/production.json).
+            model: Architecture when no base weights are given (yolo11n/s/m/l/x, built from YAML).
+            base_weights_uri: Optional pretrained weights in object storage (s3://bucket/weights/yolo11s.pt).
+            epochs: Maximum training epochs (the field notes found 50-80 enough).
+            patience: Early-stopping patience in epochs.
+            imgsz: Training and evaluation image size in pixels.
+            batch: Batch size, or a fraction of GPU memory when below 1 (0.95 = 95%).
+            training_device: cuda on GPU nodes; cpu only on kind or laptops.
+            num_gpus: GPUs for training; above 1 trains with DDP on one node.
+            sanity_epochs: Epochs of the CPU sanity gate.
+            sanity_batch: Batch size of the CPU sanity gate.
+            sanity_imgsz: Image size of the CPU sanity gate.
+            sanity_max_images: Images in the stratified sanity subset.
+            sanity_min_loss_drop: Fraction the total loss must fall during the sanity gate.
+            sanity_min_map50: mAP50 the sanity gate must reach when starting from pretrained weights.
+            min_map50: Promotion floor on mAP50 (the field notes expect more than 0.95).
+            min_margin: mAP50-95 the challenger must gain over the champion to be promoted.
+            skip_if_unchanged: Skip training when the production model saw exactly this dataset snapshot.
+            export_formats: Comma-separated exports (onnx, int8); empty for none.
+            s3_secret_name: Kubernetes Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+            run_id: Folder name under runs/ (defaults to the KFP run id).
+        """
+        def cpu_step(task: dsl.PipelineTask, caching: bool = True) -> dsl.PipelineTask:
+            return _on_cluster(task, placement, s3_secret_name, cpu=placement.cpu_request,
+                               memory=placement.memory_request, caching=caching)
+
+        validate = cpu_step(steps.validate(dataset_uri=dataset_uri), caching=False)
+        validate.set_display_name("sync and validate dataset")
+        decide = cpu_step(steps.decide(store_uri=store_uri, model_name=model_name,
+                                       fingerprint=validate.outputs["Output"],
+                                       skip_if_unchanged=skip_if_unchanged), caching=False)
+        decide.set_display_name("skip if unchanged")
+
+        with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
+            sanity = cpu_step(steps.sanity(
+                manifest=validate.outputs["manifest"], model=model, base_weights_uri=base_weights_uri,
+                sanity_epochs=sanity_epochs, sanity_batch=sanity_batch, sanity_imgsz=sanity_imgsz,
+                sanity_max_images=sanity_max_images, sanity_min_loss_drop=sanity_min_loss_drop,
+                sanity_min_map50=sanity_min_map50))
+            sanity.set_display_name("CPU sanity gate")
+
+            train = _on_cluster(steps.train(
+                manifest=validate.outputs["manifest"], verdict=sanity.outputs["verdict"], store_uri=store_uri,
+                run_id=run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
+                base_weights_uri=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz, batch=batch,
+                device=training_device, num_gpus=num_gpus), placement, s3_secret_name,
+                cpu=placement.train_cpu_request, memory=placement.train_memory_request)
+            train.set_display_name("train").set_retry(num_retries=placement.train_retries,
+                                                      backoff_duration="60s", backoff_factor=2)
+            kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                       size_limit=placement.shm_size)
+            if placement.gpu:
+                _on_gpu(train, placement, num_gpus)
+
+            analyse = cpu_step(steps.analyse(
+                manifest=validate.outputs["manifest"], trained=train.outputs["trained"],
+                verdict=sanity.outputs["verdict"], store_uri=store_uri, model_name=model_name,
+                export_formats=export_formats))
+            analyse.set_display_name("evaluate and report")
+
+            publish = cpu_step(steps.publish(
+                manifest=validate.outputs["manifest"], validation_report=validate.outputs["validation_report"],
+                verdict=sanity.outputs["verdict"], trained=train.outputs["trained"],
+                analysis=analyse.outputs["analysis"], store_uri=store_uri, run_id=run_id,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=model_name, min_map50=min_map50,
+                min_margin=min_margin), caching=False)
+            publish.set_display_name("publish")
+        with dsl.Else(name="dataset-unchanged"):
+            cpu_step(steps.skipped(note=decide.outputs["note"])).set_display_name("training skipped")
+
+    return pogona_train

@@ -1,0 +1,146 @@
+"""Adapters between KFP artifact paths and the step functions in `components/`.
+
+A KFP component body is shipped as source text, so it stays a two-line call into this
+module; everything here is plain Python that the tests call directly. Each adapter lays the
+artifacts it receives out as the run's working directory (docs/architecture.md), calls one
+step function, and returns the numbers the KFP UI shows as Metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.config import PromotionConfig, SanityConfig, TrainConfig
+from components.errors import UserError
+
+
+def dataset_cache_root() -> Path:
+    """Where snapshots are materialized: a pod's emptyDir, a mounted PVC, or a laptop cache."""
+    return Path(os.environ.get("POGONA_CACHE_DIR", Path.home() / ".cache" / "pogona" / "datasets"))
+
+
+def materialize(manifest_path: str) -> Path:
+    """Sync the snapshot a manifest names into the cache and return its data.yaml."""
+    from components.snapshot import Manifest
+    from components.sync import sync_snapshot
+
+    fingerprint = Manifest.load(Path(manifest_path)).fingerprint
+    return sync_snapshot(Path(manifest_path), dataset_cache_root() / fingerprint[:16]).data_yaml
+
+
+def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tuple[str, dict[str, float]]:
+    """Validate the bucket, write manifest and report; fail the run when the dataset is unusable."""
+    from components.validate import validate_dataset
+
+    result = validate_dataset(dataset_uri, Path(manifest_path), Path(report_path))
+    if not result.usable:
+        raise UserError(f"dataset {dataset_uri} is not usable: " + "; ".join(result.errors[:5]))
+    metrics = {f"{split}_{name}": float(value)
+               for split, per_split in result.counts.items() if isinstance(per_split, dict)
+               for name, value in per_split.items() if isinstance(value, (int, float))}
+    return result.manifest.fingerprint, metrics
+
+
+@dataclass(frozen=True)
+class TrainingDecision:
+    train: bool
+    note: str
+
+
+def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool) -> TrainingDecision:
+    """Skip training when the champion was trained on exactly this dataset snapshot."""
+    from components.publish import read_champion
+
+    if not skip_if_unchanged:
+        return TrainingDecision(True, "skip-if-unchanged is off: training")
+    champion = read_champion(store_uri, model_name)
+    if champion is None:
+        return TrainingDecision(True, f"no production model for {model_name} yet: training")
+    if champion.get("dataset_fingerprint") == fingerprint:
+        return TrainingDecision(False, f"dataset fingerprint {fingerprint[:16]} equals the one production run "
+                                       f"{champion.get('run_id')} was trained on: training skipped")
+    return TrainingDecision(True, f"dataset changed since production run {champion.get('run_id')}: training")
+
+
+def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, model: str,
+                weights: str) -> dict[str, float]:
+    """Run the CPU sanity gate; a dead or non-learning verdict fails the step with its reasons."""
+    from components.sanity import run_sanity
+
+    run_sanity(materialize(manifest_path), Path(verdict_path), config, weights=weights, model=model)
+    verdict = json.loads(Path(verdict_path).read_text())
+    if verdict["verdict"] != "healthy":
+        raise UserError(f"sanity gate: {verdict['verdict']}: " + " ".join(verdict["reasons"]))
+    last = verdict["epochs"][-1] if verdict["epochs"] else {}
+    return {"steps": float(verdict["steps"]), "wall_seconds": float(verdict["wall_seconds"]),
+            **{f"last_epoch_{key}": float(value) for key, value in last.items()}}
+
+
+def training_device(device: str, num_gpus: int) -> str:
+    """`cuda` with N GPUs becomes the device list ultralytics uses for DDP on one node."""
+    if device == "cuda" and num_gpus > 1:
+        return ",".join(str(index) for index in range(num_gpus))
+    return device
+
+
+def train_step(manifest_path: str, out_dir: str, config: TrainConfig, store_uri: str,
+               run_id: str) -> dict[str, float]:
+    from components.train import train_model
+
+    result = train_model(materialize(manifest_path), Path(out_dir), config, store=store_uri, run_id=run_id)
+    return {key: float(value) for key, value in result.metrics.items() if isinstance(value, (int, float))}
+
+
+def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,
+                  model_name: str, export_formats: str) -> dict[str, float]:
+    """Evaluate per modality, export, and write the report next to them."""
+    from components.evaluate import evaluate_model
+    from components.export import export_model
+    from components.publish import read_champion
+    from components.report import write_report
+
+    data = materialize(manifest_path)
+    out = Path(analysis_dir)
+    weights = Path(trained_dir) / "weights" / "best.pt"
+    evaluation = evaluate_model(weights, data, out / "evaluation" / "evaluation.json")
+    formats = tuple(fmt.strip() for fmt in export_formats.split(",") if fmt.strip())
+    exports_json = None
+    if formats:
+        export_model(weights, data, out / "exports", formats)
+        exports_json = out / "exports" / "exports.json"
+    champion = read_champion(store_uri, model_name)
+    champion_path = None
+    if champion is not None:
+        champion_path = out / "champion.json"
+        champion_path.write_text(json.dumps(champion, indent=2))
+    write_report(Path(trained_dir), out / "report", sanity=Path(verdict_path), champion=champion_path,
+                 evaluation=out / "evaluation" / "evaluation.json", exports=exports_json)
+    return {key: float(value) for key, value in evaluation["overall"].items()}
+
+
+def assemble_run_dir(run_dir: Path, manifest_path: str, validation_report: str, verdict_path: str,
+                     trained_dir: str, analysis_dir: str) -> Path:
+    """Lay the artifacts of one run out as the working-directory layout publish expects."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(manifest_path, run_dir / "manifest.json")
+    shutil.copyfile(validation_report, run_dir / "validation.md")
+    (run_dir / "sanity").mkdir(exist_ok=True)
+    shutil.copyfile(verdict_path, run_dir / "sanity" / "verdict.json")
+    shutil.copytree(trained_dir, run_dir / "train", dirs_exist_ok=True)
+    for part in ("evaluation", "exports", "report"):
+        if (Path(analysis_dir) / part).exists():
+            shutil.copytree(Path(analysis_dir) / part, run_dir / part, dirs_exist_ok=True)
+    return run_dir
+
+
+def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str,
+                 promotion: PromotionConfig) -> str:
+    """Upload the run and decide promotion; returns the one-line decision for the UI."""
+    from components.publish import publish_run
+
+    result = publish_run(run_dir, store_uri, run_id, model_name, promotion)
+    return ("promoted" if result.promoted else "not promoted") + f": {result.reason}"
