@@ -11,15 +11,12 @@ import io
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from components.config import CLASS_NAMES
 from components.storage import open_store
-
-DATA_YAML_TEMPLATE = Path(__file__).resolve().parent.parent / "dataset" / "data.yaml"
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import random
 import tempfile
 import time
 from dataclasses import dataclass
@@ -55,6 +57,20 @@ def md5_etag(path: Path, part_size: int | None = None) -> str:
     return f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
 
 
+_COMMON_PART_MIB = (5, 8, 10, 15, 16, 32, 50, 64, 100, 128, 256, 512)
+
+
+def _part_size_candidates(size: int, parts: int) -> list[int]:
+    """Part sizes that cut `size` bytes into exactly `parts` parts: the exact split and the usual tool sizes."""
+    mib = 1024 * 1024
+    smallest = -(-size // parts)
+    if parts == 1:
+        return [size]
+    largest = -(-size // (parts - 1)) - 1
+    candidates = {smallest, -(-smallest // mib) * mib} | {m * mib for m in _COMMON_PART_MIB}
+    return sorted(part for part in candidates if smallest <= part <= largest)
+
+
 def file_matches(path: Path, size: int, etag: str) -> bool:
     """True when a local file has the size and ETag of an object (so it need not be downloaded)."""
     try:
@@ -66,9 +82,7 @@ def file_matches(path: Path, size: int, etag: str) -> bool:
     if "-" not in etag:
         return md5_etag(path) == etag
     parts = int(etag.rsplit("-", 1)[1])
-    mib = 1024 * 1024
-    candidates = {MULTIPART_CHUNK, 8 * mib, -(-size // parts // mib) * mib}
-    return any(md5_etag(path, part) == etag for part in sorted(candidates) if part > 0)
+    return any(md5_etag(path, part) == etag for part in _part_size_candidates(size, parts))
 
 
 def _atomic_target(dest: Path) -> tuple[int, Path]:
@@ -232,33 +246,45 @@ class FolderStore(ObjectStore):
         self._path(key).unlink(missing_ok=True)
 
 
-def _with_retries(attempts: int, action: Callable[[], _T]) -> _T:
-    """Run `action` again with backoff when the failure is transient (body cut mid-stream, 5xx).
+_THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                               "TooManyRequestsException", "RequestTimeout", "InternalError", "ServiceUnavailable"})
 
-    botocore already retries a failed request; this covers what it cannot see, such as a
-    connection reset while the body of a GET is being read.
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth another try: 5xx, throttling, refused or reset connections, torn bodies."""
+    from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
+                                     IncompleteReadError)
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or status == 429 or exc.response.get("Error", {}).get("Code") in _THROTTLING_CODES
+    return isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError,
+                            TimeoutError))
+
+
+def with_retries(action: Callable[[], _T], attempts: int, base_delay: float = 0.2) -> _T:
+    """Run `action`, trying again with jittered exponential backoff while the failure is transient.
+
+    botocore's own retries are switched off so that one policy covers the request and the
+    reading of its body (a connection reset mid-GET), and so that an unreachable endpoint
+    fails after a few seconds instead of botocore's retries multiplied by ours.
     """
-    from botocore.exceptions import (ConnectionError as BotoConnectionError, ClientError,
-                                     IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
-
-    transient = (BotoConnectionError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError,
-                 ConnectionError, TimeoutError)
-    for attempt in range(attempts - 1):
+    attempt = 0
+    while True:
         try:
             return action()
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) < 500:
+        except Exception as exc:
+            if attempt >= attempts - 1 or not is_transient(exc):
                 raise
-        except transient:
-            pass
-        time.sleep(min(0.2 * 2 ** attempt, 5.0))
-    return action()
+        time.sleep(min(base_delay * 2 ** attempt, 2.0) * random.uniform(0.5, 1.0))
+        attempt += 1
 
 
 class S3Store(ObjectStore):
     """`s3://bucket/prefix` through boto3; endpoint, keys and region from the standard AWS variables."""
 
-    def __init__(self, uri: str, *, max_pool: int = 64, attempts: int = 5):
+    def __init__(self, uri: str, *, attempts: int = 5, multipart_threshold: int = MULTIPART_THRESHOLD,
+                 multipart_chunk: int = MULTIPART_CHUNK):
         parsed = urlparse(uri)
         if not parsed.netloc:
             raise StorageError(f"{uri!r} has no bucket name (expected s3://bucket/prefix)")
@@ -266,7 +292,9 @@ class S3Store(ObjectStore):
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.attempts = attempts
-        self._client = _make_client(max_pool, attempts)
+        self.multipart_threshold = multipart_threshold
+        self.multipart_chunk = multipart_chunk
+        self._client = _shared_client(*_client_settings())
 
     def _key(self, key: str) -> str:
         key = key.lstrip("/")
@@ -275,24 +303,24 @@ class S3Store(ObjectStore):
     def _relative(self, full_key: str) -> str:
         return full_key[len(self.prefix) + 1:] if self.prefix else full_key
 
-    def _call(self, what: str, action: Callable[[], _T]) -> _T:
+    def _call(self, where: str, action: Callable[[], _T]) -> _T:
         try:
-            return _with_retries(self.attempts, action)
+            return with_retries(action, self.attempts)
         except StorageError:
             raise
         except Exception as exc:  # boto raises a zoo; the user gets one line naming the object
-            raise StorageError(explain_s3_error(exc, what)) from exc
+            raise StorageError(explain_s3_error(exc, where)) from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix) if (prefix or self.prefix) else "")
-        iterator = iter(pages)
+        request: dict[str, Any] = {"Bucket": self.bucket,
+                                   "Prefix": self._key(prefix) if (prefix or self.prefix) else ""}
         while True:
-            page = self._call(f"s3://{self.bucket}/{self._key(prefix)}", lambda: next(iterator, None))
-            if page is None:
-                return
+            page = self._call(self.url(prefix), functools.partial(self._client.list_objects_v2, **request))
             for item in page.get("Contents", []):
                 yield ObjectInfo(self._relative(item["Key"]), item["Size"], item["ETag"].strip('"'))
+            if not page.get("IsTruncated"):
+                return
+            request["ContinuationToken"] = page["NextContinuationToken"]
 
     def head(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
@@ -309,11 +337,18 @@ class S3Store(ObjectStore):
         return self._call(self.url(key), action)
 
     def download(self, key: str, dest: Path, expected: ObjectInfo | None = None) -> int:
+        from botocore.exceptions import ClientError
+
         def action() -> int:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
+            request: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
             if expected:
-                kwargs["IfMatch"] = f'"{expected.etag}"'
-            reply = self._client.get_object(**kwargs)
+                request["IfMatch"] = f'"{expected.etag}"'
+            try:
+                reply = self._client.get_object(**request)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
+                    raise StorageError(f"{self.url(key)} changed since the snapshot (ETag differs)") from exc
+                raise
             etag = reply["ETag"].strip('"')
             fd, tmp = _atomic_target(dest)
             try:
@@ -326,11 +361,9 @@ class S3Store(ObjectStore):
                         written += len(block)
                 if written != reply["ContentLength"] or (expected and written != expected.size):
                     raise StorageError(f"{self.url(key)} changed since the snapshot: got {written} bytes")
-                if "-" in etag:
-                    if not file_matches(tmp, written, etag):
-                        raise StorageError(f"{self.url(key)} changed since the snapshot: multipart ETag differs")
-                elif digest.hexdigest() != etag:
-                    raise StorageError(f"{self.url(key)} changed since the snapshot: content does not match its ETag")
+                matches = file_matches(tmp, written, etag) if "-" in etag else digest.hexdigest() == etag
+                if not matches:
+                    raise StorageError(f"{self.url(key)}: downloaded content does not match its ETag {etag}")
                 os.replace(tmp, dest)
             except BaseException:
                 tmp.unlink(missing_ok=True)
@@ -340,16 +373,32 @@ class S3Store(ObjectStore):
         return self._call(self.url(key), action)
 
     def upload_file(self, src: Path, key: str) -> ObjectInfo:
-        from boto3.s3.transfer import TransferConfig
+        """Upload one file: a single PUT below the multipart threshold, else parts with their own retries."""
+        size = src.stat().st_size
+        if size < self.multipart_threshold:
+            return self.put_bytes(key, src.read_bytes())
+        return self._upload_multipart(src, key, size)
 
-        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK,
-                                use_threads=True)
-        self._call(self.url(key), lambda: self._client.upload_file(str(src), self.bucket, self._key(key),
-                                                                   Config=config))
-        info = self.head(key)
-        if info is None or info.size != src.stat().st_size:
-            raise StorageError(f"upload of {src} to {self.url(key)} did not arrive whole")
-        return info
+    def _upload_multipart(self, src: Path, key: str, size: int) -> ObjectInfo:
+        where, target = self.url(key), {"Bucket": self.bucket, "Key": self._key(key)}
+        upload_id = self._call(where, lambda: self._client.create_multipart_upload(**target)["UploadId"])
+        try:
+            parts = []
+            with open(src, "rb") as handle:
+                for number, chunk in enumerate(iter(lambda: handle.read(self.multipart_chunk), b""), start=1):
+                    reply = self._call(f"{where} (part {number})", functools.partial(
+                        self._client.upload_part, **target, UploadId=upload_id, PartNumber=number, Body=chunk))
+                    parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+            reply = self._call(where, lambda: self._client.complete_multipart_upload(
+                **target, UploadId=upload_id, MultipartUpload={"Parts": parts}))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._client.abort_multipart_upload(**target, UploadId=upload_id)
+            raise
+        etag = reply["ETag"].strip('"')
+        if etag != md5_etag(src, self.multipart_chunk):
+            raise StorageError(f"upload of {src} to {where} did not arrive whole (ETag {etag} differs)")
+        return ObjectInfo(key, size, etag)
 
     def get_bytes(self, key: str) -> bytes:
         return self._call(self.url(key), lambda: self._client.get_object(
@@ -359,15 +408,15 @@ class S3Store(ObjectStore):
                   if_none_match: bool = False) -> ObjectInfo:
         from botocore.exceptions import ClientError
 
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        request: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
         if if_match is not None:
-            kwargs["IfMatch"] = f'"{if_match.strip(chr(34))}"'
+            request["IfMatch"] = f'"{if_match.strip(chr(34))}"'
         if if_none_match:
-            kwargs["IfNoneMatch"] = "*"
+            request["IfNoneMatch"] = "*"
 
         def action() -> ObjectInfo:
             try:
-                reply = self._client.put_object(**kwargs)
+                reply = self._client.put_object(**request)
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}:
@@ -381,30 +430,42 @@ class S3Store(ObjectStore):
         self._call(self.url(key), lambda: self._client.delete_object(Bucket=self.bucket, Key=self._key(key)))
 
 
-def _make_client(max_pool: int, attempts: int) -> Any:
+_CLIENT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                     "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
+                     "POGONA_S3_CONNECT_TIMEOUT", "POGONA_S3_READ_TIMEOUT", "POGONA_S3_ADDRESSING")
+
+
+def _client_settings() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(name) for name in _CLIENT_VARIABLES)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_client(*settings: str | None) -> Any:
+    """One boto3 client (thread-safe, one large connection pool) per distinct AWS environment."""
     import boto3
     from botocore.config import Config
 
+    env = dict(zip(_CLIENT_VARIABLES, settings))
     config = Config(
-        connect_timeout=float(os.environ.get("POGONA_S3_CONNECT_TIMEOUT", "3")),
-        read_timeout=float(os.environ.get("POGONA_S3_READ_TIMEOUT", "60")),
-        retries={"max_attempts": attempts, "mode": "standard"},
-        max_pool_connections=max_pool,
-        s3={"addressing_style": os.environ.get("POGONA_S3_ADDRESSING", "path")},
+        connect_timeout=float(env["POGONA_S3_CONNECT_TIMEOUT"] or 3),
+        read_timeout=float(env["POGONA_S3_READ_TIMEOUT"] or 60),
+        retries={"total_max_attempts": 1},
+        max_pool_connections=64,
+        s3={"addressing_style": env["POGONA_S3_ADDRESSING"] or "path"},
     )
-    session = boto3.session.Session()
-    return session.client("s3", config=config, endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3")
-                          or os.environ.get("AWS_ENDPOINT_URL") or None)
+    return boto3.session.Session().client(
+        "s3", config=config, endpoint_url=env["AWS_ENDPOINT_URL_S3"] or env["AWS_ENDPOINT_URL"] or None)
 
 
 def explain_s3_error(exc: Exception, where: str) -> str:
     """Turn a boto exception into one line a person can act on."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, NoCredentialsError,
+                                     PartialCredentialsError)
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-    if isinstance(exc, NoCredentialsError):
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return f"{where}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
-    if isinstance(exc, EndpointConnectionError):
+    if isinstance(exc, BotoConnectionError):
         return f"{where}: cannot reach the S3 endpoint {endpoint} (check AWS_ENDPOINT_URL_S3 and the network)"
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})

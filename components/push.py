@@ -1,0 +1,55 @@
+"""Upload a local labeled dataset into the object store, sending only files that changed.
+
+A re-push after labeling a few more images uploads those few: a file whose size and ETag
+already match the object at its key is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.errors import UserError
+from components.storage import file_matches, open_store
+
+_SKIPPED_SUFFIXES = (".cache", ".part", ".lock")
+
+
+@dataclass(frozen=True)
+class PushSummary:
+    uploaded: int
+    skipped: int
+    bytes: int
+    seconds: float
+
+    def line(self) -> str:
+        return (f"pushed {self.uploaded + self.skipped} files: {self.uploaded} uploaded, {self.skipped} unchanged, "
+                f"{self.bytes / 1e6:.1f} MB in {self.seconds:.2f} s")
+
+
+def dataset_files(source_dir: Path) -> dict[str, Path]:
+    """The files worth pushing, by key: everything but hidden files and ultralytics' label caches."""
+    if not source_dir.is_dir():
+        raise UserError(f"dataset folder {source_dir} does not exist")
+    files = {}
+    for path in sorted(source_dir.rglob("*")):
+        relative = path.relative_to(source_dir)
+        hidden = any(part.startswith(".") for part in relative.parts)
+        if path.is_file() and not hidden and not path.name.endswith(_SKIPPED_SUFFIXES):
+            files[relative.as_posix()] = path
+    return files
+
+
+def push_dataset(source_dir: Path, dest: str, workers: int = 16) -> PushSummary:
+    """Upload `source_dir` to the store at `dest`, skipping files the store already holds unchanged."""
+    started = time.monotonic()
+    files = dataset_files(Path(source_dir))
+    store = open_store(dest)
+    remote = {info.key: info for info in store.list()}
+    changed = [key for key, path in files.items()
+               if key not in remote or not file_matches(path, remote[key].size, remote[key].etag)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        sizes = list(pool.map(lambda key: store.upload_file(files[key], key).size, changed))
+    return PushSummary(len(changed), len(files) - len(changed), sum(sizes), time.monotonic() - started)

@@ -1,0 +1,117 @@
+"""The snapshot manifest: exactly which objects a run trains on, and a fingerprint of them.
+
+Validation writes it from a bucket listing; every later step materializes exactly these
+objects (verified by size and ETag), so a run is reproducible while the bucket changes under
+it, and an unchanged fingerprint tells a nightly run that there is nothing new to learn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from components.config import IMAGE_SUFFIXES, MODALITIES, SPLITS
+from components.errors import UserError
+from components.storage import write_atomic
+
+IMAGE_ROLE = "image"
+LABEL_ROLE = "label"
+UNKNOWN_MODALITY = "unknown"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    key: str
+    size: int
+    etag: str
+    split: str
+    modality: str
+    role: str
+
+
+@dataclass(frozen=True)
+class DatasetKey:
+    """Where a key sits in the contract layout: `<role dir>/<split>/[<modality>/]<file>`."""
+
+    role: str
+    split: str
+    modality: str
+    stem: str
+
+
+def parse_key(key: str) -> DatasetKey | None:
+    """Place a key in the layout, or None when it is not an image or label under a known split.
+
+    `stem` is the path below the split without its suffix: an image and its label share it.
+    """
+    parts = PurePosixPath(key).parts
+    if len(parts) < 3 or parts[1] not in SPLITS:
+        return None
+    top, split, rest = parts[0], parts[1], PurePosixPath(*parts[2:])
+    if top == "images" and rest.suffix.lower() in IMAGE_SUFFIXES:
+        role = IMAGE_ROLE
+    elif top == "labels" and rest.suffix == ".txt":
+        role = LABEL_ROLE
+    else:
+        return None
+    return DatasetKey(role, split, modality_of(rest), rest.with_suffix("").as_posix())
+
+
+def modality_of(path_below_split: PurePosixPath) -> str:
+    """The modality from the first sub-folder, else from the filename prefix (`thermal_`), else unknown."""
+    if len(path_below_split.parts) > 1 and path_below_split.parts[0].lower() in MODALITIES:
+        return path_below_split.parts[0].lower()
+    name = path_below_split.name.lower()
+    return next((m for m in MODALITIES if name.startswith(f"{m}_")), UNKNOWN_MODALITY)
+
+
+def fingerprint(entries: list[ManifestEntry] | tuple[ManifestEntry, ...]) -> str:
+    """sha256 over the sorted entries: equal fingerprints mean the same bytes in the same places."""
+    digest = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: e.key):
+        digest.update("\t".join(str(v) for v in (entry.key, entry.size, entry.etag, entry.split,
+                                                  entry.modality, entry.role)).encode() + b"\n")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str
+    names: dict[int, str]
+    entries: tuple[ManifestEntry, ...]
+    fingerprint: str
+    created: str
+
+    @classmethod
+    def build(cls, source: str, names: dict[int, str], entries: list[ManifestEntry]) -> Manifest:
+        ordered = tuple(sorted(entries, key=lambda e: e.key))
+        return cls(source, dict(names), ordered, fingerprint(ordered),
+                   datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def splits(self) -> list[str]:
+        present = {entry.split for entry in self.entries if entry.role == IMAGE_ROLE}
+        return [split for split in SPLITS if split in present]
+
+    def save(self, path: Path) -> None:
+        document = asdict(self)
+        document["names"] = {str(index): name for index, name in self.names.items()}
+        write_atomic(Path(path), (json.dumps(document, indent=1) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            document = json.loads(Path(path).read_text())
+            entries = tuple(ManifestEntry(**entry) for entry in document["entries"])
+            manifest = cls(document["source"], {int(i): n for i, n in document["names"].items()}, entries,
+                           document["fingerprint"], document["created"])
+        except FileNotFoundError:
+            raise UserError(f"manifest {path} does not exist (write one with `pogona dataset validate`)") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"manifest {path} is not a snapshot manifest: {exc!r}") from None
+        if fingerprint(entries) != manifest.fingerprint:
+            raise UserError(f"manifest {path}: entries do not match its fingerprint (edited by hand?)")
+        return manifest

@@ -1,0 +1,240 @@
+"""Check a dataset in the contract layout before anything trains on it, and write its snapshot.
+
+Every image is downloaded (in parallel) and decoded, every label line parsed, and the
+problems that wasted runs in the field notes are caught here in seconds: labels without
+images, boxes outside the image, class ids beyond the names, the same picture in train and
+val, a split with nothing to learn. Each error names the object key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import tempfile
+import warnings as python_warnings
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from components.config import CLASS_NAMES, SPLITS
+from components.errors import UserError
+from components.snapshot import IMAGE_ROLE, LABEL_ROLE, Manifest, ManifestEntry, parse_key
+from components.storage import ObjectStore, open_store, write_atomic
+from components.sync import fetch_entries
+
+DATA_YAML_TEMPLATE = Path(__file__).resolve().parent.parent / "dataset" / "data.yaml"
+_LISTED_PROBLEMS = 200
+
+
+@dataclass
+class GroupCounts:
+    images: int = 0
+    backgrounds: int = 0
+    instances: int = 0
+
+
+@dataclass
+class ValidationResult:
+    usable: bool
+    errors: list[str]
+    warnings: list[str]
+    counts: dict[str, dict[str, GroupCounts]]
+    manifest: Manifest
+    report_markdown: str
+    box_sizes: list[float] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for a dashboard: `<split>_<count>` totals and `<split>_<modality>_<count>`."""
+        flat: dict[str, float] = {}
+        for split, groups in self.counts.items():
+            for modality, group in groups.items():
+                for name, value in vars(group).items():
+                    flat[f"{split}_{modality}_{name}"] = float(value)
+                    flat[f"{split}_{name}"] = flat.get(f"{split}_{name}", 0.0) + value
+        return flat
+
+
+def parse_names(text: str, where: str) -> dict[int, str]:
+    """Class names from a data.yaml: a mapping {0: name} or a list [name]."""
+    try:
+        names = (yaml.safe_load(text) or {}).get("names")
+    except (yaml.YAMLError, AttributeError) as exc:
+        raise UserError(f"{where} is not a YAML mapping: {exc}") from None
+    if isinstance(names, list):
+        return dict(enumerate(str(n) for n in names))
+    if isinstance(names, dict) and names:
+        try:
+            return {int(index): str(name) for index, name in names.items()}
+        except ValueError:
+            raise UserError(f"{where}: class ids in `names` must be integers") from None
+    raise UserError(f"{where} has no `names` (expected e.g. names: {{0: pogona_head}})")
+
+
+def class_names(store: ObjectStore, keys: set[str]) -> dict[int, str]:
+    """Names from the dataset's own data.yaml, else the contract's template, else the built-in default."""
+    if "data.yaml" in keys:
+        return parse_names(store.get_bytes("data.yaml").decode(), store.url("data.yaml"))
+    if DATA_YAML_TEMPLATE.is_file():
+        return parse_names(DATA_YAML_TEMPLATE.read_text(), str(DATA_YAML_TEMPLATE))
+    return dict(CLASS_NAMES)
+
+
+def check_label(key: str, text: str, names: dict[int, str]) -> tuple[list[tuple[float, float]], list[str]]:
+    """The (width, height) of each box in a YOLO label file, and one error per bad line."""
+    boxes, errors = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            values = []
+        if len(fields) != 5 or len(values) != 5:
+            errors.append(f"{key} line {number}: expected 5 numbers (class cx cy w h), got {line.strip()!r}")
+            continue
+        class_id, cx, cy, w, h = values
+        if not class_id.is_integer() or int(class_id) not in names:
+            errors.append(f"{key} line {number}: class id {fields[0]} is not one of {sorted(names)}")
+        elif not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
+            errors.append(f"{key} line {number}: centre and size must lie within [0, 1], got {line.strip()!r}")
+        elif w <= 0 or h <= 0:
+            errors.append(f"{key} line {number}: box width and height must be positive, got {line.strip()!r}")
+        else:
+            boxes.append((w, h))
+    return boxes, errors
+
+
+def check_image(key: str, path: Path) -> tuple[str, str | None]:
+    """The image's sha256 and an error when it does not decode."""
+    content = path.read_bytes()
+    try:
+        with python_warnings.catch_warnings():
+            python_warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.verify()
+            with Image.open(path) as image:
+                image.load()
+    except Exception as exc:  # PIL raises many types for broken files; all mean "cannot train on it"
+        return hashlib.sha256(content).hexdigest(), f"{key}: image does not decode ({type(exc).__name__}: {exc})"
+    return hashlib.sha256(content).hexdigest(), None
+
+
+def _leakage(hashes: dict[str, dict[str, str]]) -> list[str]:
+    """One error per image whose exact content also appears in an earlier split."""
+    errors, seen = [], {}
+    for split in SPLITS:
+        for key, digest in sorted(hashes.get(split, {}).items()):
+            if digest in seen and seen[digest][0] != split:
+                errors.append(f"{key}: leakage, same content as {seen[digest][1]} in {seen[digest][0]}")
+            seen.setdefault(digest, (split, key))
+    return errors
+
+
+def validate_dataset(source: str, manifest_path: Path | None = None, report_path: Path | None = None,
+                     cache_dir: Path | None = None, workers: int = 16) -> ValidationResult:
+    """List, download and check the dataset at `source`; write its manifest and Markdown report.
+
+    `cache_dir` keeps the downloaded copy (a later sync into the same folder downloads nothing).
+    """
+    store = open_store(source)
+    listing = list(store.list())
+    names = class_names(store, {info.key for info in listing})
+    errors: list[str] = []
+    warnings: list[str] = []
+    entries: list[ManifestEntry] = []
+    for info in listing:
+        place = parse_key(info.key)
+        if place is None:
+            if info.key != "data.yaml":
+                warnings.append(f"{info.key}: not an image or label under images|labels/train|val|test; ignored")
+            continue
+        entries.append(ManifestEntry(info.key, info.size, info.etag, place.split, place.modality, place.role))
+    manifest = Manifest.build(store.uri, names, entries)
+
+    with tempfile.TemporaryDirectory(prefix="pogona-validate-") as scratch:
+        local = Path(cache_dir) if cache_dir else Path(scratch)
+        fetch_entries(store, manifest.entries, local, workers, progress=False, label="validate")
+        images = [e for e in manifest.entries if e.role == IMAGE_ROLE]
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            decoded = list(pool.map(lambda e: check_image(e.key, local / e.key), images))
+        labels = {(e.split, parse_key(e.key).stem): (e, (local / e.key).read_text(errors="replace"))
+                  for e in manifest.entries if e.role == LABEL_ROLE}
+
+    counts: dict[str, dict[str, GroupCounts]] = defaultdict(lambda: defaultdict(GroupCounts))
+    hashes: dict[str, dict[str, str]] = defaultdict(dict)
+    box_sizes: list[float] = []
+    for entry, (digest, decode_error) in zip(images, decoded):
+        if decode_error:
+            errors.append(decode_error)
+        hashes[entry.split][entry.key] = digest
+        label = labels.pop((entry.split, parse_key(entry.key).stem), None)
+        boxes, label_errors = check_label(label[0].key, label[1], names) if label else ([], [])
+        errors.extend(label_errors)
+        group = counts[entry.split][entry.modality]
+        group.images += 1
+        group.instances += len(boxes)
+        group.backgrounds += not boxes
+        box_sizes.extend((w * h) ** 0.5 for w, h in boxes)
+    errors.extend(f"{entry.key}: label without an image (expected images/{entry.split}/"
+                  f"{parse_key(entry.key).stem}.jpg or .png)" for entry, _ in labels.values())
+    errors.extend(_leakage(hashes))
+    for split in ("train", "val"):
+        if split not in counts:
+            errors.append(f"{store.url(f'images/{split}')}: the {split} split has no images")
+    for split, groups in counts.items():
+        if sum(g.instances for g in groups.values()) == 0:
+            errors.append(f"{store.url(f'labels/{split}')}: the {split} split has no labeled instances")
+
+    frozen_counts = {split: dict(groups) for split, groups in counts.items()}
+    report = render_report(manifest, frozen_counts, box_sizes, errors, warnings)
+    result = ValidationResult(not errors, errors, warnings, frozen_counts, manifest, report, box_sizes)
+    if manifest_path:
+        manifest.save(Path(manifest_path))
+    if report_path:
+        write_atomic(Path(report_path), report.encode())
+    return result
+
+
+def _problem_list(title: str, problems: list[str]) -> list[str]:
+    if not problems:
+        return []
+    lines = [f"### {title} ({len(problems)})", ""] + [f"- `{p}`" for p in problems[:_LISTED_PROBLEMS]]
+    if len(problems) > _LISTED_PROBLEMS:
+        lines.append(f"- … and {len(problems) - _LISTED_PROBLEMS} more")
+    return lines + [""]
+
+
+def render_report(manifest: Manifest, counts: dict[str, dict[str, GroupCounts]], box_sizes: list[float],
+                  errors: list[str], warnings: list[str]) -> str:
+    """The Markdown report: verdict, counts per split and modality, box-size spread, problems."""
+    verdict = "usable" if not errors else f"not usable ({len(errors)} errors)"
+    names = ", ".join(f"{i}: {n}" for i, n in sorted(manifest.names.items()))
+    lines = [f"# Dataset validation: {manifest.source}", "", f"**Verdict: {verdict}**", "",
+             f"- fingerprint: `{manifest.fingerprint}`", f"- classes: {names}",
+             f"- objects: {len(manifest.entries)}", "",
+             "## Counts", "", "| split | modality | images | backgrounds | instances |", "|---|---|---:|---:|---:|"]
+    total = GroupCounts()
+    for split in SPLITS:
+        for modality, group in sorted(counts.get(split, {}).items()):
+            lines.append(f"| {split} | {modality} | {group.images} | {group.backgrounds} | {group.instances} |")
+            total = GroupCounts(total.images + group.images, total.backgrounds + group.backgrounds,
+                                total.instances + group.instances)
+    lines += [f"| **total** | | {total.images} | {total.backgrounds} | {total.instances} |", "", "## Box sizes", ""]
+    if len(box_sizes) >= 2:
+        deciles = statistics.quantiles(box_sizes, n=10)
+        lines += ["Box size as a fraction of the image side (sqrt of width x height):", "",
+                  "| min | p10 | median | p90 | max |", "|---:|---:|---:|---:|---:|",
+                  f"| {min(box_sizes):.3f} | {deciles[0]:.3f} | {statistics.median(box_sizes):.3f} | "
+                  f"{deciles[-1]:.3f} | {max(box_sizes):.3f} |", ""]
+    else:
+        lines += [f"{len(box_sizes)} boxes: too few for a spread.", ""]
+    lines += ["## Problems", ""]
+    lines += _problem_list("Errors", errors) + _problem_list("Warnings", warnings)
+    if not errors and not warnings:
+        lines += ["None.", ""]
+    return "\n".join(lines)
