@@ -98,3 +98,29 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, demo_dataset_dir: Path
     YOLO("yolo11n.yaml").train(data=str(data), epochs=2, imgsz=64, batch=16, device="cpu", workers=0,
                                project=str(project), name="tiny", exist_ok=True, seed=42, verbose=False)
     return project / "tiny"
+
+
+@pytest.fixture
+def s3_faults(s3_bucket: str, monkeypatch: pytest.MonkeyPatch):
+    """A fault-injecting proxy (tests/faults.py) in front of the loopback server, with the AWS
+    variables pointing at it; ask for `s3_bucket` too to get the bucket it serves."""
+    from faults import FaultProxy
+
+    with FaultProxy(os.environ["AWS_ENDPOINT_URL_S3"]) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.url)
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def s3_server_with_auth() -> str:
+    """A second loopback S3 server that checks credentials (every key is unknown to it)."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
