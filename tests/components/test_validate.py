@@ -1,0 +1,161 @@
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from components.demo_dataset import DemoSpec, generate_demo_dataset
+from components.push import push_dataset
+from components.snapshot import Manifest
+from components.sync import sync_snapshot
+from components.validate import validate_dataset
+from pipelines.cli import main
+
+SPEC = DemoSpec(images=12, size=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pristine") / "dataset"
+    generate_demo_dataset(str(root), SPEC, progress=False)
+    return root
+
+
+@pytest.fixture
+def dataset(pristine: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "dataset"
+    shutil.copytree(pristine, root)
+    return root
+
+
+def test_a_good_dataset_is_usable_and_counted(dataset: Path, tmp_path: Path):
+    result = validate_dataset(str(dataset), tmp_path / "manifest.json", tmp_path / "report.md")
+    assert result.usable and result.errors == [] and result.warnings == []
+    assert set(result.counts) == {"train", "val"}
+    assert set(result.counts["train"]) == {"thermal", "visible"}
+    assert sum(g.images for groups in result.counts.values() for g in groups.values()) == 12
+    labeled = sum(p.read_text().strip() != "" for p in (dataset / "labels").rglob("*.txt"))
+    assert sum(g.images - g.backgrounds for groups in result.counts.values() for g in groups.values()) == labeled
+    assert Manifest.load(tmp_path / "manifest.json") == result.manifest
+    assert len(result.manifest.entries) == 24 and result.manifest.names == {0: "pogona_head"}
+    report = (tmp_path / "report.md").read_text()
+    assert "**Verdict: usable**" in report and "| train | thermal |" in report and "## Box sizes" in report
+
+
+def _write(root: Path, key: str, data: bytes | str) -> None:
+    path = root / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def _first(root: Path, pattern: str) -> str:
+    return sorted(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.stat().st_size > 0)[0]
+
+
+def _leak(root: Path) -> str:
+    train_image = _first(root, "images/train/thermal/*.jpg")
+    shutil.copy(root / train_image, root / "images/val/thermal/copy_of_train.jpg")
+    return "images/val/thermal/copy_of_train.jpg: leakage, same content as " + train_image
+
+
+def _label_line(line: str) -> Callable[[Path], str]:
+    def mutate(root: Path) -> str:
+        key = _first(root, "labels/train/visible/*.txt")
+        _write(root, key, line + "\n")
+        return key
+    return mutate
+
+
+def _broken_image(root: Path) -> str:
+    key = _first(root, "images/train/thermal/*.jpg")
+    _write(root, key, (root / key).read_bytes()[:300])
+    return key + ": image does not decode"
+
+
+def _orphan_label(root: Path) -> str:
+    _write(root, "labels/train/visible/visible_99999.txt", "0 0.5 0.5 0.2 0.2\n")
+    return "labels/train/visible/visible_99999.txt: label without an image"
+
+
+def _no_val(root: Path) -> str:
+    shutil.rmtree(root / "images/val")
+    shutil.rmtree(root / "labels/val")
+    return "images/val: the val split has no images"
+
+
+def _no_val_instances(root: Path) -> str:
+    for label in (root / "labels/val").rglob("*.txt"):
+        label.write_text("")
+    return "labels/val: the val split has no labeled instances"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (_broken_image, "image does not decode"),
+    (_label_line("0 0.5 0.5 0.2"), "line 1: expected 5 numbers"),
+    (_label_line("0 0.5 0.5 0.2 wide"), "line 1: expected 5 numbers"),
+    (_label_line("3 0.5 0.5 0.2 0.2"), "line 1: class id 3 is not one of [0]"),
+    (_label_line("0.5 0.5 0.5 0.2 0.2"), "line 1: class id 0.5 is not one of [0]"),
+    (_label_line("0 1.2 0.5 0.2 0.2"), "line 1: centre and size must lie within [0, 1]"),
+    (_label_line("0 0.5 0.5 0 0.2"), "line 1: box width and height must be positive"),
+    (_orphan_label, "label without an image"),
+    (_leak, "leakage"),
+    (_no_val, "the val split has no images"),
+    (_no_val_instances, "the val split has no labeled instances"),
+])
+def test_each_broken_dataset_is_refused_naming_the_key(dataset: Path, mutate: Callable[[Path], str], message: str,
+                                                       capsys: pytest.CaptureFixture):
+    culprit = mutate(dataset)
+    result = validate_dataset(str(dataset))
+    assert not result.usable
+    assert any(culprit in error and message in error for error in result.errors), result.errors
+    assert main(["dataset", "validate", "--source", str(dataset)]) == 1
+    assert culprit in capsys.readouterr().err
+
+
+def test_image_without_label_is_a_counted_background(dataset: Path):
+    before = validate_dataset(str(dataset)).counts["train"]["thermal"]
+    (dataset / _first(dataset, "labels/train/thermal/*.txt")).unlink()
+    after = validate_dataset(str(dataset))
+    assert after.usable
+    assert after.counts["train"]["thermal"].backgrounds == before.backgrounds + 1
+    assert after.counts["train"]["thermal"].images == before.images
+
+
+def test_class_names_come_from_the_dataset_else_the_template(dataset: Path):
+    _write(dataset, "data.yaml", "names:\n  0: pogona_head\n  1: pogona_tail\n")
+    _write(dataset, _first(dataset, "labels/train/visible/*.txt"), "1 0.5 0.5 0.2 0.2\n")
+    assert validate_dataset(str(dataset)).manifest.names == {0: "pogona_head", 1: "pogona_tail"}
+    (dataset / "data.yaml").unlink()
+    result = validate_dataset(str(dataset))
+    assert result.manifest.names == {0: "pogona_head"} and not result.usable
+
+
+def test_modality_from_filename_prefix_and_unknown(dataset: Path):
+    images = dataset / "images/train"
+    shutil.move(images / "thermal", images / "cam")
+    shutil.move(dataset / "labels/train/thermal", dataset / "labels/train/cam")
+    moved = next((images / "cam").glob("*.jpg"))
+    shutil.move(moved, images / "IMG_0001.jpg")
+    shutil.move(dataset / "labels/train/cam" / f"{moved.stem}.txt", dataset / "labels/train/IMG_0001.txt")
+    result = validate_dataset(str(dataset))
+    assert result.usable, result.errors
+    assert set(result.counts["train"]) == {"thermal", "visible", "unknown"}
+    assert result.counts["train"]["unknown"].images == 1
+
+
+def test_objects_outside_the_layout_are_warned_about(dataset: Path):
+    _write(dataset, "notes/todo.txt", "relabel 12")
+    result = validate_dataset(str(dataset))
+    assert result.usable and result.warnings == [
+        "notes/todo.txt: not an image or label under images|labels/train|val|test; ignored"]
+
+
+def test_s3_dataset_validates_and_its_cached_copy_makes_sync_free(pristine: Path, s3_bucket: str, tmp_path: Path):
+    source = f"{s3_bucket}/datasets/pogona"
+    push_dataset(pristine, source)
+    cache = tmp_path / "cache"
+    manifest = tmp_path / "manifest.json"
+    result = validate_dataset(source, manifest, cache_dir=cache)
+    assert result.usable and result.manifest.source == source
+    summary = sync_snapshot(manifest, cache, progress=False)
+    assert (summary.downloaded, summary.skipped) == (0, 24)
