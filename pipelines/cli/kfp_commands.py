@@ -1,9 +1,162 @@
-"""`pogona` commands: placeholder module, filled in by its owner."""
+"""`pogona upload`, `submit` and `schedule`: the compiled pipeline on a Kubeflow Pipelines server.
+
+Authentication is kfp.Client's: a bearer token from an environment variable (--existing-token,
+KFP_TOKEN by default), else a pod's projected service-account token (KF_PIPELINES_SA_TOKEN_PATH).
+Tokens never go on the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import sys
+from pathlib import Path
+
+from components.errors import UserError
+from pipelines import client
+from pipelines.client import Connection, PipelineSource
+
+SCHEDULE_ACTIONS = ("create", "list", "disable", "delete")
+SUCCESSFUL_STATES = {"SUCCEEDED", "SKIPPED"}
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("KFP connection")
+    group.add_argument("--host", help=f"KFP API URL, e.g. http://localhost:8080 (default: ${client.HOST_ENV})")
+    group.add_argument("--namespace", help="Kubernetes namespace of a multi-user KFP install")
+    group.add_argument("--existing-token", metavar="ENV_VAR", dest="token_env",
+                       help=f"environment variable holding a bearer token (default: ${client.DEFAULT_TOKEN_ENV} if set)")
+    return options
+
+
+def _run_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--experiment", default=client.DEFAULT_EXPERIMENT,
+                         help="experiment to file runs under, created when missing (default: %(default)s)")
+    options.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                         help="pipeline argument, typed by the pipeline's parameter (repeatable)")
+    return options
+
+
+def _connect(args: argparse.Namespace) -> Connection:
+    return client.connect(args.host, namespace=args.namespace, token_env=args.token_env)
+
+
+def _upload(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    uploaded = client.upload(conn, args.package, args.name, args.version, args.description)
+    print(f"{'created pipeline' if uploaded.created_pipeline else 'new version of'} {args.name} on {conn.host}",
+          file=sys.stderr)
+    print(f"pipeline id: {uploaded.pipeline_id}")
+    print(f"version id: {uploaded.version_id}")
+    print(f"version name: {uploaded.version_name}")
+    return 0
+
+
+def _submit_source(conn: Connection, args: argparse.Namespace) -> PipelineSource:
+    if args.package is not None:
+        if args.version_id:
+            raise UserError("--version-id picks a version of an uploaded pipeline; it does not go with --package")
+        return client.package_source(args.package)
+    return client.uploaded_source(conn, args.pipeline_name or client.DEFAULT_PIPELINE_NAME, args.version_id)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    conn = _connect(args)
+    source = _submit_source(conn, args)
+    arguments = client.parse_params(args.param, source.parameter_types)
+    label = args.package.stem if args.package else args.pipeline_name or client.DEFAULT_PIPELINE_NAME
+    run_name = args.run_name or f"{label} {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
+    run_id = client.submit_run(conn, source, args.experiment, run_name, arguments)
+    print(f"run id: {run_id}")
+    print(f"run url: {client.ui_url(conn, f'runs/details/{run_id}')}")
+    if not args.wait:
+        return 0
+    run = client.wait_for_run(conn, run_id, args.timeout)
+    print(f"run state: {run.state}")
+    if run.state in SUCCESSFUL_STATES:
+        return 0
+    reason = f": {run.error.message}" if run.error and run.error.message else ""
+    print(f"pogona submit: run {run_id} ended {run.state}{reason}", file=sys.stderr)
+    return 1
+
+
+def _schedule_create(args: argparse.Namespace) -> int:
+    if not args.cron:
+        raise UserError('schedule create needs --cron, e.g. --cron "0 0 2 * * *" (6 fields, seconds first)')
+    cron = client.validate_cron(args.cron)
+    conn = _connect(args)
+    source = client.uploaded_source(conn, args.pipeline_name)
+    arguments = client.parse_params(args.param, source.parameter_types)
+    recurring_run_id = client.create_schedule(conn, source, args.experiment, args.job_name, cron, arguments,
+                                              max_concurrency=args.max_concurrency, catchup=args.catchup)
+    print(f"recurring run id: {recurring_run_id}")
+    print(f"runs: {source.description}, cron {cron}, max concurrency {args.max_concurrency}, "
+          f"{'catchup' if args.catchup else 'no catchup'}")
+    print(f"url: {client.ui_url(conn, f'recurringrun/details/{recurring_run_id}')}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    needs_id = args.action in ("disable", "delete")
+    if needs_id != bool(args.job_id):
+        raise UserError(f"schedule {args.action} {'needs a JOB_ID' if needs_id else 'takes no JOB_ID'}")
+    if args.action == "create":
+        return _schedule_create(args)
+    conn = _connect(args)
+    if args.action == "list":
+        for job in client.list_schedules(conn):
+            cron = job.trigger.cron_schedule.cron if job.trigger and job.trigger.cron_schedule else "-"
+            print(f"{job.recurring_run_id}\t{job.mode}\t{cron}\t{job.display_name}")
+    elif args.action == "disable":
+        client.disable_schedule(conn, args.job_id)
+        print(f"disabled recurring run {args.job_id}")
+    else:
+        client.delete_schedule(conn, args.job_id)
+        print(f"deleted recurring run {args.job_id}")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this group's commands to the `pogona` parser."""
+    """Add `upload`, `submit` and `schedule` to the `pogona` parser."""
+    connection, run = _connection_options(), _run_options()
+
+    upload = subparsers.add_parser("upload", parents=[connection], help="upload the compiled pipeline to KFP",
+                                   description="Upload the compiled pipeline as a new pipeline, or as a new "
+                                               "version when a pipeline of that name exists.")
+    upload.add_argument("--package", type=Path, default=client.DEFAULT_PACKAGE,
+                        help="compiled pipeline YAML (default: the committed pipelines/compiled one)")
+    upload.add_argument("--name", default=client.DEFAULT_PIPELINE_NAME, help="pipeline name (default: %(default)s)")
+    upload.add_argument("--version", help="name of the new version when the pipeline exists (default: project "
+                                          "version, UTC time and git revision); a new pipeline's first version "
+                                          "takes the pipeline's name")
+    upload.add_argument("--description")
+    upload.set_defaults(handler=_upload)
+
+    submit = subparsers.add_parser("submit", parents=[connection, run], help="start a KFP run",
+                                   description="Start a run of the newest (or given) version of an uploaded "
+                                               "pipeline, or of a compiled package file.")
+    source = submit.add_mutually_exclusive_group()
+    source.add_argument("--pipeline-name", help=f"uploaded pipeline to run (default: {client.DEFAULT_PIPELINE_NAME})")
+    source.add_argument("--package", type=Path, help="compiled pipeline YAML to run without uploading")
+    submit.add_argument("--version-id", help="pipeline version to run (default: the newest)")
+    submit.add_argument("--run-name", help="run name (default: pipeline name and local time)")
+    submit.add_argument("--wait", action="store_true", help="wait for the run; exit 1 unless it succeeds")
+    submit.add_argument("--timeout", type=float, metavar="S", help="with --wait, give up after S seconds")
+    submit.set_defaults(handler=_submit)
+
+    schedule = subparsers.add_parser("schedule", parents=[connection, run], help="manage the nightly recurring run",
+                                     description="Create (the default action), list, disable or delete "
+                                                 "recurring runs.")
+    schedule.add_argument("action", nargs="?", choices=SCHEDULE_ACTIONS, default="create",
+                          help="what to do (default: create)")
+    schedule.add_argument("job_id", nargs="?", metavar="JOB_ID", help="recurring run id, for disable and delete")
+    schedule.add_argument("--cron", help='6-field KFP cron, seconds first, e.g. "0 0 2 * * *" (02:00 daily)')
+    schedule.add_argument("--pipeline-name", default=client.DEFAULT_PIPELINE_NAME,
+                          help="uploaded pipeline whose newest version runs (default: %(default)s)")
+    schedule.add_argument("--job-name", default="pogona-nightly", help="recurring run name (default: %(default)s)")
+    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs at once (default: %(default)s)")
+    schedule.add_argument("--catchup", action=argparse.BooleanOptionalAction, default=False,
+                          help="backfill runs missed while paused (default: no catchup)")
+    schedule.set_defaults(handler=_schedule)
