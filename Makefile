@@ -23,3 +23,5 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pogona
+
+include make/kind.mk

@@ -1,0 +1,72 @@
+# Container images and the local kind cluster (docs/kind.md). Included from the Makefile.
+#   make tools                              kubectl, for the manifest tests
+#   make images                             both images, tagged :<version> and :<version>-<git rev>
+#   make e2e                                cluster, KFP, MinIO, CPU image, then a full pipeline run
+
+CONTAINER_ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
+KIND             ?= kind
+KUBECTL          ?= kubectl
+KIND_CLUSTER     ?= pogona
+KFP_VERSION      ?= 2.17.2
+KFP_NAMESPACE    := kubeflow
+# Space-separated .pt URLs to bake into the images (clusters with no internet), e.g.
+# https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11s.pt
+BASE_WEIGHTS_URL ?=
+
+# Image names come from pipelines.images, the module the pipeline compiles with.
+image_name = $(shell $(BIN)/python -m pipelines.images $(1))
+GIT_REV    = $(shell git rev-parse --short HEAD)
+SUDO       = $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: tools images images-cpu images-cuda kind-up kind-down kind-load kfp-install kfp-ui minio e2e
+
+tools:
+	@command -v $(KUBECTL) >/dev/null 2>&1 || { \
+	  echo "kubectl not found: installing Debian's kubernetes-client"; \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y kubernetes-client; }
+	@$(KUBECTL) kustomize --help >/dev/null
+
+images: images-cpu images-cuda
+
+images-cpu images-cuda: images-%: $(STAMP)
+	@command -v $(CONTAINER_ENGINE) >/dev/null 2>&1 || { \
+	  echo "no container engine: install docker or podman, or set CONTAINER_ENGINE"; exit 1; }
+	$(CONTAINER_ENGINE) build --file images/$*/Dockerfile \
+	  --build-arg VERSION=$(lastword $(subst :, ,$(call image_name,$*))) \
+	  --build-arg REVISION=$(GIT_REV) \
+	  --build-arg BASE_WEIGHTS_URL="$(BASE_WEIGHTS_URL)" \
+	  --tag $(call image_name,$*) \
+	  --tag $(call image_name,$*)-$(GIT_REV) \
+	  .
+
+kind-up:
+	@if $(KIND) get clusters | grep -qx '$(KIND_CLUSTER)'; then \
+	  echo "kind cluster $(KIND_CLUSTER) already exists"; \
+	else \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --config manifests/kind/cluster.yaml --wait 300s; \
+	fi
+
+kind-down:
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+# Through an archive so that podman images load the same way as docker ones.
+kind-load: kind-up images-cpu
+	archive=$$(mktemp) && trap 'rm -f "$$archive"' EXIT && \
+	$(CONTAINER_ENGINE) save -o "$$archive" $(call image_name,cpu) && \
+	$(KIND) load image-archive "$$archive" --name $(KIND_CLUSTER)
+
+kfp-install: kind-up
+	$(KUBECTL) apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$(KFP_VERSION)"
+	$(KUBECTL) wait --for=condition=established --timeout=120s crd --all
+	$(KUBECTL) apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$(KFP_VERSION)"
+	$(KUBECTL) -n $(KFP_NAMESPACE) wait --for=condition=Available deployment --all --timeout=1200s
+
+kfp-ui:
+	@echo "KFP UI on http://localhost:8080 (Ctrl-C to stop)"
+	$(KUBECTL) -n $(KFP_NAMESPACE) port-forward svc/ml-pipeline-ui 8080:80
+
+minio: kind-up
+	POGONA_NAMESPACE=$(KFP_NAMESPACE) KUBECTL=$(KUBECTL) scripts/minio.sh
+
+e2e: kfp-install minio kind-load
+	POGONA_NAMESPACE=$(KFP_NAMESPACE) KUBECTL=$(KUBECTL) POGONA=$(BIN)/pogona PYTHON=$(BIN)/python scripts/e2e.sh

@@ -1,0 +1,159 @@
+"""The container images as a cluster runs them: pinned bases, small non-root final stages that
+never reach for the network, and the names the pipeline compiles with being the ones built."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pipelines import images
+
+REPO = Path(__file__).resolve().parents[2]
+FLAVOURS = ("cpu", "cuda")
+COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cmake|[\w.+-]+-dev)\b")
+OCI_LABELS = {f"org.opencontainers.image.{key}"
+              for key in ("title", "description", "version", "revision", "source", "licenses")}
+
+
+@dataclass
+class Stage:
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def arguments(self, keyword: str) -> list[str]:
+        return [arguments for name, arguments in self.instructions if name == keyword]
+
+
+def parse_dockerfile(path: Path) -> list[Stage]:
+    """Stages with their instructions; `${ARG}` in FROM resolved from the global ARG defaults."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, arguments = line.partition(" ")
+        keyword, arguments = keyword.upper(), arguments.strip()
+        if keyword == "FROM":
+            image = re.sub(r"\$\{(\w+)\}", lambda match: global_args[match.group(1)], arguments.split()[0])
+            stages.append(Stage(base=image))
+        elif stages:
+            stages[-1].instructions.append((keyword, arguments))
+        elif keyword == "ARG":
+            name, _, default = arguments.partition("=")
+            global_args[name] = default
+    return stages
+
+
+def dockerfile(flavour: str) -> Path:
+    return REPO / "images" / flavour / "Dockerfile"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_base_images_are_pinned_to_release_tags(flavour):
+    for stage in parse_dockerfile(dockerfile(flavour)):
+        name, _, tag = stage.base.rpartition(":")
+        assert name and "/" not in tag, f"{flavour}: base {stage.base!r} has no tag"
+        assert tag != "latest" and re.search(r"\d+\.\d+", tag), f"{flavour}: base {stage.base!r} is not a release"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_final_stage_only_copies_what_the_build_stage_installed(flavour):
+    stages = parse_dockerfile(dockerfile(flavour))
+    assert len(stages) >= 2, f"{flavour}: not a multi-stage build"
+    final = stages[-1]
+    copies = final.arguments("COPY")
+    assert copies and all(copy.startswith("--from=") for copy in copies), \
+        f"{flavour}: the final stage copies from the build context: {copies}"
+    for run in final.arguments("RUN"):
+        assert not COMPILERS.search(run), f"{flavour}: compiler or headers in the final stage: {run}"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_final_stage_runs_as_a_numeric_non_root_user(flavour):
+    users = parse_dockerfile(dockerfile(flavour))[-1].arguments("USER")
+    assert users, f"{flavour}: the final stage runs as root"
+    uid = users[-1].split(":")[0]
+    # Kubernetes can only verify runAsNonRoot against a numeric USER.
+    assert uid.isdigit() and int(uid) != 0, f"{flavour}: USER {users[-1]!r}"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_final_stage_carries_the_oci_labels(flavour):
+    labels = " ".join(parse_dockerfile(dockerfile(flavour))[-1].arguments("LABEL"))
+    keys = set(re.findall(r"(org\.opencontainers\.image\.[\w.]+)=", labels))
+    assert OCI_LABELS <= keys, f"{flavour}: missing {sorted(OCI_LABELS - keys)}"
+    assert 'org.opencontainers.image.title="pogona-' + flavour + '"' in labels
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_nothing_is_downloaded_when_a_pod_starts(flavour):
+    env = dict(pair.split("=", 1) for arguments in parse_dockerfile(dockerfile(flavour))[-1].arguments("ENV")
+               for pair in shlex.split(arguments))
+    assert env["YOLO_OFFLINE"] == "true"
+    assert env["YOLO_CONFIG_DIR"].startswith(env["HOME"] + "/"), "the ultralytics config dir is not writable"
+
+
+def test_cpu_image_takes_torch_from_the_cpu_wheel_index():
+    build = parse_dockerfile(dockerfile("cpu"))[0]
+    torch_install = next(run for run in build.arguments("RUN") if "torch==" in run)
+    assert "--index-url https://download.pytorch.org/whl/cpu" in torch_install
+
+
+def ignored_by_dockerignore(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins, and a pattern matching a parent matches the path."""
+    parents = [str(Path(*Path(path).parts[:depth])) for depth in range(1, len(Path(path).parts) + 1)]
+    ignored = False
+    for pattern in patterns:
+        include = pattern.startswith("!")
+        if any(fnmatch.fnmatch(candidate, pattern.lstrip("!")) for candidate in parents):
+            ignored = not include
+    return ignored
+
+
+def test_build_context_holds_the_copied_sources_and_not_the_venv():
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert ignored_by_dockerignore(".venv/bin/python", patterns)
+    for flavour in FLAVOURS:
+        for copy in parse_dockerfile(dockerfile(flavour))[0].arguments("COPY"):
+            for source in copy.split()[:-1]:
+                assert not ignored_by_dockerignore(source, patterns), \
+                    f"{flavour}: COPY {source} is left out of the build context by .dockerignore"
+                assert (REPO / source).exists(), f"{flavour}: COPY {source}: no such path"
+
+
+def test_make_images_tags_what_the_pipeline_compiles_with(monkeypatch):
+    registry = "registry.example:5000/vision"
+    monkeypatch.setenv("POGONA_IMAGE_REGISTRY", registry)
+    result = subprocess.run(["make", "-n", "images", "CONTAINER_ENGINE=podman"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    builds = [command for command in result.stdout.replace("\\\n", " ").splitlines()
+              if command.strip().startswith("podman build")]
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    built = {}
+    for command in builds:
+        words = shlex.split(command)
+        flavour = Path(words[words.index("--file") + 1]).parent.name
+        built[flavour] = {words[index + 1] for index, word in enumerate(words) if word == "--tag"}
+        assert f"VERSION={images.project_version()}" in words
+        assert f"REVISION={revision}" in words
+    expected = {"cpu": images.cpu_image(), "cuda": images.cuda_image()}
+    assert expected["cpu"].startswith(registry + "/pogona-cpu:")
+    assert built == {flavour: {name, f"{name}-{revision}"} for flavour, name in expected.items()}
+
+
+@pytest.mark.parametrize("script", sorted((REPO / "scripts").glob("*.sh")), ids=lambda path: path.name)
+def test_shell_scripts_parse_and_are_executable(script):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert script.stat().st_mode & 0o111, f"{script.name} is not executable"

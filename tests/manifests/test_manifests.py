@@ -1,0 +1,204 @@
+"""The kustomize builds a user applies: they build, match the Kubernetes schemas, and keep the
+cluster rules (pinned images, sized and non-root containers, no credentials in the repo)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from components.config import SanityConfig, TrainConfig
+from pipelines import images
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests"
+KUSTOMIZATIONS = sorted(path.parent.relative_to(MANIFESTS).as_posix()
+                        for path in MANIFESTS.rglob("kustomization.yaml"))
+# The kind node image's Kubernetes (manifests/kind/cluster.yaml).
+KUBERNETES_VERSION = "1.33.0"
+PLACEHOLDER = re.compile(r"^<[a-z0-9-]+>$")
+POD_TEMPLATE_PATHS = {"Deployment": ("spec", "template", "spec"), "Job": ("spec", "template", "spec"),
+                      "Pod": ("spec",)}
+
+
+def kustomize_build(directory: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl not found: run `make tools` (installs Debian's kubernetes-client)")
+    result = subprocess.run([kubectl, "kustomize", str(MANIFESTS / directory)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def builds() -> dict[str, list[dict]]:
+    return {directory: kustomize_build(directory) for directory in KUSTOMIZATIONS}
+
+
+def find(objects: list[dict], kind: str, name: str) -> dict:
+    matches = [obj for obj in objects if obj["kind"] == kind and obj["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
+    specs = []
+    for obj in objects:
+        if obj["kind"] in POD_TEMPLATE_PATHS:
+            spec = obj
+            for key in POD_TEMPLATE_PATHS[obj["kind"]]:
+                spec = spec[key]
+            specs.append((f"{obj['kind']}/{obj['metadata']['name']}", spec))
+    return specs
+
+
+def containers(objects: list[dict]) -> list[tuple[str, dict]]:
+    return [(f"{owner} container {container['name']}", container)
+            for owner, spec in pod_specs(objects)
+            for container in spec.get("initContainers", []) + spec["containers"]]
+
+
+def all_objects(builds: dict[str, list[dict]]) -> list[tuple[str, dict]]:
+    return [(directory, obj) for directory, objects in builds.items() for obj in objects]
+
+
+def test_every_layer_is_a_kustomization():
+    assert set(KUSTOMIZATIONS) == {"base", "base/pipeline-runs", "overlays/kind", "overlays/gpu"}
+
+
+def test_builds_match_the_kubernetes_schemas_strictly(builds):
+    for directory, obj in all_objects(builds):
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{directory}: {obj['kind']}/{obj['metadata']['name']}: {error.message}")
+
+
+def test_every_image_is_pinned_to_a_release_tag(builds):
+    cluster = yaml.safe_load((MANIFESTS / "kind" / "cluster.yaml").read_text())
+    references = [(f"{directory} {owner}", container["image"])
+                  for directory, objects in builds.items() for owner, container in containers(objects)]
+    references += [(f"kind node {node['role']}", node["image"]) for node in cluster["nodes"]]
+    assert references
+    for owner, image in references:
+        name = image.split("@")[0]
+        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+        assert tag and tag != "latest", f"{owner}: image {image!r} is not pinned to a tag"
+
+
+def test_every_container_has_cpu_and_memory_requests_and_limits(builds):
+    for directory, objects in builds.items():
+        for owner, container in containers(objects):
+            resources = container.get("resources", {})
+            for bound in ("requests", "limits"):
+                missing = {"cpu", "memory"} - set(resources.get(bound, {}))
+                assert not missing, f"{directory} {owner}: no {bound} for {sorted(missing)}"
+
+
+def test_every_pod_runs_as_non_root(builds):
+    for directory, objects in builds.items():
+        for owner, spec in pod_specs(objects):
+            pod_level = spec.get("securityContext", {}).get("runAsNonRoot") is True
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                container_level = container.get("securityContext", {}).get("runAsNonRoot") is True
+                assert pod_level or container_level, \
+                    f"{directory} {owner}: container {container['name']} may run as root"
+
+
+def test_applying_a_build_never_writes_credentials(builds):
+    for directory, obj in all_objects(builds):
+        assert obj["kind"] != "Secret", \
+            f"{directory} holds Secret/{obj['metadata']['name']}: applying it would overwrite real credentials"
+
+
+def test_secret_manifests_hold_only_placeholders():
+    secrets = [(path, doc) for path in sorted(MANIFESTS.rglob("*.yaml"))
+               for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "Secret"]
+    assert secrets, "the S3 credentials template is missing"
+    for path, secret in secrets:
+        assert "data" not in secret, f"{path}: base64 data in a committed Secret"
+        for key, value in secret.get("stringData", {}).items():
+            assert PLACEHOLDER.match(str(value)), f"{path}: {key} is not a <placeholder>"
+    template = next(secret for path, secret in secrets if secret["metadata"]["name"] == "pogona-s3")
+    assert set(template["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_base_gives_pipeline_runs_an_identity_storage_and_defaults(builds):
+    base = builds["base"]
+    assert find(base, "Namespace", "pogona")
+    storage = find(base, "ConfigMap", "pogona-s3-endpoint")["data"]
+    assert set(storage) == {"AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "POGONA_STORE"}
+    assert find(base, "PriorityClass", "pogona-training")["globalDefault"] is False
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+def test_role_binding_grants_the_runner_its_role_in_its_namespace(builds, directory):
+    objects = builds[directory]
+    account = find(objects, "ServiceAccount", "pogona-pipeline-runner")
+    binding = find(objects, "RoleBinding", "pogona-pipeline-runner")
+    role = find(objects, "Role", binding["roleRef"]["name"])
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pogona-pipeline-runner",
+                                    "namespace": account["metadata"]["namespace"]}]
+    assert role["metadata"]["namespace"] == account["metadata"]["namespace"]
+    verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
+    assert not verbs & {"*", "delete", "deletecollection", "escalate", "bind", "impersonate"}
+    assert all(rule.get("resourceNames") for rule in role["rules"] if "secrets" in rule["resources"]), \
+        "the runner may read every Secret in the namespace"
+
+
+def test_defaults_configmap_matches_the_pipeline_defaults(builds):
+    defaults = find(builds["base"], "ConfigMap", "pogona-defaults")["data"]
+    expected = {name: getattr(TrainConfig(), name)
+                for name in ("model", "imgsz", "epochs", "patience", "batch", "optimizer", "lr0", "cos_lr", "seed")}
+    expected.update({f"sanity_{name}": getattr(SanityConfig(), name) for name in ("epochs", "batch")})
+    assert defaults == {name: str(value).lower() if isinstance(value, bool) else str(value)
+                        for name, value in expected.items()}
+
+
+def test_kind_overlay_lives_where_kfp_standalone_runs_pipelines(builds):
+    kind = builds["overlays/kind"]
+    assert not [obj for obj in kind if obj["kind"] in {"Namespace", "LimitRange"}], \
+        "the kubeflow namespace and its pod defaults belong to the KFP install"
+    namespaced = [obj for obj in kind if obj["kind"] != "PriorityClass"]
+    assert {obj["metadata"]["namespace"] for obj in namespaced} == {"kubeflow"}
+
+
+def test_kind_overlay_points_the_pipeline_at_its_minio_bucket(builds):
+    kind = builds["overlays/kind"]
+    storage = find(kind, "ConfigMap", "pogona-s3-endpoint")["data"]
+    endpoint = urlparse(storage["AWS_ENDPOINT_URL_S3"])
+    service = find(kind, "Service", endpoint.hostname)
+    assert endpoint.port in {port["port"] for port in service["spec"]["ports"]}
+    minio = find(kind, "Deployment", endpoint.hostname)
+    assert service["spec"]["selector"].items() <= minio["spec"]["template"]["metadata"]["labels"].items()
+    bucket_job = find(kind, "Job", "pogona-minio-bucket")["spec"]["template"]["spec"]["containers"][0]
+    assert {"configMapRef": {"name": "pogona-s3-endpoint"}} in bucket_job["envFrom"]
+    assert urlparse(storage["POGONA_STORE"]).scheme == "s3"
+
+
+def test_kind_overlay_trains_on_cpu_and_uses_loaded_images(builds):
+    kind = builds["overlays/kind"]
+    assert "nvidia" not in yaml.safe_dump_all(kind), "the kind overlay asks for NVIDIA hardware"
+    for owner, container in containers(kind):
+        assert container.get("imagePullPolicy") == "IfNotPresent", owner
+
+
+def test_gpu_overlay_checks_placement_on_nvidia_nodes_with_the_pipeline_image(builds, monkeypatch):
+    monkeypatch.delenv("POGONA_IMAGE_REGISTRY", raising=False)
+    job = find(builds["overlays/gpu"], "Job", "pogona-gpu-check")["spec"]["template"]["spec"]
+    container = job["containers"][0]
+    assert container["image"] == images.cuda_image()
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert job["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in job["tolerations"]
+    assert job["priorityClassName"] == "pogona-training"
+    shm = next(mount for mount in container["volumeMounts"] if mount["mountPath"] == "/dev/shm")
+    volume = next(volume for volume in job["volumes"] if volume["name"] == shm["name"])
+    assert volume["emptyDir"]["medium"] == "Memory"
