@@ -450,6 +450,7 @@ def _shared_client(*settings: str | None) -> Any:
         connect_timeout=float(env["POGONA_S3_CONNECT_TIMEOUT"] or 3),
         read_timeout=float(env["POGONA_S3_READ_TIMEOUT"] or 60),
         retries={"total_max_attempts": 1},
+        response_checksum_validation="when_required",  # downloads are verified against the ETag instead
         max_pool_connections=64,
         s3={"addressing_style": env["POGONA_S3_ADDRESSING"] or "path"},
     )

@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import pytest
+
+from components.push import push_dataset
+from components.storage import open_store
+from pipelines.cli import main
+
+
+def test_push_uploads_once_then_only_what_changed(demo_dataset_dir: Path, s3_bucket: str, tmp_path: Path):
+    local = tmp_path / "dataset"
+    local.mkdir()
+    for path in demo_dataset_dir.rglob("*"):
+        if path.is_file():
+            target = local / path.relative_to(demo_dataset_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    (local / "labels" / "train.cache").write_bytes(b"ultralytics cache")
+    dest = f"{s3_bucket}/datasets/pogona"
+    first = push_dataset(local, dest)
+    files = [p for p in local.rglob("*") if p.is_file() and p.suffix != ".cache"]
+    assert (first.uploaded, first.skipped) == (len(files), 0)
+    assert {o.key for o in open_store(dest).list()} == {p.relative_to(local).as_posix() for p in files}
+
+    label = next((local / "labels" / "train").rglob("*.txt"))
+    label.write_text("0 0.5 0.5 0.25 0.25\n")
+    second = push_dataset(local, dest)
+    assert (second.uploaded, second.skipped, second.bytes) == (1, len(files) - 1, label.stat().st_size)
+    assert open_store(dest).get_bytes(label.relative_to(local).as_posix()) == label.read_bytes()
+
+
+def test_cli_push_of_a_missing_folder_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    assert main(["dataset", "push", "--from", str(tmp_path / "nope"), "--to", str(tmp_path / "store")]) == 2
+    assert f"dataset folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
