@@ -1,0 +1,275 @@
+"""Multi-epoch training: guarded by the dead-run detector, resumable from object storage.
+
+`GuardedDetectionTrainer` carries the dead-run detector and the checkpoint upload in the
+trainer class itself, because ultralytics runs DDP by re-creating the trainer from its class
+in fresh worker processes, where callbacks added to a `YOLO` object do not follow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from components.config import CLASS_NAMES, IMAGE_SUFFIXES, MODALITIES, SPLITS, TrainConfig
+from components.deadrun import DEAD_WINDOW_STEPS, DeadRunDetector
+from components.errors import UserError
+from components.storage import open_store
+from components.weights import default_cache_dir, resolve_weights
+from components.yolo_env import offline_ultralytics
+
+offline_ultralytics()
+
+from ultralytics import YOLO  # noqa: E402  (after offline_ultralytics, which must run first)
+from ultralytics.cfg import DEFAULT_CFG  # noqa: E402
+from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
+from ultralytics.utils import LOGGER, RANK  # noqa: E402
+
+CHECKPOINT_URI_ENV = "POGONA_CHECKPOINT_URI"
+CPU_BATCH = 16
+RESULT_COLUMNS = {
+    "box_loss": "train/box_loss", "cls_loss": "train/cls_loss", "dfl_loss": "train/dfl_loss",
+    "precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
+    "map50": "metrics/mAP50(B)", "map50_95": "metrics/mAP50-95(B)",
+}
+
+
+def _watch_batch(trainer: GuardedDetectionTrainer) -> None:
+    trainer.dead_run_detector.on_train_batch_end(trainer)
+
+
+def _watch_epoch(trainer: GuardedDetectionTrainer) -> None:
+    trainer.dead_run_detector.on_train_epoch_end(trainer)
+
+
+def _upload_checkpoint(trainer: GuardedDetectionTrainer) -> None:
+    """After every saved epoch, put last.pt and results.csv where a restarted run finds them."""
+    if not trainer.checkpoint_uri or RANK not in {-1, 0}:
+        return
+    store = open_store(trainer.checkpoint_uri)
+    store.upload_file(trainer.csv, "results.csv")
+    store.upload_file(trainer.last, "last.pt")
+
+
+class GuardedDetectionTrainer(DetectionTrainer):
+    """DetectionTrainer with the dead-run detector and, when asked, per-epoch checkpoint upload.
+
+    The checkpoint destination travels in the environment (`POGONA_CHECKPOINT_URI`), the one
+    channel ultralytics' DDP launcher carries into its workers besides the trainer arguments.
+    """
+
+    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None,
+                 dead_window_steps: int = DEAD_WINDOW_STEPS):
+        super().__init__(cfg, overrides, _callbacks)
+        self.dead_run_detector = DeadRunDetector(dead_window_steps)
+        self.checkpoint_uri = os.environ.get(CHECKPOINT_URI_ENV, "")
+        hooks = [("on_train_batch_end", _watch_batch), ("on_train_epoch_end", _watch_epoch),
+                 ("on_model_save", _upload_checkpoint)]
+        for event, hook in hooks:
+            if hook not in self.callbacks[event]:  # DDP workers receive the parent's callbacks pickled
+                self.add_callback(event, hook)
+
+    def optimizer_step(self) -> None:
+        super().optimizer_step()
+        self.dead_run_detector.count_optimizer_step()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset as ultralytics needs it: root, class names, and each split's image folder or list."""
+
+    root: Path
+    names: dict[int, str]
+    splits: dict[str, Path]
+
+    def images(self, split: str) -> list[Path]:
+        source = self.splits[split]
+        if source.suffix == ".txt":
+            return [Path(line.strip()) for line in source.read_text().splitlines() if line.strip()]
+        return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def write_yaml(self, path: Path, splits: dict[str, Path] | None = None) -> Path:
+        """A data.yaml with absolute paths (ultralytics resolves relative ones against its own datasets dir)."""
+        chosen = splits if splits is not None else self.splits
+        content = {"path": str(self.root), **{s: str(p) for s, p in chosen.items()}, "names": self.names}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(content, sort_keys=False))
+        return path
+
+
+def image_modality(image: Path) -> str:
+    """thermal / visible from the image's sub-folder, else from its filename prefix, else unknown."""
+    if image.parent.name in MODALITIES:
+        return image.parent.name
+    return next((m for m in MODALITIES if image.name.lower().startswith(m)), "unknown")
+
+
+def load_dataset(data: Path) -> Dataset:
+    """Read a dataset folder (with data.yaml) or a data.yaml; missing split entries default to images/<split>."""
+    yaml_path = data / "data.yaml" if data.is_dir() else data
+    if not yaml_path.is_file():
+        raise UserError(f"{data} has no data.yaml (give a dataset folder containing data.yaml, or its path)")
+    spec = yaml.safe_load(yaml_path.read_text()) or {}
+    root = Path(spec.get("path") or yaml_path.parent)
+    root = (root if root.is_absolute() else yaml_path.parent / root).resolve()
+    names = spec.get("names") or CLASS_NAMES
+    names = dict(enumerate(names)) if isinstance(names, list) else {int(k): v for k, v in names.items()}
+    splits = {}
+    for split in SPLITS:
+        entry = spec.get(split) or (f"images/{split}" if (root / "images" / split).is_dir() else None)
+        if entry is None:
+            continue
+        if not isinstance(entry, str):
+            raise UserError(f"{yaml_path}: '{split}' must be one folder or one .txt list, not {entry!r}")
+        source = Path(entry) if Path(entry).is_absolute() else root / entry
+        if not source.exists():
+            raise UserError(f"{yaml_path}: {split} images {source} do not exist")
+        splits[split] = source
+    for required in ("train", "val"):
+        if required not in splits:
+            raise UserError(f"{yaml_path}: no {required} split (expected images/{required}/ under {root})")
+    return Dataset(root, names, splits)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best: Path
+    last: Path
+    results_csv: Path
+    args_yaml: Path
+    metrics_json: Path
+    epochs_completed: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def check_device(device: str) -> str:
+    """Refuse CUDA training without CUDA at once: a silent fallback would run 100 epochs on CPU."""
+    import torch
+
+    wanted = device.strip().lower()
+    if wanted in {"cpu", "mps"}:
+        return wanted
+    indices = [] if wanted in {"cuda", ""} else wanted.replace("cuda:", "").split(",")
+    if not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asks for CUDA, but CUDA is not available on this machine "
+                        "(torch.cuda.is_available() is False); pass --device cpu to train on CPU on purpose")
+    if any(not index.isdigit() or int(index) >= torch.cuda.device_count() for index in indices):
+        raise UserError(f"device {device!r} names a GPU this machine does not have "
+                        f"({torch.cuda.device_count()} visible)")
+    return ",".join(indices) if indices else "0"
+
+
+def training_batch(batch: float, device: str) -> float | int:
+    """A fractional batch is a share of GPU memory (AutoBatch); elsewhere it becomes a fixed batch size."""
+    if batch >= 1:
+        return int(batch)
+    if device in {"cpu", "mps"}:
+        LOGGER.info(f"pogona: batch {batch} is a fraction of GPU memory; on {device} training uses batch {CPU_BATCH}")
+        return CPU_BATCH
+    if "," in device:
+        raise UserError(f"batch {batch} (a share of GPU memory) cannot be used with several GPUs ({device}); "
+                        "give an integer batch that is a multiple of the GPU count")
+    return batch
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Path | None:
+    """Download a previous attempt's last.pt and results.csv into out_dir; None when there is none."""
+    store = open_store(checkpoint_uri)
+    if not store.exists("last.pt"):
+        return None
+    last = out_dir / "weights" / "last.pt"
+    store.download("last.pt", last)
+    if store.exists("results.csv"):
+        store.download("results.csv", out_dir / "results.csv")
+    import torch
+
+    saved_epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
+    if saved_epoch < 0 or saved_epoch + 1 >= epochs:
+        raise UserError(f"{store.url('last.pt')} is a finished run (epoch {saved_epoch + 1} of {epochs}); "
+                        "start a new run with another --run-id")
+    LOGGER.info(f"pogona: resuming from {store.url('last.pt')} after epoch {saved_epoch + 1}")
+    return last
+
+
+def _link(source: Path, target: Path) -> Path:
+    """Expose a file of the ultralytics save dir under its contract name, without copying 20 MB."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
+def read_results(results_csv: Path) -> list[dict[str, float]]:
+    """Per-epoch losses and metrics from ultralytics' results.csv, under the verdict/report names."""
+    if not results_csv.is_file():
+        return []
+    with open(results_csv, newline="") as handle:
+        rows = [{key.strip(): value for key, value in row.items()} for row in csv.DictReader(handle)]
+    return [{name: float(row[column]) for name, column in RESULT_COLUMNS.items()} for row in rows]
+
+
+def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), store: str = "",
+                run_id: str = "") -> TrainResult:
+    """Train a detector into out_dir; with store and run_id, checkpoint every epoch and resume from there."""
+    device = check_device(config.device)
+    batch = training_batch(config.batch, device)
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_yaml = load_dataset(data).write_yaml(out_dir / "data.yaml")
+    checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
+    resume_from = _fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
+    model = YOLO(str(resume_from) if resume_from else resolve_weights(config.weights, config.model,
+                                                                      default_cache_dir()))
+    with _environment(CHECKPOINT_URI_ENV, checkpoint_uri):
+        model.train(trainer=GuardedDetectionTrainer, data=str(data_yaml), resume=str(resume_from) if resume_from else False,
+                    save_dir=str(out_dir), epochs=config.epochs, patience=config.patience, imgsz=config.imgsz,
+                    batch=batch, device=device, optimizer=config.optimizer, lr0=config.lr0, cos_lr=config.cos_lr,
+                    seed=config.seed, workers=config.workers, amp=device not in {"cpu", "mps"}, exist_ok=True)
+    return _write_outputs(model, out_dir, config, device)
+
+
+def _write_outputs(model: Any, out_dir: Path, config: TrainConfig, device: str) -> TrainResult:
+    epochs = read_results(out_dir / "results.csv")
+    trained_epochs = int(getattr(model.trainer, "epochs", config.epochs))
+    best_epoch = max(range(len(epochs)), key=lambda i: epochs[i]["map50_95"]) + 1 if epochs else 0
+    metrics_source = model.metrics.results_dict if hasattr(model.metrics, "results_dict") else model.metrics or {}
+    metrics = {key: float(value) for key, value in metrics_source.items() if _is_number(value)}
+    args = yaml.safe_load((out_dir / "args.yaml").read_text())
+    summary = {
+        "metrics": metrics, "best_epoch": best_epoch, "epochs_completed": len(epochs),
+        "epochs_requested": trained_epochs, "early_stopped": len(epochs) < trained_epochs,
+        "device": device, "config": asdict(config), "hyperparameters": args,
+    }
+    metrics_json = out_dir / "metrics.json"
+    metrics_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return TrainResult(best=_link(out_dir / "weights" / "best.pt", out_dir / "best.pt"),
+                       last=_link(out_dir / "weights" / "last.pt", out_dir / "last.pt"),
+                       results_csv=out_dir / "results.csv", args_yaml=out_dir / "args.yaml",
+                       metrics_json=metrics_json, epochs_completed=len(epochs), metrics=metrics)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
