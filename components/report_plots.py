@@ -1,0 +1,71 @@
+"""The report's figures, drawn from results.csv columns with matplotlib's Agg backend (no display needed).
+
+Each function returns PNG bytes, so the same image can be written next to report.md and
+embedded as base64 in the self-contained report.html.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+LOSS_KINDS = ("box_loss", "cls_loss", "dfl_loss")
+METRIC_COLUMNS = {
+    "precision": "metrics/precision(B)",
+    "recall": "metrics/recall(B)",
+    "mAP50": "metrics/mAP50(B)",
+    "mAP50-95": "metrics/mAP50-95(B)",
+}
+
+
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def plot_losses(epochs: Sequence[int], columns: Mapping[str, Sequence[float]]) -> bytes:
+    """One panel per loss kind, training and validation curves together (overfitting shows as a gap)."""
+    figure, axes = plt.subplots(1, len(LOSS_KINDS), figsize=(12, 3.5))
+    for axis, kind in zip(axes, LOSS_KINDS):
+        for split in ("train", "val"):
+            values = columns.get(f"{split}/{kind}")
+            if values is not None:
+                axis.plot(epochs, values, marker=".", label=split)
+        axis.set_title(kind)
+        axis.set_xlabel("epoch")
+        axis.legend()
+        axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def plot_metrics(epochs: Sequence[int], columns: Mapping[str, Sequence[float]]) -> bytes:
+    """Precision, recall, mAP50 and mAP50-95 per epoch on one axis (all lie in 0..1)."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for label, column in METRIC_COLUMNS.items():
+        if column in columns:
+            axis.plot(epochs, columns[column], marker=".", label=label)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("epoch")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def plot_learning_rate(epochs: Sequence[int], columns: Mapping[str, Sequence[float]]) -> bytes:
+    """The learning rate of each parameter group per epoch (warm-up, then the schedule)."""
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    for name in sorted(column for column in columns if column.startswith("lr/")):
+        axis.plot(epochs, columns[name], marker=".", label=name)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("learning rate")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    return _png(figure)
