@@ -1,0 +1,256 @@
+"""Deployment exports: ONNX FP32, ONNX INT8 for CPU, and TensorRT on GPU nodes; each measured on val.
+
+INT8 is ONNX Runtime static quantization (QDQ) calibrated on training images that go through
+the same preprocessing ultralytics applies at validation (long side to imgsz, letterbox with
+grey padding, BGR->RGB, /255, NCHW). Only Conv/MatMul/Gemm are quantized: the detection head's
+concatenated box+score output keeps float precision, which is what holds the accuracy. Each
+model's mAP comes from ultralytics' own validator on the .onnx file, and its latency from the
+same ONNX Runtime settings for every model, so the numbers sit side by side in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import yaml
+
+from components.config import CLASS_NAMES, IMAGE_SUFFIXES
+from components.errors import UserError
+from components.yolo_env import offline_ultralytics
+
+SUPPORTED_FORMATS = ("onnx", "int8", "engine")
+CALIBRATION_IMAGES = 64
+LATENCY_WARMUP_RUNS = 3
+LATENCY_RUNS = 20
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+def _ultralytics_offline() -> None:
+    """Offline ultralytics that also never pip-installs a missing export requirement (it would only warn)."""
+    os.environ["YOLO_AUTOINSTALL"] = "false"
+    offline_ultralytics()
+    from ultralytics.utils import checks
+
+    checks.AUTOINSTALL = False  # read at import time; set it here too in case ultralytics was imported earlier
+
+
+def resolve_data_yaml(data: Path, out_dir: Path) -> Path:
+    """A data.yaml with train/val splits: the one given, or one written to out_dir for a dataset folder.
+
+    A dataset folder in the contract layout may carry a data.yaml with class names only; the
+    splits are then the contract's images/train and images/val.
+    """
+    given = data / "data.yaml" if data.is_dir() else data
+    spec = (yaml.safe_load(given.read_text()) or {}) if given.is_file() else None
+    if spec is not None and spec.get("train") and spec.get("val"):
+        return given
+    if not data.is_dir() or not (data / "images" / "train").is_dir():
+        raise UserError(f"--data {data}: give a data.yaml with train/val splits, or a dataset folder with "
+                        "images/train and images/val")
+    completed = {"path": str(data.resolve()), "train": "images/train", "val": "images/val",
+                 "names": (spec or {}).get("names") or dict(CLASS_NAMES)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "data.yaml"
+    target.write_text(yaml.safe_dump(completed, sort_keys=False))
+    return target
+
+
+def calibration_images(data_yaml: Path, limit: int = CALIBRATION_IMAGES) -> list[Path]:
+    """Training images named by data.yaml, evenly spread over the split, at most `limit`."""
+    spec = yaml.safe_load(data_yaml.read_text()) or {}
+    root = Path(spec.get("path") or data_yaml.parent)
+    root = root if root.is_absolute() else data_yaml.parent / root
+    entries = spec.get("train")
+    entries = entries if isinstance(entries, list) else [entries]
+    images = sorted(path for entry in entries if entry for path in (root / entry).rglob("*")
+                    if path.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UserError(f"{data_yaml}: its train split has no images to calibrate INT8 on")
+    step = max(1, len(images) // limit)
+    return images[::step][:limit]
+
+
+def preprocess(image_path: Path, imgsz: int) -> np.ndarray:
+    """One image as ultralytics feeds it to a fixed-shape model: 1x3ximgszximgsz float32 RGB in 0..1."""
+    import cv2
+    from ultralytics.data.augment import LetterBox
+
+    image = cv2.imread(str(image_path))
+    if image is None:
+        raise UserError(f"{image_path}: not a readable image")
+    height, width = image.shape[:2]
+    ratio = imgsz / max(height, width)
+    if ratio != 1:
+        size = (min(math.ceil(width * ratio), imgsz), min(math.ceil(height * ratio), imgsz))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    image = LetterBox(new_shape=(imgsz, imgsz), auto=False, scaleup=False)(image=image)
+    chw = np.ascontiguousarray(image[..., ::-1].transpose(2, 0, 1))
+    return (chw.astype(np.float32) / 255.0)[None]
+
+
+def _calibration_reader(images: list[Path], imgsz: int, input_name: str) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class LetterboxCalibrationReader(CalibrationDataReader):
+        """Feeds the calibration images one at a time, preprocessed like ultralytics' validator."""
+
+        def __init__(self) -> None:
+            self._batches: Iterator[dict[str, np.ndarray]] = iter(())
+            self.rewind()
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+        def rewind(self) -> None:
+            self._batches = ({input_name: preprocess(path, imgsz)} for path in images)
+
+    return LetterboxCalibrationReader()
+
+
+def training_imgsz(weights: Path) -> int:
+    """The image size the model was trained at: exports use it, so their numbers compare with training's."""
+    _ultralytics_offline()
+    from ultralytics import YOLO
+
+    return int(YOLO(str(weights), task="detect").overrides.get("imgsz") or 640)
+
+
+def export_onnx(weights: Path, out_dir: Path, imgsz: int) -> Path:
+    """FP32 ONNX through ultralytics: fixed shape, slimmed by onnxslim, metadata for ultralytics to load it."""
+    _ultralytics_offline()
+    from ultralytics import YOLO
+
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:  # ultralytics writes next to the weights
+        local = Path(scratch) / weights.name
+        shutil.copyfile(weights, local)
+        exported = Path(YOLO(str(local), task="detect").export(format="onnx", imgsz=imgsz, simplify=True,
+                                                               dynamic=False, device="cpu"))
+        target = out_dir / f"{weights.stem}.onnx"
+        shutil.move(exported, target)
+    return target
+
+
+def quantize_int8(fp32: Path, out: Path, images: list[Path], imgsz: int) -> Path:
+    """Static QDQ INT8 quantization calibrated on `images`; keeps the metadata ultralytics needs to load it."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    source = onnx.load(str(fp32))
+    input_name = source.graph.input[0].name
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(out), _calibration_reader(images, imgsz, input_name),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=QUANTIZED_OPS)
+    quantized = onnx.load(str(out))
+    present = {prop.key for prop in quantized.metadata_props}
+    missing = [prop for prop in source.metadata_props if prop.key not in present]
+    if missing:
+        quantized.metadata_props.extend(missing)
+        onnx.save(quantized, str(out))
+    return out
+
+
+def latency_ms(model_file: Path, imgsz: int, sample: Path) -> float:
+    """Median wall time of one CPU inference on a real image (ONNX Runtime, default threads)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: preprocess(sample, imgsz)}
+    for _ in range(LATENCY_WARMUP_RUNS):
+        session.run(None, feed)
+    timings = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        session.run(None, feed)
+        timings.append((time.perf_counter() - start) * 1000)
+    return statistics.median(timings)
+
+
+def validate(model_file: Path, data_yaml: Path, imgsz: int) -> dict[str, float]:
+    """mAP of an exported model on the val split, by ultralytics' validator (batch 1: the model has a fixed shape)."""
+    _ultralytics_offline()
+    from ultralytics import YOLO
+
+    with tempfile.TemporaryDirectory() as scratch:  # the validator's own output is not an export
+        metrics = YOLO(str(model_file), task="detect").val(
+            data=str(data_yaml), imgsz=imgsz, batch=1, device="cpu", workers=0, plots=False, verbose=False,
+            project=scratch, name="val")
+    return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map)}
+
+
+def require_tensorrt() -> None:
+    """TensorRT is for GPU nodes only: fail before any work when CUDA or the tensorrt package is missing."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("--formats engine: TensorRT needs a CUDA GPU and none is visible here; "
+                        "export it on the GPU node that serves it, or use onnx/int8 on CPU")
+    try:
+        import tensorrt  # noqa: F401  (ultralytics would otherwise try to install it)
+    except ImportError:
+        raise UserError("--formats engine: the tensorrt package is not installed in this image") from None
+
+
+def export_engine(weights: Path, out_dir: Path, imgsz: int) -> Path:
+    """FP16 TensorRT engine, built on (and tied to) the GPU it will run on."""
+    _ultralytics_offline()
+    from ultralytics import YOLO
+
+    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+        local = Path(scratch) / weights.name
+        shutil.copyfile(weights, local)
+        exported = Path(YOLO(str(local), task="detect").export(format="engine", imgsz=imgsz, half=True, device=0))
+        target = out_dir / f"{weights.stem}.engine"
+        shutil.move(exported, target)
+    return target
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+    unknown = [name for name in formats if name not in SUPPORTED_FORMATS]
+    if unknown or not formats:
+        raise UserError(f"--formats {text!r}: choose from {', '.join(SUPPORTED_FORMATS)}")
+    return formats
+
+
+def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, ...] = ("onnx", "int8")) -> dict:
+    """Export the weights, measure each model's mAP and latency on val, and write exports.json."""
+    weights, out_dir = Path(weights), Path(out_dir)
+    if not weights.is_file():
+        raise UserError(f"--weights {weights}: no such file")
+    formats = parse_formats(",".join(formats))
+    if "engine" in formats:
+        require_tensorrt()
+    data_yaml = resolve_data_yaml(Path(data), out_dir)
+    imgsz = training_imgsz(weights)
+    images = calibration_images(data_yaml)
+    files: dict[str, Path] = {}
+    if "onnx" in formats or "int8" in formats:  # INT8 starts from FP32 ONNX, which is kept as its reference
+        files["onnx"] = export_onnx(weights, out_dir, imgsz)
+    if "int8" in formats:
+        files["int8"] = quantize_int8(files["onnx"], out_dir / f"{weights.stem}.int8.onnx", images, imgsz)
+    models: list[dict[str, Any]] = [
+        {"format": name, "file": str(path), "size_bytes": path.stat().st_size,
+         "precision": "int8" if name == "int8" else "fp32",
+         **validate(path, data_yaml, imgsz), "latency_ms": latency_ms(path, imgsz, images[0])}
+        for name, path in files.items()]
+    if "engine" in formats:
+        engine = export_engine(weights, out_dir, imgsz)
+        models.append({"format": "engine", "file": str(engine), "size_bytes": engine.stat().st_size,
+                       "precision": "fp16", "map50": None, "map50_95": None, "latency_ms": None})
+    result = {"weights": str(weights), "data": str(data_yaml), "imgsz": imgsz, "device": "cpu",
+              "calibration_images": len(images), "models": models}
+    (out_dir / "exports.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
