@@ -1,9 +1,78 @@
-"""`pogona` commands: placeholder module, filled in by its owner."""
+"""`pogona report`, `pogona publish`, `pogona export`: thin doors onto components.report/publish/export."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from components.config import PromotionConfig
+
+
+def _report(args: argparse.Namespace) -> int:
+    from components.report import find_run_files, write_report
+
+    found = find_run_files(args.run)
+    result = write_report(found.results, args.out or found.report_dir,
+                          sanity=args.sanity or found.sanity, champion=args.champion,
+                          evaluation=args.evaluation or found.evaluation, exports=args.exports or found.exports)
+    print(result.assessment)
+    for recommendation in result.recommendations:
+        print(f"- {recommendation.action} ({recommendation.trigger})")
+    print(f"wrote {result.markdown} and {result.html}")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from components.publish import publish_run
+
+    result = publish_run(args.run_dir, args.store, args.run_id, model_name=args.model_name,
+                         promotion=PromotionConfig(min_map50=args.min_map50, min_margin_map50_95=args.min_margin))
+    print(f"published {len(result.uploaded)} files to {result.run_uri}")
+    print(f"{'promoted' if result.decision.promote else 'not promoted'}: {result.decision.reason}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from components.export import export_model, parse_formats
+
+    out = args.out or args.weights.parent.parent / "exports"
+    result = export_model(args.weights, args.data, out, parse_formats(args.formats))
+    for model in result["models"]:
+        print(json.dumps({key: model[key] for key in ("format", "file", "map50_95", "latency_ms")}))
+    print(f"wrote {out / 'exports.json'}")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this group's commands to the `pogona` parser."""
+    """Add the report, publish and export commands to the `pogona` parser."""
+    defaults = PromotionConfig()
+
+    report = subparsers.add_parser("report", help="write report.md and a self-contained report.html for a run")
+    report.add_argument("run", type=Path, metavar="RUN_DIR|results.csv",
+                        help="an ultralytics run dir, a pogona working dir, or a results.csv")
+    report.add_argument("--out", type=Path, help="output folder (default: <run>/report)")
+    report.add_argument("--sanity", type=Path, help="CPU sanity verdict.json to compare against")
+    report.add_argument("--champion", type=Path, help="the current production.json to compare against")
+    report.add_argument("--evaluation", type=Path, help="evaluation.json (per-modality table, PR curve)")
+    report.add_argument("--exports", type=Path, help="exports.json (FP32 vs INT8 table)")
+    report.set_defaults(handler=_report)
+
+    publish = subparsers.add_parser("publish", help="upload a run, then promote it if it beats the champion")
+    publish.add_argument("--run-dir", type=Path, required=True, help="pogona working dir or ultralytics run dir")
+    publish.add_argument("--store", required=True, help="s3://bucket/prefix, file:///path or a folder")
+    publish.add_argument("--run-id", required=True)
+    publish.add_argument("--model-name", default="pogona-head")
+    publish.add_argument("--min-map50", type=float, default=defaults.min_map50,
+                         help=f"absolute mAP50 floor for promotion (default {defaults.min_map50})")
+    publish.add_argument("--min-margin", type=float, default=defaults.min_margin_map50_95,
+                         help="mAP50-95 the challenger must gain over the champion "
+                              f"(default {defaults.min_margin_map50_95}; it must always be strictly better)")
+    publish.set_defaults(handler=_publish)
+
+    export = subparsers.add_parser("export", help="ONNX FP32 / INT8 (CPU) or TensorRT (GPU), each measured on val")
+    export.add_argument("--weights", type=Path, required=True, help="a .pt file (e.g. train/weights/best.pt)")
+    export.add_argument("--data", type=Path, required=True, help="data.yaml or the dataset folder holding it")
+    export.add_argument("--formats", default="onnx,int8", help="comma-separated: onnx, int8, engine (CUDA only)")
+    export.add_argument("--out", type=Path, help="output folder (default: exports/ beside the weights' run dir)")
+    export.set_defaults(handler=_export)
