@@ -39,10 +39,7 @@ def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tup
     result = validate_dataset(dataset_uri, Path(manifest_path), Path(report_path))
     if not result.usable:
         raise UserError(f"dataset {dataset_uri} is not usable: " + "; ".join(result.errors[:5]))
-    metrics = {f"{split}_{name}": float(value)
-               for split, per_split in result.counts.items() if isinstance(per_split, dict)
-               for name, value in per_split.items() if isinstance(value, (int, float))}
-    return result.manifest.fingerprint, metrics
+    return result.manifest.fingerprint, result.metrics()
 
 
 @dataclass(frozen=True)
