@@ -5,7 +5,7 @@ the same preprocessing ultralytics applies at validation (long side to imgsz, le
 grey padding, BGR->RGB, /255, NCHW). Only Conv/MatMul/Gemm are quantized: the detection head's
 concatenated box+score output keeps float precision, which is what holds the accuracy. Each
 model's mAP comes from ultralytics' own validator on the .onnx file, and its latency from the
-same ONNX Runtime settings for every model, so the numbers sit side by side in the report.
+same single-thread ONNX Runtime settings for every model, so the numbers sit side by side in the report.
 """
 
 from __future__ import annotations
@@ -163,10 +163,12 @@ def quantize_int8(fp32: Path, out: Path, images: list[Path], imgsz: int) -> Path
 
 
 def latency_ms(model_file: Path, imgsz: int, sample: Path) -> float:
-    """Median wall time of one CPU inference on a real image (ONNX Runtime, default threads)."""
+    """Median wall time of one inference on a real image, on one CPU thread (stable on a shared node)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: preprocess(sample, imgsz)}
     for _ in range(LATENCY_WARMUP_RUNS):
         session.run(None, feed)

@@ -27,8 +27,10 @@ from components.errors import UserError
 from components.report import read_history, summarize_metrics
 from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store
 
-# Parts of a pogona working dir that belong to the run (data/ is the synced dataset: never re-uploaded).
-RUN_PARTS = ("manifest.json", "validation.md", "sanity", "train", "evaluation", "exports", "report")
+# Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
+# (data/ is the synced dataset and never re-uploaded; sanity/ and evaluation/ keep scratch runs in sub-folders).
+RUN_PARTS = {"manifest.json": False, "validation.md": False, "sanity": False, "evaluation": False,
+             "train": True, "exports": True, "report": True}
 HASHED_SUFFIXES = (".pt", ".onnx", ".engine")
 MAX_DECISION_ATTEMPTS = 10
 
@@ -81,10 +83,10 @@ def code_version() -> dict[str, str | None]:
     return {"package": package, "git_revision": revision}
 
 
-def _files(root: Path) -> list[Path]:
+def _files(root: Path, recursive: bool = True) -> list[Path]:
     if root.is_file():
         return [root]
-    return sorted(path for path in root.rglob("*") if path.is_file()) if root.is_dir() else []
+    return sorted(path for path in (root.rglob("*") if recursive else root.glob("*")) if path.is_file())
 
 
 def _run_layout(run_dir: Path) -> tuple[Path, dict[str, Path]]:
@@ -93,7 +95,8 @@ def _run_layout(run_dir: Path) -> tuple[Path, dict[str, Path]]:
         raise UserError(f"--run-dir {run_dir}: no such directory")
     if (run_dir / "train").is_dir():  # a pogona working dir
         train_dir = run_dir / "train"
-        files = {path.relative_to(run_dir).as_posix(): path for part in RUN_PARTS for path in _files(run_dir / part)}
+        files = {path.relative_to(run_dir).as_posix(): path 
+                 for part, recursive in RUN_PARTS.items() for path in _files(run_dir / part, recursive)}
     else:  # a bare ultralytics save dir: it becomes the train/ part
         train_dir = run_dir
         files = {"train/" + path.relative_to(run_dir).as_posix(): path for path in _files(run_dir)}

@@ -522,7 +522,8 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
 def _find_pr_curve(evaluation: Path | None) -> Path | None:
     if evaluation is None:
         return None
-    return next(iter(sorted(Path(evaluation).parent.glob("*PR_curve*.png"))), None)
+    candidates = sorted(path for path in Path(evaluation).parent.glob("*.png") if "pr_curve" in path.name.lower())
+    return candidates[0] if candidates else None
 
 
 def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[Recommendation],

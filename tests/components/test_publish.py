@@ -30,8 +30,12 @@ def make_run(root: Path, map50: float, map50_95: float, fingerprint: str = "fp-1
     (root / "evaluation" / "evaluation.json").write_text(json.dumps({
         "overall": {"precision": 0.97, "recall": 0.96, "map50": map50, "map50_95": map50_95},
         "by_modality": {"thermal": {"map50": map50, "map50_95": map50_95}}}))
-    (root / "sanity").mkdir()
+    (root / "evaluation" / "pr_curve.png").write_bytes(b"png")
+    (root / "evaluation" / "evaluation-work").mkdir()  # scratch validation runs: not part of the run
+    (root / "evaluation" / "evaluation-work" / "data.yaml").write_text("names: {0: pogona_head}\n")
+    (root / "sanity" / "sanity-run" / "weights").mkdir(parents=True)
     (root / "sanity" / "verdict.json").write_text(json.dumps({"verdict": "healthy", "epochs": []}))
+    (root / "sanity" / "sanity-run" / "weights" / "best.pt").write_bytes(b"sanity weights")
     (root / "report").mkdir()
     (root / "report" / "report.md").write_text("# report\n")
     (root / "manifest.json").write_text(json.dumps({"fingerprint": fingerprint, "source": "s3://lab/datasets/p"}))
@@ -60,7 +64,7 @@ def test_first_run_is_published_whole_and_becomes_champion(tmp_path: Path, store
     assert {"runs/run-1/train/weights/best.pt", "runs/run-1/train/weights/last.pt", "runs/run-1/train/results.csv",
             "runs/run-1/train/args.yaml", "runs/run-1/report/report.md", "runs/run-1/manifest.json",
             "runs/run-1/sanity/verdict.json", "runs/run-1/evaluation/evaluation.json",
-            "runs/run-1/metrics.json"} == keys
+            "runs/run-1/evaluation/pr_curve.png", "runs/run-1/metrics.json"} == keys
     best_sha = hashlib.sha256((run / "train" / "weights" / "best.pt").read_bytes()).hexdigest()
     metrics = store.get_json("runs/run-1/metrics.json")
     assert metrics["dataset_fingerprint"] == "fp-1" and metrics["dataset_source"] == "s3://lab/datasets/p"

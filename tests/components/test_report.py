@@ -107,7 +107,7 @@ def test_schedule_that_differs_from_the_configuration_is_flagged(tmp_path: Path)
 def test_every_input_shows_side_by_side_in_a_self_contained_page(tmp_path: Path) -> None:
     evaluation_dir = tmp_path / "evaluation"
     evaluation_dir.mkdir()
-    Image.new("RGB", (40, 30), (200, 10, 10)).save(evaluation_dir / "BoxPR_curve.png")
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(evaluation_dir / "pr_curve.png")
     evaluation = evaluation_dir / "evaluation.json"
     evaluation.write_text(json.dumps({
         "overall": {"precision": 0.97, "recall": 0.95, "map50": 0.981, "map50_95": 0.812},
@@ -144,7 +144,7 @@ def test_every_input_shows_side_by_side_in_a_self_contained_page(tmp_path: Path)
     page = result.html.read_text()
     sources = re.findall(r"src='([^']*)'", page)
     assert len(sources) == 4 and all(src.startswith("data:image/png;base64,") for src in sources)
-    assert (tmp_path / "report" / "pr_curve.png").read_bytes() == (evaluation_dir / "BoxPR_curve.png").read_bytes()
+    assert (tmp_path / "report" / "pr_curve.png").read_bytes() == (evaluation_dir / "pr_curve.png").read_bytes()
 
 
 def test_missing_pr_curve_is_said_not_faked(tmp_path: Path) -> None:
