@@ -48,7 +48,11 @@ class SanityConfig:
 
 @dataclass(frozen=True)
 class PromotionConfig:
-    """When a challenger replaces the champion (seed 004 expects mAP@0.5 > 0.95 on the real data)."""
+    """When a challenger replaces the champion (seed 004 expects mAP@0.5 > 0.95 on the real data).
+
+    A challenger needs mAP50 >= `min_map50` and an mAP50-95 strictly above the champion's, by at
+    least `min_margin_map50_95`; a tie never replaces the champion.
+    """
 
     min_map50: float = 0.95
     min_margin_map50_95: float = 0.0

@@ -46,7 +46,8 @@ class PublishResult:
     run_uri: str
     uploaded: tuple[str, ...]
     metrics: dict[str, Any]
-    decision: Decision
+    promoted: bool
+    reason: str
     champion: dict[str, Any] | None
 
 
@@ -194,4 +195,4 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
                  "weights_uri": store.url(f"{prefix}/train/weights/best.pt"),
                  "sha256": hashes["train/weights/best.pt"], "dataset_fingerprint": manifest.get("fingerprint")}
     decision, champion = promote(store, model_name, candidate, promotion)
-    return PublishResult(store.url(prefix), tuple(files), metrics, decision, champion)
+    return PublishResult(store.url(prefix), tuple(files), metrics, decision.promote, decision.reason, champion)

@@ -610,8 +610,12 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
 def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champion: Path | None = None,
                  evaluation: Path | None = None, exports: Path | None = None,
                  promotion: PromotionConfig = PromotionConfig()) -> ReportResult:
-    """Analyse results.csv (+ the optional inputs) and write report.md, its PNGs and a self-contained report.html."""
-    history = read_history(Path(results))
+    """Analyse results.csv (+ the optional inputs) and write report.md, its PNGs and a self-contained report.html.
+
+    `results` may also be the run dir holding results.csv.
+    """
+    results = find_run_files(Path(results)).results
+    history = read_history(results)
     analysis = analyze(history)
     evaluation_data = _read_json(evaluation, "evaluation")
     sanity_data = _read_json(sanity, "sanity verdict")

@@ -29,7 +29,7 @@ def _publish(args: argparse.Namespace) -> int:
     result = publish_run(args.run_dir, args.store, args.run_id, model_name=args.model_name,
                          promotion=PromotionConfig(min_map50=args.min_map50, min_margin_map50_95=args.min_margin))
     print(f"published {len(result.uploaded)} files to {result.run_uri}")
-    print(f"{'promoted' if result.decision.promote else 'not promoted'}: {result.decision.reason}")
+    print(f"{'promoted' if result.promoted else 'not promoted'}: {result.reason}")
     return 0
 
 

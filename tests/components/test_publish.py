@@ -71,7 +71,7 @@ def test_first_run_is_published_whole_and_becomes_champion(tmp_path: Path, store
     assert metrics["hyperparameters"]["epochs"] == 40 and metrics["hyperparameters"]["optimizer"] == "AdamW"
     assert metrics["code_version"]["package"] and metrics["sha256"]["train/weights/best.pt"] == best_sha
 
-    assert result.decision.promote
+    assert result.promoted
     champion = read_champion(store_uri, "pogona-head")
     assert champion["run_id"] == "run-1" and champion["sha256"] == best_sha
     assert champion["weights_uri"] == store.url("runs/run-1/train/weights/best.pt")
@@ -87,11 +87,11 @@ def test_worse_or_weak_challenger_never_replaces_the_champion(tmp_path: Path, st
                    ("small-gain", 0.99, 0.805, PromotionConfig(min_margin_map50_95=0.01), "does not beat")]
     for run_id, map50, map50_95, promotion, reason in challengers:
         result = publish_run(make_run(tmp_path / run_id, map50, map50_95), store_uri, run_id, promotion=promotion)
-        assert not result.decision.promote and reason in result.decision.reason
+        assert not result.promoted and reason in result.reason
         assert read_champion(store_uri, "pogona-head")["run_id"] == "champ"
 
     better = publish_run(make_run(tmp_path / "better", 0.99, 0.83), store_uri, "better")
-    assert better.decision.promote
+    assert better.promoted
     store = open_store(store_uri)
     assert [(r["run_id"], r["previous_run_id"]) for r in history(store)] == [("champ", None), ("better", "champ")]
     assert store.exists("runs/worse/train/weights/best.pt"), "a rejected run is still published for inspection"

@@ -155,7 +155,7 @@ def test_missing_pr_curve_is_said_not_faked(tmp_path: Path) -> None:
 
 def test_report_on_a_real_ultralytics_run(trained_run: Path, tmp_path: Path) -> None:
     """A 2-epoch run learns nothing: the report must say so instead of praising it."""
-    result = write_report(trained_run / "results.csv", tmp_path)
+    result = write_report(trained_run, tmp_path)  # the run dir, as the pipeline passes it
     assert result.analysis.epochs_run == 2
     assert result.analysis.status == "not learning"
     assert result.assessment.startswith("This run did not learn")
