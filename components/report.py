@@ -330,6 +330,11 @@ def recommend(analysis: Analysis, evaluation: dict[str, Any] | None,
                     f"resetting it.",
                     f"a {conv.epochs_run - conv.converged_epoch}-epoch plateau did not trigger early stopping "
                     f"(patience {conv.patience})"))
+        if conv.early_stopped:
+            found.append(Recommendation(
+                f"Set epochs to about {conv.recommended_epochs}: early stopping ended the run well before the cap.",
+                f"stopped at epoch {conv.epochs_run} of {conv.epochs_configured} (patience {conv.patience}); "
+                f"mAP50-95 within 1% of its best from epoch {conv.converged_epoch}"))
         if conv.converged_epoch == conv.epochs_run and conv.epochs_run > 1 and not conv.early_stopped:
             found.append(Recommendation(
                 "Train longer: the metrics were still improving when the run ended.",

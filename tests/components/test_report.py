@@ -68,6 +68,21 @@ def test_converged_early_run_recommends_fewer_epochs(tmp_path: Path) -> None:
     assert "no sign of overfitting" in result.assessment
 
 
+def test_early_stopped_run_says_so_and_suggests_the_epoch_count(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "converged_early", run)
+    args = run / "args.yaml"
+    args.write_text(args.read_text().replace("epochs: 40", "epochs: 100"))
+    converged = first_within_one_percent(read_csv(run / "results.csv")["metrics/mAP50-95(B)"])
+    result = write_report(run, tmp_path / "report")
+
+    assert result.analysis.convergence.early_stopped
+    early = [r for r in result.recommendations if "early stopping ended the run" in r.action]
+    assert early and early[0].trigger.startswith("stopped at epoch 40 of 100 (patience 15)")
+    assert f"about {converged + max(5, math.ceil(0.2 * converged))}" in early[0].action
+    assert "Early stopping: fired (40 epochs run of 100, patience 15)" in result.markdown.read_text()
+
+
 def test_overfitting_run_recommends_augmentation(tmp_path: Path) -> None:
     source = FIXTURES / "overfitting" / "results.csv"
     table = read_csv(source)
