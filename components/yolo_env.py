@@ -50,6 +50,7 @@ def offline_ultralytics() -> ModuleType:
     config_dir = _config_dir()
     os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
     os.environ["YOLO_OFFLINE"] = "true"
+    os.environ["YOLO_AUTOINSTALL"] = "false"
     os.environ.setdefault("YOLO_VERBOSE", "true")
     _install_fonts(config_dir)
 
