@@ -38,7 +38,8 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
         listing = work / f"val-{modality}.txt"
         listing.write_text("".join(f"{image.resolve()}\n" for image in images))
         data_yaml = dataset.write_yaml(work / f"data-{modality}.yaml", {**dataset.splits, "val": listing})
-        scores[modality] = _scores(_validate(model, data_yaml, "val", imgsz, device, work / modality))
+        scores[modality] = {**_scores(_validate(model, data_yaml, "val", imgsz, device, work / modality)),
+                            "images": len(images)}
     return scores
 
 

@@ -1,0 +1,53 @@
+"""The dead-run detector's judgement, fed the loss items ultralytics hands it batch by batch."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from components.deadrun import DeadRunDetector, DeadRunError
+
+
+def _batch(box: float, cls: float, dfl: float) -> SimpleNamespace:
+    """What the detector reads from a trainer after one batch."""
+    return SimpleNamespace(loss_items={"box_loss": torch.tensor(box), "cls_loss": torch.tensor(cls),
+                                       "dfl_loss": torch.tensor(dfl)})
+
+
+def _run(detector: DeadRunDetector, batches: list[SimpleNamespace]) -> None:
+    for trainer in batches:
+        detector.count_optimizer_step()
+        detector.on_train_batch_end(trainer)
+
+
+def test_background_only_batches_are_not_a_dead_run_when_later_batches_have_boxes():
+    detector = DeadRunDetector(window_steps=5)
+    _run(detector, [_batch(0.0, 0.8, 0.0), _batch(0.0, 0.7, 0.0)] + [_batch(1.2, 0.6, 1.1)] * 10)
+    assert detector.judged and detector.steps == 12
+
+
+def test_box_and_dfl_at_zero_over_the_window_abort_at_the_window_with_the_causes():
+    detector = DeadRunDetector(window_steps=5)
+    with pytest.raises(DeadRunError, match="labels not loaded") as raised:
+        _run(detector, [_batch(0.0, 0.4, 0.0)] * 50)
+    assert raised.value.steps == 5
+
+
+def test_a_first_epoch_shorter_than_the_window_ends_the_window():
+    detector = DeadRunDetector(window_steps=20)
+    _run(detector, [_batch(0.0, 0.4, 0.0)] * 3)
+    with pytest.raises(DeadRunError, match="box and DFL loss stayed exactly 0"):
+        detector.on_train_epoch_end(_batch(0.0, 0.4, 0.0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_loss_aborts_at_once(bad: float):
+    detector = DeadRunDetector(window_steps=20)
+    with pytest.raises(DeadRunError, match="NaN or infinite") as raised:
+        _run(detector, [_batch(1.0, 0.5, 1.0), _batch(1.0, bad, 1.0), _batch(1.0, 0.5, 1.0)])
+    assert raised.value.steps == 2
+
+
+def test_every_loss_at_zero_is_the_broken_backend_signature():
+    with pytest.raises(DeadRunError, match="every loss is exactly 0.*MPS"):
+        _run(DeadRunDetector(), [_batch(0.0, 0.0, 0.0)])

@@ -1,0 +1,115 @@
+"""Training on CPU at tiny sizes: outputs, the CUDA refusal, DDP-proof guarding, resume after kill -9, weights."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import TrainConfig
+from components.errors import UserError
+from components.storage import open_store
+from components.train import GuardedDetectionTrainer, train_model
+from components.weights import resolve_weights
+
+TINY = TrainConfig(model="yolo11n", epochs=2, imgsz=64, batch=0.95, device="cpu", workers=0)
+
+
+@pytest.fixture(scope="module")
+def cpu_run(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    return train_model(demo_dataset_dir, tmp_path_factory.mktemp("cpu_run") / "train", TINY)
+
+
+def test_cpu_training_writes_the_contract_outputs(cpu_run):
+    for path in (cpu_run.best, cpu_run.last, cpu_run.results_csv, cpu_run.args_yaml, cpu_run.metrics_json):
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert cpu_run.epochs_completed == 2
+    summary = json.loads(cpu_run.metrics_json.read_text())
+    assert summary["epochs_completed"] == 2 and summary["early_stopped"] is False
+    assert summary["device"] == "cpu" and 1 <= summary["best_epoch"] <= 2
+    assert 0.0 <= summary["metrics"]["metrics/mAP50(B)"] <= 1.0
+    hyper = summary["hyperparameters"]
+    assert (hyper["optimizer"], hyper["lr0"], hyper["cos_lr"], hyper["seed"]) == ("AdamW", 0.001, True, 42)
+    assert yaml.safe_load(cpu_run.args_yaml.read_text())["batch"] == 16  # 95% of GPU memory means 16 on CPU
+
+
+def test_cuda_is_refused_at_once_when_absent(demo_dataset_dir: Path, tmp_path: Path):
+    started = time.monotonic()
+    with pytest.raises(UserError, match="CUDA is not available.*--device cpu"):
+        train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, device="cuda"))
+    assert time.monotonic() - started < 2
+    assert not (tmp_path / "train").exists()
+
+
+def test_the_guard_lives_in_the_trainer_class_so_ddp_workers_rebuilt_from_it_keep_it(cpu_run):
+    """Ultralytics' DDP worker re-creates the trainer from its class, its args and the pickled callbacks."""
+    args = yaml.safe_load(cpu_run.args_yaml.read_text())
+    parent = GuardedDetectionTrainer(overrides={**args, "save_dir": str(cpu_run.args_yaml.parent / "ddp")})
+    worker = type(parent)(overrides=vars(parent.args), _callbacks=parent.callbacks)
+    guards = {"on_train_batch_end": "_watch_batch", "on_train_epoch_end": "_watch_epoch",
+              "on_model_save": "_upload_checkpoint"}
+    for event, guard in guards.items():
+        names = [callback.__name__ for callback in worker.callbacks[event]]
+        assert names.count(guard) == 1, (event, names)  # registered once, not once per process
+    assert worker.dead_run_detector is not parent.dead_run_detector
+
+
+def _rows(results_csv: Path) -> list[int]:
+    with open(results_csv, newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epoch(demo_dataset_dir: Path,
+                                                                                     tmp_path: Path):
+    store, epochs = tmp_path / "store", 4
+    first_out, second_out = tmp_path / "machine1" / "train", tmp_path / "machine2" / "train"
+    command = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))",
+               "train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--epochs", str(epochs),
+               "--imgsz", "64", "--batch", "16", "--device", "cpu", "--store", str(store), "--run-id", "r1",
+               "--out", str(first_out)]
+    checkpoint = store / "runs" / "r1" / "checkpoints" / "last.pt"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the first attempt must die mid-training"
+    import torch
+
+    saved_epochs = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] + 1
+    assert 1 <= saved_epochs < epochs
+    done_before_kill = len(_rows(first_out / "results.csv"))
+
+    result = train_model(demo_dataset_dir, second_out, replace(TINY, epochs=epochs, batch=16),
+                         store=str(store), run_id="r1")
+    assert _rows(result.results_csv) == list(range(1, epochs + 1))
+    before_kill = (first_out / "results.csv").read_text().splitlines()
+    assert result.results_csv.read_text().splitlines()[:saved_epochs + 1] == before_kill[:saved_epochs + 1]
+    assert done_before_kill - saved_epochs <= 1  # epochs lost to the kill
+    assert result.best.parent == second_out and (second_out / "weights" / "last.pt").is_file()
+    assert open_store(str(store)).head("runs/r1/checkpoints/results.csv").size > 0
+
+
+def test_weights_come_from_object_storage_or_the_model_yaml_never_by_name(cpu_run, s3_bucket: str, tmp_path: Path):
+    assert resolve_weights("", "yolo11s", tmp_path) == "yolo11s.yaml"
+    with pytest.raises(UserError, match="upload it to <store>/weights/yolo11n.pt"):
+        resolve_weights("yolo11n.pt", "yolo11n", tmp_path)
+    open_store(s3_bucket).upload_file(cpu_run.best, "weights/yolo11n.pt")
+    local = Path(resolve_weights(f"{s3_bucket}/weights/yolo11n.pt", "yolo11n", tmp_path / "cache"))
+    assert local.read_bytes() == cpu_run.best.read_bytes() and (tmp_path / "cache") in local.parents
+    modified = local.stat().st_mtime_ns
+    assert resolve_weights(f"{s3_bucket}/weights/yolo11n.pt", "yolo11n", tmp_path / "cache") == str(local)
+    assert local.stat().st_mtime_ns == modified  # cached, not downloaded again
+    with pytest.raises(UserError, match="do not exist"):
+        resolve_weights(f"{s3_bucket}/weights/missing.pt", "yolo11n", tmp_path / "cache")

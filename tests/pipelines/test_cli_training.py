@@ -1,0 +1,69 @@
+"""`pogona sanity | train | evaluate` as a user runs them: exit codes, one-line errors, the files they write."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from components.validate import validate_dataset
+from pipelines.cli import main
+
+EPOCH_KEYS = {"box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95"}
+
+
+def test_sanity_from_a_snapshot_manifest_is_healthy_on_the_demo_data(demo_dataset_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture):
+    manifest = tmp_path / "manifest.json"
+    assert validate_dataset(str(demo_dataset_dir), manifest).usable
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "cache"))
+    verdict_path = tmp_path / "sanity" / "verdict.json"
+    code = main(["sanity", "--manifest", str(manifest), "--weights", "yolo11n", "--imgsz", "128", "--batch", "4",
+                 "--max-images", "80", "--verdict", str(verdict_path)])
+    verdict = json.loads(verdict_path.read_text())
+    assert code == 0, verdict["reasons"]
+    assert verdict["verdict"] == "healthy" and verdict["device"] == "cpu" and verdict["steps"] > 0
+    assert len(verdict["epochs"]) == 3 and all(set(epoch) == EPOCH_KEYS for epoch in verdict["epochs"])
+    assert any((tmp_path / "cache").rglob("*.jpg"))  # trained on the materialized snapshot
+    assert "sanity: healthy" in capsys.readouterr().out
+
+
+def test_sanity_exits_1_on_a_dead_run(demo_dataset_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    data = tmp_path / "dataset"
+    shutil.copytree(demo_dataset_dir, data, ignore=shutil.ignore_patterns("*.cache"))
+    for label in (data / "labels").rglob("*.txt"):
+        label.write_text("")
+    verdict_path = tmp_path / "verdict.json"
+    code = main(["sanity", "--data", str(data / "data.yaml"), "--weights", "yolo11n", "--imgsz", "64",
+                 "--verdict", str(verdict_path)])
+    assert code == 1 and json.loads(verdict_path.read_text())["verdict"] == "dead"
+    assert "sanity: dead" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "CUDA is not available on this machine"),
+    (["--device", "cpu", "--store", "file:///tmp/x"], "--store and --run-id go together"),
+    (["--device", "cpu", "--weights", "yolo11s.pt"], "would download it from the internet"),
+])
+def test_train_refuses_with_one_line_and_exit_2(extra: list[str], message: str, demo_dataset_dir: Path,
+                                                tmp_path: Path, capsys: pytest.CaptureFixture):
+    code = main(["train", "--data", str(demo_dataset_dir), "--out", str(tmp_path / "train"), *extra])
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert code == 2 and last_line.startswith("pogona train: error: ") and message in last_line
+    assert not (tmp_path / "train" / "weights").exists()
+
+
+def test_evaluate_names_missing_weights(demo_dataset_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    assert main(["evaluate", "--weights", str(tmp_path / "best.pt"), "--data", str(demo_dataset_dir)]) == 2
+    assert "best.pt do not exist" in capsys.readouterr().err
+
+
+def test_evaluate_writes_the_json_it_summarizes(trained_run: Path, demo_dataset_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture):
+    out = tmp_path / "evaluation" / "evaluation.json"
+    assert main(["evaluate", "--weights", str(trained_run / "weights" / "best.pt"), "--data",
+                 str(demo_dataset_dir), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["by_modality"]) == {"thermal", "visible"}
+    assert f"mAP50 {result['overall']['map50']:.3f}" in capsys.readouterr().out
