@@ -90,10 +90,10 @@ def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConf
         lists[split] = workdir / f"{split}.txt"
         lists[split].write_text("".join(f"{image.resolve()}\n" for image in images))
     data_yaml = dataset.write_yaml(workdir / "data.yaml", lists)
-    detector_model = YOLO(resolve_weights(weights, model, default_cache_dir()))
+    yolo = YOLO(resolve_weights(weights, model, default_cache_dir()))
     seeds = TrainConfig()
     try:
-        detector_model.train(
+        yolo.train(
             trainer=functools.partial(GuardedDetectionTrainer, dead_window_steps=config.dead_window_steps),
             data=str(data_yaml), save_dir=str(workdir / "train"), exist_ok=True, device="cpu", amp=False,
             epochs=config.epochs, batch=config.batch, imgsz=config.imgsz, workers=config.workers,
@@ -103,7 +103,7 @@ def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConf
     except DeadRunError as dead:
         epochs = read_results(workdir / "train" / "results.csv")
         verdict, reasons = "dead", [str(dead)]
-    result = SanityVerdict(verdict=verdict, reasons=reasons, steps=detector_model.trainer.dead_run_detector.steps,
+    result = SanityVerdict(verdict=verdict, reasons=reasons, steps=yolo.trainer.dead_run_detector.steps,
                            wall_seconds=round(time.monotonic() - started, 2), device="cpu", epochs=epochs)
     verdict_path.parent.mkdir(parents=True, exist_ok=True)
     verdict_path.write_text(json.dumps(asdict(result), indent=2) + "\n")

@@ -238,7 +238,8 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     batch = training_batch(config.batch, device)
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    data_yaml = load_dataset(data).write_yaml(out_dir / "data.yaml")
+    # beside out_dir, not in it: ultralytics empties the save dir before it launches DDP workers
+    data_yaml = load_dataset(data).write_yaml(out_dir.parent / f"{out_dir.name}.data.yaml")
     checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
     resume_from = _fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
     model = YOLO(str(resume_from) if resume_from else resolve_weights(config.weights, config.model,
