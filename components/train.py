@@ -245,10 +245,11 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     model = YOLO(str(resume_from) if resume_from else resolve_weights(config.weights, config.model,
                                                                       default_cache_dir()))
     with _environment(CHECKPOINT_URI_ENV, checkpoint_uri):
-        model.train(trainer=GuardedDetectionTrainer, data=str(data_yaml), resume=str(resume_from) if resume_from else False,
-                    save_dir=str(out_dir), epochs=config.epochs, patience=config.patience, imgsz=config.imgsz,
-                    batch=batch, device=device, optimizer=config.optimizer, lr0=config.lr0, cos_lr=config.cos_lr,
-                    seed=config.seed, workers=config.workers, amp=device not in {"cpu", "mps"}, exist_ok=True)
+        model.train(trainer=GuardedDetectionTrainer, data=str(data_yaml), save_dir=str(out_dir), exist_ok=True,
+                    resume=str(resume_from) if resume_from else False, epochs=config.epochs,
+                    patience=config.patience, imgsz=config.imgsz, batch=batch, device=device,
+                    optimizer=config.optimizer, lr0=config.lr0, cos_lr=config.cos_lr, seed=config.seed,
+                    workers=config.workers, amp=device not in {"cpu", "mps"})
     return _write_outputs(model, out_dir, config, device)
 
 
@@ -256,8 +257,10 @@ def _write_outputs(model: Any, out_dir: Path, config: TrainConfig, device: str) 
     epochs = read_results(out_dir / "results.csv")
     trained_epochs = int(getattr(model.trainer, "epochs", config.epochs))
     best_epoch = max(range(len(epochs)), key=lambda i: epochs[i]["map50_95"]) + 1 if epochs else 0
-    metrics_source = model.metrics.results_dict if hasattr(model.metrics, "results_dict") else model.metrics or {}
-    metrics = {key: float(value) for key, value in metrics_source.items() if _is_number(value)}
+    reported = model.metrics  # DetMetrics in one process; the checkpoint's dict after DDP
+    metrics_source = reported.results_dict if hasattr(reported, "results_dict") else reported or {}
+    names = {column: name for name, column in RESULT_COLUMNS.items()}
+    metrics = {names.get(key, key): float(value) for key, value in metrics_source.items() if _is_number(value)}
     args = yaml.safe_load((out_dir / "args.yaml").read_text())
     summary = {
         "metrics": metrics, "best_epoch": best_epoch, "epochs_completed": len(epochs),
