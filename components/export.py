@@ -235,6 +235,7 @@ def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, .
     formats = parse_formats(",".join(formats))
     if "engine" in formats:
         require_tensorrt()
+    out_dir.mkdir(parents=True, exist_ok=True)
     data_yaml = resolve_data_yaml(Path(data), out_dir)
     imgsz = training_imgsz(weights)
     images = calibration_images(data_yaml)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ class DemoScale:
     model: str = "yolo11n"
     epochs: int = 15
     patience: int = 5
-    batch: float = 16
+    batch: float = 16.0
     sanity_imgsz: int = 160
     sanity_max_images: int = 96
     min_map50: float = 0.5
@@ -44,6 +45,7 @@ class LocalRun:
     seconds: float
     metrics: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] | None = None
+    sanity_verdict: str = ""
     skipped: bool = False
 
 
@@ -75,6 +77,9 @@ def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
     params.update(overrides or {})
 
     work_dir = work_dir or Path(".pogona") / "kfp-local"
+    # kfp.local warns about every Kubernetes setting it cannot apply on a laptop; that is expected here.
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir.resolve()),
                    raise_on_error=True)
     pipeline = build_pipeline(Placement.for_profile("kind"))
@@ -100,6 +105,7 @@ def _collect(run_id: str, store_uri: str, model_name: str, seconds: float) -> Lo
     result = LocalRun(run_id=run_id, store_uri=store_uri, seconds=seconds)
     if store.exists(f"runs/{run_id}/metrics.json"):
         result.metrics = store.get_json(f"runs/{run_id}/metrics.json")
+        result.sanity_verdict = store.get_json(f"runs/{run_id}/sanity/verdict.json")["verdict"]
     else:
         result.skipped = True
     if store.exists(f"models/{model_name}/production.json"):
@@ -117,12 +123,10 @@ def summary_table(run: LocalRun) -> str:
     if run.skipped:
         lines.append("training skipped: the dataset is unchanged since the production model")
     else:
-        metrics = run.metrics
-        evaluation = metrics.get("evaluation", {})
-        lines.append(f"{'sanity verdict':<24}{metrics.get('sanity', {}).get('verdict', '?')}")
+        lines.append(f"{'sanity verdict':<24}{run.sanity_verdict}")
         header = f"{'':<24}{'precision':>10}{'recall':>10}{'mAP50':>10}{'mAP50-95':>10}"
         lines += ["", header]
-        rows = {"overall": evaluation.get("overall", {}), **evaluation.get("by_modality", {})}
+        rows = {"overall": run.metrics.get("metrics", {}), **run.metrics.get("by_modality", {})}
         for name, values in rows.items():
             lines.append(f"{name:<24}" + "".join(f"{_fmt(values.get(k, '-')):>10}"
                                                    for k in ("precision", "recall", "map50", "map50_95")))
