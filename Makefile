@@ -18,8 +18,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pogona run --local --demo
 
-test: $(STAMP)
+test: $(STAMP) tools
+	$(BIN)/pogona compile --check
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/sanity.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .pogona

@@ -292,11 +292,12 @@ def experiment_id(conn: Connection, name: str) -> str:
 
 
 def submit_run(conn: Connection, source: PipelineSource, experiment: str, run_name: str,
-               arguments: Mapping[str, Any]) -> str:
-    """Start one run of `source` in `experiment`; returns the run id."""
+               arguments: Mapping[str, Any], service_account: str = "") -> str:
+    """Start one run of `source` in `experiment` (as `service_account`, else KFP's default); returns the run id."""
     experiment_key = experiment_id(conn, experiment)
     with _calling(conn.host):
-        run = conn.client.run_pipeline(experiment_key, run_name, params=dict(arguments), **_source_arguments(source))
+        run = conn.client.run_pipeline(experiment_key, run_name, params=dict(arguments),
+                                       service_account=service_account or None, **_source_arguments(source))
     return run.run_id
 
 
@@ -356,7 +357,8 @@ def validate_cron(expression: str) -> str:
 
 
 def create_schedule(conn: Connection, source: PipelineSource, experiment: str, job_name: str, cron: str,
-                    arguments: Mapping[str, Any], max_concurrency: int = 1, catchup: bool = False) -> str:
+                    arguments: Mapping[str, Any], max_concurrency: int = 1, catchup: bool = False,
+                    service_account: str = "") -> str:
     """Create an enabled recurring run on a 6-field cron; returns its id."""
     cron = validate_cron(cron)
     if max_concurrency < 1:
@@ -365,7 +367,8 @@ def create_schedule(conn: Connection, source: PipelineSource, experiment: str, j
     with _calling(conn.host):
         recurring_run = conn.client.create_recurring_run(
             experiment_key, job_name, cron_expression=cron, max_concurrency=max_concurrency,
-            no_catchup=not catchup, params=dict(arguments), enabled=True, **_source_arguments(source))
+            no_catchup=not catchup, params=dict(arguments), enabled=True,
+            service_account=service_account or None, **_source_arguments(source))
     return recurring_run.recurring_run_id
 
 

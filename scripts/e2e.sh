@@ -69,7 +69,9 @@ step "run the pipeline and wait for it (up to $run_timeout s)"
 # Demo scale: a few CPU epochs on generated images, so the quality floors are 0.
 imgsz=${E2E_IMGSZ:-320}
 started=$(date +%s)
+# Runs use the least-privilege account from manifests/base/pipeline-runs (E2E_SERVICE_ACCOUNT to override).
 "$pogona" submit --host "$kfp_host" --experiment pogona-e2e --pipeline-name "$pipeline_name" \
+  --service-account "${E2E_SERVICE_ACCOUNT:-pogona-pipeline-runner}" \
   --param dataset_uri="$dataset_uri" --param store_uri="$store_uri" --param model_name="$model_name" \
   --param model="${E2E_MODEL:-yolo11n}" --param epochs="${E2E_EPOCHS:-3}" \
   --param imgsz="$imgsz" --param sanity_imgsz="$imgsz" \

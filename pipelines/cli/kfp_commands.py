@@ -36,6 +36,9 @@ def _run_options() -> argparse.ArgumentParser:
                          help="experiment to file runs under, created when missing (default: %(default)s)")
     options.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                          help="pipeline argument, typed by the pipeline's parameter (repeatable)")
+    options.add_argument("--service-account", default="",
+                         help="Kubernetes service account the run's pods use (e.g. pogona-pipeline-runner; "
+                              "default: KFP's)")
     return options
 
 
@@ -68,7 +71,8 @@ def _submit(args: argparse.Namespace) -> int:
     arguments = client.parse_params(args.param, source.parameter_types)
     label = args.package.stem if args.package else args.pipeline_name or client.DEFAULT_PIPELINE_NAME
     run_name = args.run_name or f"{label} {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
-    run_id = client.submit_run(conn, source, args.experiment, run_name, arguments)
+    run_id = client.submit_run(conn, source, args.experiment, run_name, arguments,
+                               service_account=args.service_account)
     print(f"run id: {run_id}")
     print(f"run url: {client.ui_url(conn, f'runs/details/{run_id}')}")
     if not args.wait:
@@ -90,7 +94,8 @@ def _schedule_create(args: argparse.Namespace) -> int:
     source = client.uploaded_source(conn, args.pipeline_name)
     arguments = client.parse_params(args.param, source.parameter_types)
     recurring_run_id = client.create_schedule(conn, source, args.experiment, args.job_name, cron, arguments,
-                                              max_concurrency=args.max_concurrency, catchup=args.catchup)
+                                              max_concurrency=args.max_concurrency, catchup=args.catchup,
+                                              service_account=args.service_account)
     print(f"recurring run id: {recurring_run_id}")
     print(f"runs: {source.description}, cron {cron}, max concurrency {args.max_concurrency}, "
           f"{'catchup' if args.catchup else 'no catchup'}")

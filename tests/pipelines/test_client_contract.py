@@ -109,11 +109,13 @@ def test_submit_can_pin_an_older_version(capsys, kfp_api, package):
     oldest = _upload(capsys, kfp_api, package)
     _upload(capsys, kfp_api, package, "--version", "v2")
 
-    code, _, err = pogona(capsys, "submit", "--host", kfp_api.url, "--version-id", oldest["version id"])
+    code, _, err = pogona(capsys, "submit", "--host", kfp_api.url, "--version-id", oldest["version id"],
+                          "--service-account", "pogona-pipeline-runner")
 
     assert code == 0, err
     [request] = kfp_api.requests_to("POST", "/runs")
     assert request.body["pipeline_version_reference"]["pipeline_version_id"] == oldest["version id"]
+    assert request.body["service_account"] == "pogona-pipeline-runner"
 
 
 def test_submit_of_a_package_sends_its_spec_and_a_failed_run_exits_non_zero(capsys, kfp_api, package):
@@ -172,10 +174,12 @@ def test_schedule_with_catchup_and_more_concurrency(capsys, kfp_api, package):
     _upload(capsys, kfp_api, package)
 
     code, _, err = pogona(capsys, "schedule", "create", "--host", kfp_api.url, "--cron", "0 30 3 * * MON-FRI",
-                          "--catchup", "--max-concurrency", "2", "--job-name", "weekdays")
+                          "--catchup", "--max-concurrency", "2", "--job-name", "weekdays",
+                          "--service-account", "pogona-pipeline-runner")
 
     assert code == 0, err
     [request] = kfp_api.requests_to("POST", "/recurringruns")
+    assert request.body["service_account"] == "pogona-pipeline-runner"
     assert request.body["no_catchup"] is False
     assert int(request.body["max_concurrency"]) == 2
 
