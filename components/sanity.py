@@ -92,11 +92,13 @@ def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConf
     data_yaml = dataset.write_yaml(workdir / "data.yaml", lists)
     yolo = YOLO(resolve_weights(weights, model, default_cache_dir()))
     seeds = TrainConfig()
+    # nbs=batch steps the optimizer every batch: at ultralytics' nominal batch of 64, a 64-image subset
+    # would see about 4 optimizer steps in 3 epochs, too few to show learning or fill the dead-run window
     try:
         yolo.train(
             trainer=functools.partial(GuardedDetectionTrainer, dead_window_steps=config.dead_window_steps),
             data=str(data_yaml), save_dir=str(workdir / "train"), exist_ok=True, device="cpu", amp=False,
-            epochs=config.epochs, batch=config.batch, imgsz=config.imgsz, workers=config.workers,
+            epochs=config.epochs, batch=config.batch, nbs=config.batch, imgsz=config.imgsz, workers=config.workers,
             optimizer=seeds.optimizer, lr0=seeds.lr0, cos_lr=seeds.cos_lr, seed=seeds.seed, plots=False)
         epochs = read_results(workdir / "train" / "results.csv")
         verdict, reasons = judge(epochs, config, pretrained=bool(weights))
