@@ -3,6 +3,7 @@ process), small generated datasets, and one tiny trained ultralytics run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -34,18 +36,25 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) 
     raise RuntimeError(f"moto server did not listen on port {port} within {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> str:
-    """Start `moto_server` in its own process and return its endpoint URL."""
+@contextlib.contextmanager
+def _moto_server(**env: str) -> Iterator[str]:
+    """moto's standalone S3 server in its own process on loopback; yields its endpoint URL."""
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_port(port, process)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """The S3 endpoint the tests talk to (moto's server, credentials not checked)."""
+    with _moto_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -114,13 +123,5 @@ def s3_faults(s3_bucket: str, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def s3_server_with_auth() -> str:
     """A second loopback S3 server that checks credentials (every key is unknown to it)."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with _moto_server(INITIAL_NO_AUTH_ACTION_COUNT="0") as url:
+        yield url
