@@ -94,17 +94,17 @@ def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConf
     seeds = TrainConfig()
     # nbs=batch steps the optimizer every batch: at ultralytics' nominal batch of 64, a 64-image subset
     # would see about 4 optimizer steps in 3 epochs, too few to show learning or fill the dead-run window
+    dead_run: DeadRunError | None = None
     try:
         yolo.train(
             trainer=functools.partial(GuardedDetectionTrainer, dead_window_steps=config.dead_window_steps),
             data=str(data_yaml), save_dir=str(workdir / "train"), exist_ok=True, device="cpu", amp=False,
             epochs=config.epochs, batch=config.batch, nbs=config.batch, imgsz=config.imgsz, workers=config.workers,
             optimizer=seeds.optimizer, lr0=seeds.lr0, cos_lr=seeds.cos_lr, seed=seeds.seed, plots=False)
-        epochs = read_results(workdir / "train" / "results.csv")
-        verdict, reasons = judge(epochs, config, pretrained=bool(weights))
-    except DeadRunError as dead:
-        epochs = read_results(workdir / "train" / "results.csv")
-        verdict, reasons = "dead", [str(dead)]
+    except DeadRunError as error:
+        dead_run = error
+    epochs = read_results(workdir / "train" / "results.csv")
+    verdict, reasons = ("dead", [str(dead_run)]) if dead_run else judge(epochs, config, pretrained=bool(weights))
     result = SanityVerdict(verdict=verdict, reasons=reasons, steps=yolo.trainer.dead_run_detector.steps,
                            wall_seconds=round(time.monotonic() - started, 2), device="cpu", epochs=epochs)
     verdict_path.parent.mkdir(parents=True, exist_ok=True)
