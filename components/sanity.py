@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from components.config import SPLITS, SanityConfig, TrainConfig
+from components.config import SanityConfig, TrainConfig
 from components.deadrun import DeadRunError
 from components.errors import UserError
 from components.train import (GuardedDetectionTrainer, YOLO, Dataset, image_modality, load_dataset,
