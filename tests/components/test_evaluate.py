@@ -1,6 +1,7 @@
 """Evaluation of the tiny trained run: agreement with ultralytics' validator, per-modality figures, plots."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,13 @@ def test_per_modality_figures_cover_each_modality_on_its_own_images(evaluation: 
 def test_plots_are_written_next_to_the_json(evaluation: Path):
     for name in ("pr_curve.png", "confusion_matrix.png"):
         assert (evaluation.parent / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_test_split_is_evaluated_on_its_own_images(weights: Path, demo_dataset_dir: Path, tmp_path: Path):
+    data = tmp_path / "dataset"
+    shutil.copytree(demo_dataset_dir, data, ignore=shutil.ignore_patterns("*.cache"))
+    for kind in ("images", "labels"):
+        shutil.copytree(data / kind / "val" / "visible", data / kind / "test" / "visible")
+    result = evaluate_model(weights, data, tmp_path / "evaluation.json")
+    assert result["splits"]["val"] == result["overall"]
+    assert result["splits"]["test"] == pytest.approx({key: result["by_modality"]["visible"][key] for key in KEYS})
