@@ -12,7 +12,6 @@ import csv
 import json
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -212,16 +211,6 @@ def _fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Path |
     return last
 
 
-def _link(source: Path, target: Path) -> Path:
-    """Expose a file of the ultralytics save dir under its contract name, without copying 20 MB."""
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-    return target
-
-
 def read_results(results_csv: Path) -> list[dict[str, float]]:
     """Per-epoch losses and metrics from ultralytics' results.csv, under the verdict/report names."""
     if not results_csv.is_file():
@@ -269,8 +258,7 @@ def _write_outputs(model: Any, out_dir: Path, config: TrainConfig, device: str) 
     }
     metrics_json = out_dir / "metrics.json"
     metrics_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return TrainResult(best=_link(out_dir / "weights" / "best.pt", out_dir / "best.pt"),
-                       last=_link(out_dir / "weights" / "last.pt", out_dir / "last.pt"),
+    return TrainResult(best=out_dir / "weights" / "best.pt", last=out_dir / "weights" / "last.pt",
                        results_csv=out_dir / "results.csv", args_yaml=out_dir / "args.yaml",
                        metrics_json=metrics_json, epochs_completed=len(epochs), metrics=metrics)
 

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 
@@ -36,10 +37,16 @@ def _install_fonts(config_dir: Path) -> None:
             shutil.copyfile(bundled, target)
 
 
-def _amp_check_offline(model: object) -> bool:
-    """Replaces ultralytics' AMP check, which downloads a model; the dead-run detector guards AMP instead."""
+def _amp_check_offline(model: Any) -> bool:
+    """Replaces ultralytics' AMP check, which downloads a model; the dead-run detector guards AMP instead.
+
+    Like the original, it keeps AMP off on CPU and MPS, where ultralytics does not use it.
+    """
     from ultralytics.utils import LOGGER
 
+    device = next(model.parameters()).device
+    if device.type in {"cpu", "mps"}:
+        return False
     LOGGER.info("AMP: enabled; the pogona dead-run detector aborts on zero or NaN losses instead of the "
                 "ultralytics download-based AMP check")
     return True

@@ -98,7 +98,7 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
     before_kill = (first_out / "results.csv").read_text().splitlines()
     assert result.results_csv.read_text().splitlines()[:saved_epochs + 1] == before_kill[:saved_epochs + 1]
     assert done_before_kill - saved_epochs <= 1  # epochs lost to the kill
-    assert result.best.parent == second_out and (second_out / "weights" / "last.pt").is_file()
+    assert result.best.parent.parent == second_out and (second_out / "weights" / "last.pt").is_file()
     assert open_store(str(store)).head("runs/r1/checkpoints/results.csv").size > 0
 
 
