@@ -44,7 +44,8 @@ def direct(dataset: str, store: str, work: Path, scale: DemoScale, run_id: str) 
                            batch=scale.batch, device="cpu")
     timed("train", lambda: steps.train_step(str(manifest), str(trained), training, store, run_id))
     timed("evaluate and report", lambda: steps.analysis_step(str(manifest), str(trained), str(verdict),
-                                                             str(analysis), store, "bench", "onnx,int8"))
+                                                             str(analysis), store, "bench", "onnx,int8",
+                                                             PromotionConfig(min_map50=scale.min_map50)))
     run_dir = steps.assemble_run_dir(work / "run", str(manifest), str(report), str(verdict), str(trained),
                                      str(analysis))
     timed("publish", lambda: steps.publish_step(run_dir, store, run_id, "bench",

@@ -64,16 +64,19 @@ def train_detector(manifest: Input[Artifact], verdict: Input[Artifact], store_ur
 
 
 def evaluate_and_report(manifest: Input[Artifact], trained: Input[Model], verdict: Input[Artifact],
-                        store_uri: str, model_name: str, export_formats: str, analysis: Output[Artifact],
+                        store_uri: str, model_name: str, export_formats: str, min_map50: float, min_margin: float,
+                        analysis: Output[Artifact],
                         report: Output[HTML], run_summary: Output[Markdown], final_metrics: Output[Metrics]):
     """Per-modality evaluation, exports and the analysis report (HTML with plots, Markdown)."""
     import shutil
     from pathlib import Path
 
+    from components.config import PromotionConfig
     from pipelines.steps import analysis_step
 
+    promotion = PromotionConfig(min_map50=min_map50, min_margin_map50_95=min_margin)
     for name, value in analysis_step(manifest.path, trained.path, verdict.path, analysis.path, store_uri,
-                                     model_name, export_formats).items():
+                                     model_name, export_formats, promotion).items():
         final_metrics.log_metric(name, value)
     shutil.copyfile(Path(analysis.path) / "report" / "report.html", report.path)
     shutil.copyfile(Path(analysis.path) / "report" / "report.md", run_summary.path)

@@ -168,7 +168,7 @@ def build_pipeline(placement: Placement) -> Callable:
             analyse = cpu_step(steps.analyse(
                 manifest=validate.outputs["manifest"], trained=train.outputs["trained"],
                 verdict=sanity.outputs["verdict"], store_uri=store_uri, model_name=model_name,
-                export_formats=export_formats))
+                export_formats=export_formats, min_map50=min_map50, min_margin=min_margin))
             analyse.set_display_name("evaluate and report")
 
             publish = cpu_step(steps.publish(

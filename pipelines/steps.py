@@ -93,8 +93,9 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, store_uri:
 
 
 def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,
-                  model_name: str, export_formats: str) -> dict[str, float]:
-    """Evaluate per modality, export, and write the report next to them."""
+                  model_name: str, export_formats: str,
+                  promotion: PromotionConfig = PromotionConfig()) -> dict[str, float]:
+    """Evaluate per modality, export, and write the report (judged against the run's promotion floors)."""
     from components.evaluate import evaluate_model
     from components.export import export_model
     from components.publish import read_champion
@@ -115,7 +116,7 @@ def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analy
         champion_path = out / "champion.json"
         champion_path.write_text(json.dumps(champion, indent=2))
     write_report(Path(trained_dir), out / "report", sanity=Path(verdict_path), champion=champion_path,
-                 evaluation=out / "evaluation" / "evaluation.json", exports=exports_json)
+                 evaluation=out / "evaluation" / "evaluation.json", exports=exports_json, promotion=promotion)
     return {key: float(value) for key, value in evaluation["overall"].items()}
 
 
