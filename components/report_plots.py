@@ -7,7 +7,7 @@ embedded as base64 in the self-contained report.html.
 from __future__ import annotations
 
 import io
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -31,6 +31,13 @@ def _png(figure: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _per_epoch(axis: Any) -> None:
+    """The common frame of every per-epoch chart: epoch axis, legend, light grid."""
+    axis.set_xlabel("epoch")
+    axis.legend()
+    axis.grid(alpha=0.3)
+
+
 def plot_losses(epochs: Sequence[int], columns: Mapping[str, Sequence[float]]) -> bytes:
     """One panel per loss kind, training and validation curves together (overfitting shows as a gap)."""
     figure, axes = plt.subplots(1, len(LOSS_KINDS), figsize=(12, 3.5))
@@ -40,9 +47,7 @@ def plot_losses(epochs: Sequence[int], columns: Mapping[str, Sequence[float]]) -
             if values is not None:
                 axis.plot(epochs, values, marker=".", label=split)
         axis.set_title(kind)
-        axis.set_xlabel("epoch")
-        axis.legend()
-        axis.grid(alpha=0.3)
+        _per_epoch(axis)
     return _png(figure)
 
 
@@ -53,9 +58,7 @@ def plot_metrics(epochs: Sequence[int], columns: Mapping[str, Sequence[float]]) 
         if column in columns:
             axis.plot(epochs, columns[column], marker=".", label=label)
     axis.set_ylim(0, 1.02)
-    axis.set_xlabel("epoch")
-    axis.legend()
-    axis.grid(alpha=0.3)
+    _per_epoch(axis)
     return _png(figure)
 
 
@@ -64,8 +67,6 @@ def plot_learning_rate(epochs: Sequence[int], columns: Mapping[str, Sequence[flo
     figure, axis = plt.subplots(figsize=(8, 3.5))
     for name in sorted(column for column in columns if column.startswith("lr/")):
         axis.plot(epochs, columns[name], marker=".", label=name)
-    axis.set_xlabel("epoch")
     axis.set_ylabel("learning rate")
-    axis.legend()
-    axis.grid(alpha=0.3)
+    _per_epoch(axis)
     return _png(figure)
