@@ -1,0 +1,58 @@
+"""The adapters the KFP components call: the decisions a run's UI shows come from here."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from components.config import SanityConfig
+from components.errors import UserError
+from components.storage import open_store
+from components.validate import validate_dataset
+from pipelines.steps import decide_training, sanity_step, training_device, validate_step
+
+
+def _champion(store_dir: Path, fingerprint: str) -> None:
+    open_store(str(store_dir)).put_json("models/pogona-head/production.json",
+                                        {"run_id": "night-1", "dataset_fingerprint": fingerprint})
+
+
+def test_training_is_skipped_only_when_the_champion_saw_this_exact_snapshot(tmp_path):
+    store = str(tmp_path)
+    assert decide_training(store, "pogona-head", "abc", skip_if_unchanged=True).train
+    _champion(tmp_path, "abc")
+    unchanged = decide_training(store, "pogona-head", "abc", skip_if_unchanged=True)
+    assert not unchanged.train and "night-1" in unchanged.note and "skipped" in unchanged.note
+    assert decide_training(store, "pogona-head", "def", skip_if_unchanged=True).train
+    assert decide_training(store, "pogona-head", "abc", skip_if_unchanged=False).train
+
+
+def test_gpu_count_becomes_a_ddp_device_list():
+    assert training_device("cuda", 1) == "cuda"
+    assert training_device("cuda", 4) == "0,1,2,3"
+    assert training_device("cpu", 4) == "cpu"
+
+
+@pytest.fixture(scope="module")
+def empty_label_dataset(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("empty") / "dataset"
+    shutil.copytree(demo_dataset_dir, root, ignore=shutil.ignore_patterns("*.cache"))
+    for label in (root / "labels").rglob("*.txt"):
+        label.write_text("")
+    return root
+
+
+def test_an_unusable_dataset_fails_the_validate_step_naming_it(empty_label_dataset, tmp_path):
+    with pytest.raises(UserError, match="is not usable: .*no labeled instances"):
+        validate_step(str(empty_label_dataset), str(tmp_path / "manifest.json"), str(tmp_path / "report.md"))
+
+
+def test_a_dead_sanity_verdict_fails_the_step_with_its_reasons(empty_label_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "cache"))
+    manifest = tmp_path / "manifest.json"
+    validate_dataset(str(empty_label_dataset), manifest)  # a snapshot of the broken data, as a stale run might hold
+    config = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
+    with pytest.raises(UserError, match="sanity gate: dead: .*box and DFL loss stayed exactly 0"):
+        sanity_step(str(manifest), str(tmp_path / "verdict.json"), config, "yolo11n", "")
