@@ -50,10 +50,12 @@ def _watch_epoch(trainer: GuardedDetectionTrainer) -> None:
 
 
 def _upload_checkpoint(trainer: GuardedDetectionTrainer) -> None:
-    """After every saved epoch, put last.pt and results.csv where a restarted run finds them."""
+    """After every saved epoch, put last.pt, results.csv and a new best.pt where a restarted run finds them."""
     if not trainer.checkpoint_uri or RANK not in {-1, 0}:
         return
     store = open_store(trainer.checkpoint_uri)
+    if trainer.best_fitness == trainer.fitness and trainer.best.is_file():  # ultralytics just wrote a new best.pt
+        store.upload_file(trainer.best, "best.pt")
     store.upload_file(trainer.csv, "results.csv")
     store.upload_file(trainer.last, "last.pt")
 
@@ -192,23 +194,50 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
-def _fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Path | None:
-    """Download a previous attempt's last.pt and results.csv into out_dir; None when there is none."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a previous attempt of the same run left in the store."""
+
+    last: Path
+    epoch: int  # 0-based epoch of last.pt
+    finished: bool
+
+
+def _fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Checkpoint | None:
+    """Download a previous attempt's checkpoint files into out_dir; None when there is none."""
     store = open_store(checkpoint_uri)
     if not store.exists("last.pt"):
         return None
-    last = out_dir / "weights" / "last.pt"
-    store.download("last.pt", last)
-    if store.exists("results.csv"):
-        store.download("results.csv", out_dir / "results.csv")
+    weights = out_dir / "weights"
+    store.download("last.pt", weights / "last.pt")
+    for name, target in (("results.csv", out_dir / "results.csv"), ("best.pt", weights / "best.pt")):
+        if store.exists(name):
+            store.download(name, target)
     import torch
 
-    saved_epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
-    if saved_epoch < 0 or saved_epoch + 1 >= epochs:
-        raise UserError(f"{store.url('last.pt')} is a finished run (epoch {saved_epoch + 1} of {epochs}); "
-                        "start a new run with another --run-id")
-    LOGGER.info(f"pogona: resuming from {store.url('last.pt')} after epoch {saved_epoch + 1}")
-    return last
+    saved_epoch = torch.load(weights / "last.pt", map_location="cpu", weights_only=False).get("epoch", -1)
+    if saved_epoch < 0:
+        raise UserError(f"{store.url('last.pt')} holds no training state; start a new run with another --run-id")
+    finished = saved_epoch + 1 >= epochs
+    if finished and not (weights / "best.pt").is_file():
+        raise UserError(f"{store.url('last.pt')} is a finished run (epoch {saved_epoch + 1} of {epochs}) without "
+                        "best.pt beside it; start a new run with another --run-id")
+    LOGGER.info(f"pogona: {'completing' if finished else 'resuming'} from {store.url('last.pt')} "
+                f"after epoch {saved_epoch + 1} of {epochs}")
+    return Checkpoint(weights / "last.pt", saved_epoch, finished)
+
+
+def _complete_finished_run(checkpoint: Checkpoint, data_yaml: Path, out_dir: Path, config: TrainConfig,
+                           device: str) -> TrainResult:
+    """The previous attempt trained every epoch but died before its outputs: validate best.pt and write them."""
+    import torch
+
+    train_args = torch.load(checkpoint.last, map_location="cpu", weights_only=False).get("train_args", {})
+    (out_dir / "args.yaml").write_text(yaml.safe_dump({**train_args, "save_dir": str(out_dir)}, sort_keys=False))
+    validation = YOLO(str(out_dir / "weights" / "best.pt")).val(
+        data=str(data_yaml), imgsz=train_args.get("imgsz", config.imgsz), batch=config.batch if config.batch >= 1
+        else CPU_BATCH, device=device, project=str(out_dir.parent), name=f"{out_dir.name}-final", exist_ok=True)
+    return _write_outputs(validation.results_dict, config.epochs, out_dir, config, device)
 
 
 def read_results(results_csv: Path) -> list[dict[str, float]]:
@@ -230,7 +259,10 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     # beside out_dir, not in it: ultralytics empties the save dir before it launches DDP workers
     data_yaml = load_dataset(data).write_yaml(out_dir.parent / f"{out_dir.name}.data.yaml")
     checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
-    resume_from = _fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
+    checkpoint = _fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
+    if checkpoint and checkpoint.finished:
+        return _complete_finished_run(checkpoint, data_yaml, out_dir, config, device)
+    resume_from = checkpoint.last if checkpoint else None
     model = YOLO(str(resume_from) if resume_from else resolve_weights(config.weights, config.model,
                                                                       default_cache_dir()))
     with _environment(CHECKPOINT_URI_ENV, checkpoint_uri):
@@ -239,15 +271,17 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
                     patience=config.patience, imgsz=config.imgsz, batch=batch, device=device,
                     optimizer=config.optimizer, lr0=config.lr0, cos_lr=config.cos_lr, seed=config.seed,
                     workers=config.workers, amp=device not in {"cpu", "mps"})
-    return _write_outputs(model, out_dir, config, device)
-
-
-def _write_outputs(model: Any, out_dir: Path, config: TrainConfig, device: str) -> TrainResult:
-    epochs = read_results(out_dir / "results.csv")
-    trained_epochs = int(getattr(model.trainer, "epochs", config.epochs))
-    best_epoch = max(range(len(epochs)), key=lambda i: epochs[i]["map50_95"]) + 1 if epochs else 0
     reported = model.metrics  # DetMetrics in one process; the checkpoint's dict after DDP
-    metrics_source = reported.results_dict if hasattr(reported, "results_dict") else reported or {}
+    final_metrics = reported.results_dict if hasattr(reported, "results_dict") else reported or {}
+    return _write_outputs(final_metrics, int(getattr(model.trainer, "epochs", config.epochs)), out_dir, config,
+                          device)
+
+
+def _write_outputs(metrics_source: dict[str, Any], trained_epochs: int, out_dir: Path, config: TrainConfig,
+                   device: str) -> TrainResult:
+    """metrics.json and the TrainResult from the save dir and the final validation of best.pt."""
+    epochs = read_results(out_dir / "results.csv")
+    best_epoch = max(range(len(epochs)), key=lambda i: epochs[i]["map50_95"]) + 1 if epochs else 0
     names = {column: name for name, column in RESULT_COLUMNS.items()}
     metrics = {names.get(key, key): float(value) for key, value in metrics_source.items() if _is_number(value)}
     args = yaml.safe_load((out_dir / "args.yaml").read_text())

@@ -98,6 +98,15 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
     before_kill = (first_out / "results.csv").read_text().splitlines()
     assert result.results_csv.read_text().splitlines()[:saved_epochs + 1] == before_kill[:saved_epochs + 1]
     assert done_before_kill - saved_epochs <= 1  # epochs lost to the kill
+
+    # A pod that dies after its last checkpoint but before writing its outputs: the retry trains no more.
+    third = train_model(demo_dataset_dir, tmp_path / "machine3" / "train", replace(TINY, epochs=epochs, batch=16),
+                        store=str(store), run_id="r1")
+    assert _rows(third.results_csv) == list(range(1, epochs + 1))
+    assert third.best.read_bytes() == open_store(str(store)).get_bytes("runs/r1/checkpoints/best.pt")
+    summary = json.loads(third.metrics_json.read_text())
+    assert summary["epochs_completed"] == epochs and 0.0 <= summary["metrics"]["map50"] <= 1.0
+    assert yaml.safe_load(third.args_yaml.read_text())["epochs"] == epochs
     assert result.best.parent.parent == second_out and (second_out / "weights" / "last.pt").is_file()
     assert open_store(str(store)).head("runs/r1/checkpoints/results.csv").size > 0
 
