@@ -133,9 +133,9 @@ def summary_table(run: LocalRun) -> str:
         promoted = bool(run.champion and run.champion.get("run_id") == run.run_id)
         lines += ["", f"{'promoted':<24}{'yes' if promoted else 'no'}"]
     base = open_store(run.store_uri)
-    if isinstance(base, FolderStore):
-        run_dir = base.root / "runs" / run.run_id
-        lines.append(f"{'report':<24}{run_dir / 'report' / 'report.html'}")
+    if not run.skipped:
+        report = f"runs/{run.run_id}/report/report.html"
+        lines.append(f"{'report':<24}{base.root / report if isinstance(base, FolderStore) else base.url(report)}")
     if run.champion:
         lines.append(f"{'production model':<24}{run.champion.get('weights_uri')}")
     return "\n".join(lines)
