@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -125,3 +126,13 @@ def s3_server_with_auth() -> str:
     """A second loopback S3 server that checks credentials (every key is unknown to it)."""
     with _moto_server(INITIAL_NO_AUTH_ACTION_COUNT="0") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def empty_label_dataset(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed's failure: every label file exists and is empty (ultralytics trains on, only warning)."""
+    root = tmp_path_factory.mktemp("empty") / "dataset"
+    shutil.copytree(demo_dataset_dir, root, ignore=shutil.ignore_patterns("*.cache"))
+    for label in (root / "labels").rglob("*.txt"):
+        label.write_text("")
+    return root

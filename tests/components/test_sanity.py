@@ -1,7 +1,6 @@
 """The CPU sanity gate on real (tiny) ultralytics runs: the seed's dead run, a NaN run, and the verdict rules."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,6 @@ from components.train import load_dataset
 TINY = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
 VERDICT_KEYS = {"verdict", "reasons", "steps", "wall_seconds", "device", "epochs"}
 EPOCH_KEYS = {"box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95"}
-
-
-@pytest.fixture(scope="module")
-def empty_label_dataset(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The seed's failure: every label file exists and is empty (ultralytics trains on, only warning)."""
-    root = tmp_path_factory.mktemp("empty") / "dataset"
-    shutil.copytree(demo_dataset_dir, root, ignore=shutil.ignore_patterns("*.cache"))
-    for label in (root / "labels").rglob("*.txt"):
-        label.write_text("")
-    return root
 
 
 def _epoch(box: float, cls: float, dfl: float, map50: float = 0.0) -> dict[str, float]:

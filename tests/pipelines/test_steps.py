@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -33,15 +32,6 @@ def test_gpu_count_becomes_a_ddp_device_list():
     assert training_device("cuda", 1) == "cuda"
     assert training_device("cuda", 4) == "0,1,2,3"
     assert training_device("cpu", 4) == "cpu"
-
-
-@pytest.fixture(scope="module")
-def empty_label_dataset(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("empty") / "dataset"
-    shutil.copytree(demo_dataset_dir, root, ignore=shutil.ignore_patterns("*.cache"))
-    for label in (root / "labels").rglob("*.txt"):
-        label.write_text("")
-    return root
 
 
 def test_an_unusable_dataset_fails_the_validate_step_naming_it(empty_label_dataset, tmp_path):
