@@ -117,8 +117,7 @@ def build_pipeline(placement: Placement) -> Callable:
             epochs: Maximum training epochs (the field notes found 50-80 enough).
             patience: Early-stopping patience in epochs.
             imgsz: Training and evaluation image size in pixels.
-            batch: Batch size, or a fraction of GPU memory when below 1 (0.95 = 95%; one GPU only,
-                give a whole batch with num_gpus above 1).
+            batch: Batch size; below 1, a fraction of GPU memory (0.95 = 95%, single GPU only).
             training_device: cuda on GPU nodes; cpu only on kind or laptops.
             num_gpus: GPUs for training; above 1 trains with DDP on one node.
             sanity_epochs: Epochs of the CPU sanity gate.
