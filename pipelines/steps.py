@@ -8,9 +8,11 @@ step function, and returns the numbers the KFP UI shows as Metrics.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,20 +25,36 @@ def dataset_cache_root() -> Path:
     return Path(os.environ.get("POGONA_CACHE_DIR", Path.home() / ".cache" / "pogona" / "datasets"))
 
 
+def snapshot_cache(fingerprint: str) -> Path:
+    """One folder per dataset snapshot, so concurrent runs on a shared cache never mix two snapshots."""
+    return dataset_cache_root() / fingerprint[:16]
+
+
 def materialize(manifest_path: str) -> Path:
     """Sync the snapshot a manifest names into the cache and return its data.yaml."""
     from components.snapshot import Manifest
     from components.sync import sync_snapshot
 
     fingerprint = Manifest.load(Path(manifest_path)).fingerprint
-    return sync_snapshot(Path(manifest_path), dataset_cache_root() / fingerprint[:16]).data_yaml
+    return sync_snapshot(Path(manifest_path), snapshot_cache(fingerprint)).data_yaml
 
 
 def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tuple[str, dict[str, float]]:
-    """Validate the bucket, write manifest and report; fail the run when the dataset is unusable."""
+    """Validate the bucket, write manifest and report; fail the run when the dataset is unusable.
+
+    The images validation downloads stay in the snapshot cache, so later steps on the same
+    machine or PVC (a laptop, `kfp.local`, `--dataset-pvc`) do not download them again.
+    """
     from components.validate import validate_dataset
 
-    result = validate_dataset(dataset_uri, Path(manifest_path), Path(report_path))
+    dataset_cache_root().mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".validate-", dir=dataset_cache_root()))
+    try:
+        result = validate_dataset(dataset_uri, Path(manifest_path), Path(report_path), cache_dir=scratch)
+        with contextlib.suppress(OSError):  # another run cached this snapshot first: keep theirs
+            os.replace(scratch, snapshot_cache(result.manifest.fingerprint))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if not result.usable:
         raise UserError(f"dataset {dataset_uri} is not usable: " + "; ".join(result.errors[:5]))
     return result.manifest.fingerprint, result.metrics()

@@ -10,7 +10,9 @@ from components.config import SanityConfig
 from components.errors import UserError
 from components.storage import open_store
 from components.validate import validate_dataset
-from pipelines.steps import decide_training, sanity_step, training_device, validate_step
+from components.sync import sync_snapshot
+from pipelines.steps import (decide_training, materialize, sanity_step, snapshot_cache, training_device,
+                             validate_step)
 
 
 def _champion(store_dir: Path, fingerprint: str) -> None:
@@ -26,6 +28,20 @@ def test_training_is_skipped_only_when_the_champion_saw_this_exact_snapshot(tmp_
     assert not unchanged.train and "night-1" in unchanged.note and "skipped" in unchanged.note
     assert decide_training(store, "pogona-head", "def", skip_if_unchanged=True).train
     assert decide_training(store, "pogona-head", "abc", skip_if_unchanged=False).train
+
+
+def test_validation_leaves_the_snapshot_cached_so_later_steps_download_nothing(demo_dataset_dir, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "cache"))
+    manifest = tmp_path / "manifest.json"
+    fingerprint, counts = validate_step(str(demo_dataset_dir), str(manifest), str(tmp_path / "report.md"))
+    assert counts["train_images"] + counts["val_images"] == 80
+    cached = snapshot_cache(fingerprint)
+    assert len(list((cached / "images").rglob("*.jpg"))) == 80
+    summary = sync_snapshot(manifest, cached, progress=False)
+    assert (summary.downloaded, summary.skipped) == (0, 160)
+    assert materialize(str(manifest)) == cached / "data.yaml"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [cached.name]  # no scratch folder left behind
 
 
 def test_gpu_count_becomes_a_ddp_device_list():
