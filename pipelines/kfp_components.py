@@ -95,11 +95,11 @@ def publish_model(manifest: Input[Artifact], validation_report: Input[Markdown],
     with tempfile.TemporaryDirectory() as work:
         run_dir = assemble_run_dir(Path(work) / "run", manifest.path, validation_report.path, verdict.path,
                                    trained.path, analysis.path)
-        outcome = publish_step(run_dir, store_uri, run_id or kfp_run_id, model_name,
-                               PromotionConfig(min_map50=min_map50, min_margin_map50_95=min_margin))
+        promoted, outcome = publish_step(run_dir, store_uri, run_id or kfp_run_id, model_name,
+                                         PromotionConfig(min_map50=min_map50, min_margin_map50_95=min_margin))
     Path(decision.path).write_text(f"# Publish\n\n{outcome}\n")
     print(outcome)
-    return outcome.startswith("promoted")
+    return promoted
 
 
 def training_skipped(note: str, summary: Output[Markdown]):

@@ -86,13 +86,12 @@ def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, mod
     """Run the CPU sanity gate; a dead or non-learning verdict fails the step with its reasons."""
     from components.sanity import run_sanity
 
-    run_sanity(materialize(manifest_path), Path(verdict_path), config, weights=weights, model=model)
-    verdict = json.loads(Path(verdict_path).read_text())
-    if verdict["verdict"] != "healthy":
-        raise UserError(f"sanity gate: {verdict['verdict']}: " + " ".join(verdict["reasons"]))
-    last = verdict["epochs"][-1] if verdict["epochs"] else {}
-    return {"steps": float(verdict["steps"]), "wall_seconds": float(verdict["wall_seconds"]),
-            **{f"last_epoch_{key}": float(value) for key, value in last.items()}}
+    verdict = run_sanity(materialize(manifest_path), Path(verdict_path), config, weights=weights, model=model)
+    if not verdict.healthy:
+        raise UserError(f"sanity gate: {verdict.verdict}: " + " ".join(verdict.reasons))
+    last = verdict.epochs[-1] if verdict.epochs else {}
+    return {"steps": float(verdict.steps), "wall_seconds": verdict.wall_seconds,
+            **{f"last_epoch_{key}": value for key, value in last.items()}}
 
 
 def training_device(device: str, num_gpus: int) -> str:
@@ -106,8 +105,7 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, store_uri:
                run_id: str) -> dict[str, float]:
     from components.train import train_model
 
-    result = train_model(materialize(manifest_path), Path(out_dir), config, store=store_uri, run_id=run_id)
-    return {key: float(value) for key, value in result.metrics.items() if isinstance(value, (int, float))}
+    return train_model(materialize(manifest_path), Path(out_dir), config, store=store_uri, run_id=run_id).metrics
 
 
 def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,
@@ -154,9 +152,9 @@ def assemble_run_dir(run_dir: Path, manifest_path: str, validation_report: str, 
 
 
 def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str,
-                 promotion: PromotionConfig) -> str:
-    """Upload the run and decide promotion; returns the one-line decision for the UI."""
+                 promotion: PromotionConfig) -> tuple[bool, str]:
+    """Upload the run and decide promotion; returns whether it was promoted and the one-line reason."""
     from components.publish import publish_run
 
     result = publish_run(run_dir, store_uri, run_id, model_name, promotion)
-    return ("promoted" if result.promoted else "not promoted") + f": {result.reason}"
+    return result.promoted, ("promoted" if result.promoted else "not promoted") + f": {result.reason}"
