@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from components.config import PromotionConfig, SanityConfig, TrainConfig
-from components.demo_dataset import DemoSpec, generate_demo_dataset
+from components.demo_dataset import generate_demo_dataset
 from pipelines import steps
 from pipelines.local import DemoScale, run_local
 
@@ -38,10 +38,10 @@ def direct(dataset: str, store: str, work: Path, scale: DemoScale, run_id: str) 
     fingerprint, _ = timed("validate", lambda: steps.validate_step(dataset, str(manifest), str(report)))
     decision = timed("decide", lambda: steps.decide_training(store, "bench", fingerprint, skip_if_unchanged=False))
     assert decision.train
-    sanity = replace(SanityConfig(), imgsz=scale.sanity_imgsz, max_images=scale.sanity_max_images)
+    sanity = replace(SanityConfig(), imgsz=scale.dataset.size, max_images=scale.sanity_max_images)
     timed("sanity", lambda: steps.sanity_step(str(manifest), str(verdict), sanity, scale.model, ""))
-    training = TrainConfig(model=scale.model, epochs=scale.epochs, patience=scale.patience, imgsz=scale.image_size,
-                           batch=scale.batch, device="cpu")
+    training = TrainConfig(model=scale.model, epochs=scale.epochs, patience=scale.patience,
+                           imgsz=scale.dataset.size, batch=scale.batch, device="cpu")
     timed("train", lambda: steps.train_step(str(manifest), str(trained), training, store, run_id))
     timed("evaluate and report", lambda: steps.analysis_step(str(manifest), str(trained), str(verdict),
                                                              str(analysis), store, "bench", "onnx,int8",
@@ -55,21 +55,18 @@ def direct(dataset: str, store: str, work: Path, scale: DemoScale, run_id: str) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=DemoScale.images)
+    parser.add_argument("--images", type=int, default=DemoScale().dataset.images)
     parser.add_argument("--epochs", type=int, default=DemoScale.epochs)
     args = parser.parse_args()
-    scale = replace(DemoScale(), images=args.images, epochs=args.epochs)
+    scale = replace(DemoScale(), dataset=replace(DemoScale().dataset, images=args.images), epochs=args.epochs)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dataset = str(root / "dataset")
-        generate_demo_dataset(dataset, DemoSpec(images=scale.images, size=scale.image_size), progress=False)
+        generate_demo_dataset(dataset, scale.dataset, progress=False)
         timings = direct(dataset, (root / "store-direct").as_uri(), root / "work", scale, "bench-direct")
         run = run_local(store=str(root / "store-kfp"), dataset=dataset, model_name="bench", run_id="bench-kfp",
                         work_dir=root / "kfp",
-                        overrides=dict(model=scale.model, epochs=scale.epochs, patience=scale.patience,
-                                       imgsz=scale.image_size, batch=scale.batch, sanity_imgsz=scale.sanity_imgsz,
-                                       sanity_max_images=scale.sanity_max_images, min_map50=scale.min_map50,
-                                       skip_if_unchanged=False))
+                        overrides={**scale.pipeline_parameters(), "skip_if_unchanged": False})
     baseline = sum(timings.values())
     overhead = run.seconds / baseline - 1
     for name, seconds in timings.items():

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
 from components.storage import FolderStore, open_store
 
@@ -25,15 +26,19 @@ DEMO_DATASET_KEY = "datasets/demo"
 class DemoScale:
     """Settings that make the whole pipeline finish in minutes on a 2-core laptop."""
 
-    images: int = 300
-    image_size: int = 160
+    dataset: DemoSpec = DemoSpec()
     model: str = "yolo11n"
     epochs: int = 15
     patience: int = 5
     batch: float = 16.0
-    sanity_imgsz: int = 160
     sanity_max_images: int = 96
     min_map50: float = 0.5
+
+    def pipeline_parameters(self) -> dict[str, Any]:
+        """The pipeline parameters these settings stand for (images are trained at their generated size)."""
+        return dict(model=self.model, epochs=self.epochs, patience=self.patience, imgsz=self.dataset.size,
+                    batch=self.batch, sanity_imgsz=self.dataset.size, sanity_max_images=self.sanity_max_images,
+                    min_map50=self.min_map50)
 
 
 @dataclass
@@ -67,10 +72,8 @@ def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
     if demo:
         scale = DemoScale()
         dataset = dataset or f"{store_uri}/{DEMO_DATASET_KEY}"
-        _ensure_demo_dataset(dataset, scale)
-        params.update(model=scale.model, epochs=scale.epochs, patience=scale.patience, imgsz=scale.image_size,
-                      batch=scale.batch, sanity_imgsz=scale.sanity_imgsz,
-                      sanity_max_images=scale.sanity_max_images, min_map50=scale.min_map50)
+        _ensure_demo_dataset(dataset, scale.dataset)
+        params.update(scale.pipeline_parameters())
     if not dataset:
         raise UserError("--dataset is required unless --demo is given")
     params["dataset_uri"] = dataset
@@ -91,13 +94,11 @@ def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
     return _collect(params["run_id"], store_uri, model_name, time.monotonic() - started)
 
 
-def _ensure_demo_dataset(dataset: str, scale: DemoScale) -> None:
-    from components.demo_dataset import DemoSpec, generate_demo_dataset
-
+def _ensure_demo_dataset(dataset: str, spec: DemoSpec) -> None:
     if open_store(dataset).exists("data.yaml"):
         print(f"demo dataset: reusing {dataset}", file=sys.stderr)
         return
-    generate_demo_dataset(dataset, DemoSpec(images=scale.images, size=scale.image_size))
+    generate_demo_dataset(dataset, spec)
 
 
 def _collect(run_id: str, store_uri: str, model_name: str, seconds: float) -> LocalRun:
