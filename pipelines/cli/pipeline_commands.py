@@ -9,6 +9,11 @@ from pathlib import Path
 
 from components.errors import UserError
 
+# Pipeline parameters `pogona run --local` exposes as flags of the same name.
+RUN_PARAMETERS = (("epochs", int), ("imgsz", int), ("patience", int), ("batch", float), ("model", str),
+                  ("base_weights_uri", str), ("min_map50", float), ("sanity_epochs", int),
+                  ("sanity_max_images", int), ("export_formats", str))
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `compile` and `run` to the `pogona` parser."""
@@ -35,10 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_parser.add_argument("--store", default=".pogona/store", help="object store URI or folder")
     run_parser.add_argument("--run-id", default="", help="folder under runs/ (default: local-<time>)")
     run_parser.add_argument("--model-name", default="pogona-head")
-    for name, kind in (("epochs", int), ("imgsz", int), ("patience", int), ("batch", float), ("model", str),
-                       ("base-weights-uri", str), ("min-map50", float), ("sanity-epochs", int),
-                       ("sanity-max-images", int), ("export-formats", str)):
-        run_parser.add_argument(f"--{name}", type=kind, help="pipeline parameter of the same name")
+    for name, kind in RUN_PARAMETERS:
+        run_parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"pipeline parameter {name}")
     run_parser.add_argument("--no-skip-if-unchanged", action="store_true",
                             help="train even when the production model saw this dataset")
     run_parser.set_defaults(handler=run_command)
@@ -74,10 +77,7 @@ def compile_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from pipelines.local import run_local, summary_table
 
-    overrides = {name: getattr(args, name) for name in ("epochs", "imgsz", "patience", "batch", "model",
-                                                        "base_weights_uri", "min_map50", "sanity_epochs",
-                                                        "sanity_max_images", "export_formats")
-                 if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name, _ in RUN_PARAMETERS if getattr(args, name) is not None}
     if args.no_skip_if_unchanged:
         overrides["skip_if_unchanged"] = False
     run = run_local(store=args.store, dataset=args.dataset, demo=args.demo, overrides=overrides,
