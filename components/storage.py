@@ -54,6 +54,11 @@ def md5_etag(path: Path, part_size: int | None = None) -> str:
     with open(path, "rb") as handle:
         for part in iter(lambda: handle.read(part_size), b""):
             part_digests.append(hashlib.md5(part).digest())
+    return _multipart_etag(part_digests)
+
+
+def _multipart_etag(part_digests: list[bytes]) -> str:
+    """The ETag S3 gives a multipart upload: MD5 of the parts' MD5 digests, then '-' and the part count."""
     return f"{hashlib.md5(b''.join(part_digests)).hexdigest()}-{len(part_digests)}"
 
 
@@ -185,31 +190,32 @@ class FolderStore(ObjectStore):
         src = self._path(key)
         if not src.is_file():
             raise StorageError(f"{self.url(key)} does not exist")
+        return self._copy(src, dest, key, expected).size
+
+    def upload_file(self, src: Path, key: str) -> ObjectInfo:
+        return self._copy(src, self._path(key), key)
+
+    def _copy(self, src: Path, dest: Path, key: str, expected: ObjectInfo | None = None) -> ObjectInfo:
+        """Copy a file atomically, hashing it on the way: the object's size and ETag (a folder's is plain MD5).
+
+        With `expected`, a copy whose size or ETag differs is refused and `dest` is left as it was.
+        """
         fd, tmp = _atomic_target(dest)
         try:
+            digest, size = hashlib.md5(), 0
             with os.fdopen(fd, "wb") as out, open(src, "rb") as handle:
                 for block in iter(lambda: handle.read(_READ_CHUNK), b""):
                     out.write(block)
-            if expected and not file_matches(tmp, expected.size, expected.etag):
+                    digest.update(block)
+                    size += len(block)
+            copied = ObjectInfo(key, size, digest.hexdigest())
+            if expected and (copied.size, copied.etag) != (expected.size, expected.etag.strip('"')):
                 raise StorageError(f"{self.url(key)} changed since the snapshot (size or ETag differs)")
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return dest.stat().st_size
-
-    def upload_file(self, src: Path, key: str) -> ObjectInfo:
-        dest = self._path(key)
-        fd, tmp = _atomic_target(dest)
-        try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as handle:
-                for block in iter(lambda: handle.read(_READ_CHUNK), b""):
-                    out.write(block)
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return ObjectInfo(key, dest.stat().st_size, md5_etag(dest))
+        return copied
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
@@ -313,7 +319,7 @@ class S3Store(ObjectStore):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         request: dict[str, Any] = {"Bucket": self.bucket,
-                                   "Prefix": self._key(prefix) if (prefix or self.prefix) else ""}
+                                   "Prefix": self._key(prefix)}
         while True:
             page = self._call(self.url(prefix), functools.partial(self._client.list_objects_v2, **request))
             for item in page.get("Contents", []):
@@ -383,12 +389,13 @@ class S3Store(ObjectStore):
         where, target = self.url(key), {"Bucket": self.bucket, "Key": self._key(key)}
         upload_id = self._call(where, lambda: self._client.create_multipart_upload(**target)["UploadId"])
         try:
-            parts = []
+            parts, part_digests = [], []
             with open(src, "rb") as handle:
                 for number, chunk in enumerate(iter(lambda: handle.read(self.multipart_chunk), b""), start=1):
                     reply = self._call(f"{where} (part {number})", functools.partial(
                         self._client.upload_part, **target, UploadId=upload_id, PartNumber=number, Body=chunk))
                     parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+                    part_digests.append(hashlib.md5(chunk).digest())
             reply = self._call(where, lambda: self._client.complete_multipart_upload(
                 **target, UploadId=upload_id, MultipartUpload={"Parts": parts}))
         except BaseException:
@@ -396,7 +403,7 @@ class S3Store(ObjectStore):
                 self._client.abort_multipart_upload(**target, UploadId=upload_id)
             raise
         etag = reply["ETag"].strip('"')
-        if etag != md5_etag(src, self.multipart_chunk):
+        if etag != _multipart_etag(part_digests):
             raise StorageError(f"upload of {src} to {where} did not arrive whole (ETag {etag} differs)")
         return ObjectInfo(key, size, etag)
 
