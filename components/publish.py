@@ -11,7 +11,6 @@ re-reads the champion and decides again. Each promotion is also kept under `hist
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ import yaml
 
 from components.config import PromotionConfig
 from components.errors import UserError
-from components.report import read_history, summarize_metrics
+from components.report import headline_metrics, read_json
+from components.results_csv import read_history, summarize_metrics
 from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store
 
 # Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
@@ -108,12 +108,10 @@ def _run_layout(run_dir: Path) -> tuple[Path, dict[str, Path]]:
 
 def _challenger_metrics(run_dir: Path, train_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
     """Overall and per-modality metrics: the evaluation of best.pt when present, else results.csv's best epoch."""
-    evaluation = run_dir / "evaluation" / "evaluation.json"
-    if evaluation.is_file():
-        data = json.loads(evaluation.read_text())
-        return {key: float(value) for key, value in data["overall"].items()}, data.get("by_modality", {})
-    history = read_history(train_dir / "results.csv")
-    return {key: summary.best for key, summary in summarize_metrics(history).items()}, {}
+    path = run_dir / "evaluation" / "evaluation.json"
+    evaluation = read_json(path, "evaluation") if path.is_file() else None
+    best_epoch = summarize_metrics(read_history(train_dir / "results.csv"))
+    return headline_metrics(evaluation, best_epoch), (evaluation or {}).get("by_modality", {})
 
 
 def decide(challenger: dict[str, float], champion: dict[str, Any] | None, run_id: str,
@@ -173,6 +171,8 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
     store = open_store(store) if isinstance(store, str) else store
     run_dir = Path(run_dir)
     train_dir, files = _run_layout(run_dir)
+    overall, by_modality = _challenger_metrics(run_dir, train_dir)  # a broken input fails before any upload
+    manifest = read_json(run_dir / "manifest.json", "snapshot manifest") if (run_dir / "manifest.json").is_file() else {}
     prefix = f"runs/{run_id}"
     hashes = {}
     for relative, path in files.items():
@@ -180,8 +180,6 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
         if path.suffix in HASHED_SUFFIXES:
             hashes[relative] = _sha256(path)
 
-    overall, by_modality = _challenger_metrics(run_dir, train_dir)
-    manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").is_file() else {}
     args_path = train_dir / "args.yaml"
     metrics = {
         "run_id": run_id, "metrics": overall, "by_modality": by_modality,

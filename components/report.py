@@ -10,7 +10,6 @@ so a failed run reads as failed.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import math
@@ -18,18 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-import yaml
-
 from components.config import PromotionConfig
 from components.errors import UserError
-from components.report_plots import LOSS_KINDS, plot_learning_rate, plot_losses, plot_metrics
+from components.report_plots import plot_learning_rate, plot_losses, plot_metrics
+from components.results_csv import LOSS_KINDS, METRICS, MetricSummary, RunHistory, read_history, summarize_metrics
 
-METRICS = {  # our metric key -> ultralytics results.csv column
-    "precision": "metrics/precision(B)",
-    "recall": "metrics/recall(B)",
-    "map50": "metrics/mAP50(B)",
-    "map50_95": "metrics/mAP50-95(B)",
-}
 LOSS_COLUMNS = tuple(f"{split}/{kind}" for split in ("train", "val") for kind in LOSS_KINDS)
 TREND_THRESHOLD_PCT = 5.0      # a loss that moved less than this (percent) is "flat"
 CONVERGED_WITHIN = 0.01        # "converged" = first epoch within 1% of the best mAP50-95
@@ -42,29 +34,12 @@ NOT_LEARNING_MAP50 = 0.1       # a run whose best mAP50 stays below this learned
 
 
 @dataclass(frozen=True)
-class RunHistory:
-    """results.csv as columns, plus args.yaml (empty when the run has none)."""
-
-    epochs: tuple[int, ...]
-    columns: dict[str, tuple[float, ...]]
-    args: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class LossSummary:
     column: str
     start: float
     final: float
     change_pct: float
     trend: str
-
-
-@dataclass(frozen=True)
-class MetricSummary:
-    key: str
-    best: float
-    best_epoch: int
-    final: float
 
 
 @dataclass(frozen=True)
@@ -144,29 +119,6 @@ def find_run_files(run: Path) -> RunFiles:
     raise UserError(f"{run}: no results.csv there nor in {run / 'train'} (give a run dir or a results.csv)")
 
 
-def read_history(results: Path) -> RunHistory:
-    """Parse results.csv (older ultralytics pads column names with spaces) and the args.yaml beside it."""
-    try:
-        with open(results, newline="") as handle:
-            rows = [{key.strip(): value.strip() for key, value in row.items() if key}
-                    for row in csv.DictReader(handle)]
-    except FileNotFoundError:
-        raise UserError(f"{results}: no such results.csv") from None
-    if not rows or "epoch" not in rows[0]:
-        raise UserError(f"{results}: not an ultralytics results.csv (no 'epoch' column or no rows)")
-
-    def number(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            return math.nan
-
-    columns = {name: tuple(number(row.get(name, "")) for row in rows) for name in rows[0] if name != "epoch"}
-    args_path = results.parent / "args.yaml"
-    args = yaml.safe_load(args_path.read_text()) if args_path.is_file() else {}
-    return RunHistory(tuple(int(float(row["epoch"])) for row in rows), columns, args or {})
-
-
 def _change_pct(start: float, final: float) -> float:
     return (final - start) / abs(start) * 100 if start else 0.0
 
@@ -181,17 +133,6 @@ def summarize_losses(history: RunHistory) -> tuple[LossSummary, ...]:
         trend = "flat" if abs(change) < TREND_THRESHOLD_PCT else ("falling" if change < 0 else "rising")
         summaries.append(LossSummary(column, values[0], values[-1], change, trend))
     return tuple(summaries)
-
-
-def summarize_metrics(history: RunHistory) -> dict[str, MetricSummary]:
-    summaries = {}
-    for key, column in METRICS.items():
-        values = history.columns.get(column)
-        if not values:
-            continue
-        best_index = max(range(len(values)), key=lambda i: (values[i] if math.isfinite(values[i]) else -1.0))
-        summaries[key] = MetricSummary(key, values[best_index], history.epochs[best_index], values[-1])
-    return summaries
 
 
 def _schedule(name: str, epoch_index: int, total: int, lrf: float) -> float:
@@ -287,7 +228,8 @@ def analyze(history: RunHistory) -> Analysis:
                     analyze_learning_rate(history), analyze_convergence(history))
 
 
-def _read_json(path: Path | None, what: str) -> dict[str, Any] | None:
+def read_json(path: Path | None, what: str) -> dict[str, Any] | None:
+    """A JSON input file (None when not given); a missing or broken file is a UserError naming it."""
     if path is None:
         return None
     try:
@@ -382,11 +324,12 @@ def _not_learning_trigger(analysis: Analysis) -> str:
     return f"best mAP50 only {best:.3f} after {analysis.epochs_run} epochs{loss_text}"
 
 
-def _headline(analysis: Analysis, evaluation: dict[str, Any] | None) -> dict[str, float]:
-    """The run's metrics: the evaluation of best.pt when given, else results.csv at the best epoch."""
+def headline_metrics(evaluation: dict[str, Any] | None, metrics: dict[str, MetricSummary]) -> dict[str, float]:
+    """The run's metrics (report and promotion): the evaluation of best.pt when it has overall figures, else
+    results.csv at each metric's best epoch."""
     if evaluation and evaluation.get("overall"):
         return {key: float(value) for key, value in evaluation["overall"].items() if key in METRICS}
-    return {key: summary.best for key, summary in analysis.metrics.items()}
+    return {key: summary.best for key, summary in metrics.items()}
 
 
 def assess(analysis: Analysis, evaluation: dict[str, Any] | None, sanity: dict[str, Any] | None,
@@ -399,7 +342,7 @@ def assess(analysis: Analysis, evaluation: dict[str, Any] | None, sanity: dict[s
     if analysis.status == "not learning":
         return (f"This run did not learn: {_not_learning_trigger(analysis)}. The model is not usable; check the "
                 "labels, the data and the training length.")
-    metrics = _headline(analysis, evaluation)
+    metrics = headline_metrics(evaluation, analysis.metrics)
     map50, map50_95 = metrics.get("map50", 0.0), metrics.get("map50_95", 0.0)
     sentences = [f"This run reaches mAP50 {map50:.3f} and mAP50-95 {map50_95:.3f}, which "
                  + (f"meets the production floor of mAP50 {floor:.2f}." if map50 >= floor
@@ -579,7 +522,7 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
                                                   for name, values in sorted(modalities.items())])
                   if modalities else Paragraph("No evaluation given: per-modality numbers are absent."))
 
-    headline = _headline(analysis, evaluation)
+    headline = headline_metrics(evaluation, analysis.metrics)
     baseline = _sanity_metrics(sanity)
     champion_metrics = (champion or {}).get("metrics") or {}
     blocks += [Heading("Compared with the sanity baseline and the production champion"), _table(
@@ -622,10 +565,10 @@ def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champ
     results = find_run_files(Path(results)).results
     history = read_history(results)
     analysis = analyze(history)
-    evaluation_data = _read_json(evaluation, "evaluation")
-    sanity_data = _read_json(sanity, "sanity verdict")
-    champion_data = _read_json(champion, "production champion")
-    exports_data = _read_json(exports, "exports")
+    evaluation_data = read_json(evaluation, "evaluation")
+    sanity_data = read_json(sanity, "sanity verdict")
+    champion_data = read_json(champion, "production champion")
+    exports_data = read_json(exports, "exports")
     recommendations = recommend(analysis, evaluation_data, exports_data)
     assessment = assess(analysis, evaluation_data, sanity_data, champion_data, promotion.min_map50)
     blocks = _compose(history, analysis, recommendations, assessment, Path(results), evaluation_data, sanity_data,

@@ -14,13 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-LOSS_KINDS = ("box_loss", "cls_loss", "dfl_loss")
-METRIC_COLUMNS = {
-    "precision": "metrics/precision(B)",
-    "recall": "metrics/recall(B)",
-    "mAP50": "metrics/mAP50(B)",
-    "mAP50-95": "metrics/mAP50-95(B)",
-}
+from components.results_csv import LOSS_KINDS, METRICS  # noqa: E402
+
+LEGEND = {"map50": "mAP50", "map50_95": "mAP50-95"}  # metric keys spelled as ultralytics prints them
 
 
 def _png(figure: plt.Figure) -> bytes:
@@ -54,9 +50,9 @@ def plot_losses(epochs: Sequence[int], columns: Mapping[str, Sequence[float]]) -
 def plot_metrics(epochs: Sequence[int], columns: Mapping[str, Sequence[float]]) -> bytes:
     """Precision, recall, mAP50 and mAP50-95 per epoch on one axis (all lie in 0..1)."""
     figure, axis = plt.subplots(figsize=(8, 4))
-    for label, column in METRIC_COLUMNS.items():
+    for key, column in METRICS.items():
         if column in columns:
-            axis.plot(epochs, columns[column], marker=".", label=label)
+            axis.plot(epochs, columns[column], marker=".", label=LEGEND.get(key, key))
     axis.set_ylim(0, 1.02)
     _per_epoch(axis)
     return _png(figure)

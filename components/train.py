@@ -8,7 +8,6 @@ in fresh worker processes, where callbacks added to a `YOLO` object do not follo
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import os
@@ -21,6 +20,7 @@ import yaml
 from components.config import CLASS_NAMES, IMAGE_SUFFIXES, MODALITIES, SPLITS, TrainConfig
 from components.deadrun import DEAD_WINDOW_STEPS, DeadRunDetector
 from components.errors import UserError
+from components.results_csv import EPOCH_COLUMNS, per_epoch, read_history, summarize_metrics
 from components.storage import open_store
 from components.weights import default_cache_dir, resolve_weights
 from components.yolo_env import offline_ultralytics
@@ -34,11 +34,6 @@ from ultralytics.utils import LOGGER, RANK  # noqa: E402
 
 CHECKPOINT_URI_ENV = "POGONA_CHECKPOINT_URI"
 CPU_BATCH = 16
-RESULT_COLUMNS = {
-    "box_loss": "train/box_loss", "cls_loss": "train/cls_loss", "dfl_loss": "train/dfl_loss",
-    "precision": "metrics/precision(B)", "recall": "metrics/recall(B)",
-    "map50": "metrics/mAP50(B)", "map50_95": "metrics/mAP50-95(B)",
-}
 
 
 def _watch_batch(trainer: GuardedDetectionTrainer) -> None:
@@ -242,11 +237,7 @@ def _complete_finished_run(checkpoint: Checkpoint, data_yaml: Path, out_dir: Pat
 
 def read_results(results_csv: Path) -> list[dict[str, float]]:
     """Per-epoch losses and metrics from ultralytics' results.csv, under the verdict/report names."""
-    if not results_csv.is_file():
-        return []
-    with open(results_csv, newline="") as handle:
-        rows = [{key.strip(): value for key, value in row.items()} for row in csv.DictReader(handle)]
-    return [{name: float(row[column]) for name, column in RESULT_COLUMNS.items()} for row in rows]
+    return per_epoch(read_history(results_csv)) if results_csv.is_file() else []
 
 
 def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), store: str = "",
@@ -280,21 +271,21 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
 def _write_outputs(metrics_source: dict[str, Any], trained_epochs: int, out_dir: Path, config: TrainConfig,
                    device: str) -> TrainResult:
     """metrics.json and the TrainResult from the save dir and the final validation of best.pt."""
-    epochs = read_results(out_dir / "results.csv")
-    best_epoch = max(range(len(epochs)), key=lambda i: epochs[i]["map50_95"]) + 1 if epochs else 0
-    names = {column: name for name, column in RESULT_COLUMNS.items()}
+    history = read_history(out_dir / "results.csv")
+    epochs = len(history.epochs)
+    best = summarize_metrics(history).get("map50_95")
+    names = {column: name for name, column in EPOCH_COLUMNS.items()}
     metrics = {names.get(key, key): float(value) for key, value in metrics_source.items() if _is_number(value)}
-    args = yaml.safe_load((out_dir / "args.yaml").read_text())
     summary = {
-        "metrics": metrics, "best_epoch": best_epoch, "epochs_completed": len(epochs),
-        "epochs_requested": trained_epochs, "early_stopped": len(epochs) < trained_epochs,
-        "device": device, "config": asdict(config), "hyperparameters": args,
+        "metrics": metrics, "best_epoch": best.best_epoch if best else 0, "epochs_completed": epochs,
+        "epochs_requested": trained_epochs, "early_stopped": epochs < trained_epochs,
+        "device": device, "config": asdict(config), "hyperparameters": history.args,
     }
     metrics_json = out_dir / "metrics.json"
     metrics_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return TrainResult(best=out_dir / "weights" / "best.pt", last=out_dir / "weights" / "last.pt",
                        results_csv=out_dir / "results.csv", args_yaml=out_dir / "args.yaml",
-                       metrics_json=metrics_json, epochs_completed=len(epochs), metrics=metrics)
+                       metrics_json=metrics_json, epochs_completed=epochs, metrics=metrics)
 
 
 def _is_number(value: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -195,3 +196,23 @@ def test_bad_names_and_missing_weights_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no best weights"):
         publish_run(run, str(tmp_path / "store"), "run-1")
     assert read_champion(str(tmp_path / "store"), "pogona-head") is None
+
+
+def test_an_evaluation_without_overall_figures_falls_back_to_the_best_epoch(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", 0.97, 0.80)
+    (run / "evaluation" / "evaluation.json").write_text(json.dumps({"by_modality": {}}))
+    publish_run(run, str(tmp_path / "store"), "run-1")
+    with open(FIXTURES / "converged_early" / "results.csv", newline="") as handle:
+        best = max(float(row["metrics/mAP50-95(B)"]) for row in csv.DictReader(handle))
+    metrics = open_store(str(tmp_path / "store")).get_json("runs/run-1/metrics.json")["metrics"]
+    assert metrics["map50_95"] == best
+
+
+def test_a_broken_evaluation_is_named_and_nothing_is_uploaded(tmp_path: Path) -> None:
+    from components.errors import UserError
+
+    run = make_run(tmp_path / "run", 0.97, 0.80)
+    (run / "evaluation" / "evaluation.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"evaluation\.json: the evaluation is not valid JSON"):
+        publish_run(run, str(tmp_path / "store"), "run-1")
+    assert not (tmp_path / "store").exists()
