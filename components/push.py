@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.errors import UserError
-from components.storage import file_matches, open_store
+from components.storage import TEMPORARY_SUFFIXES, file_matches, open_store
 
-_SKIPPED_SUFFIXES = (".cache", ".part", ".lock")
+_SKIPPED_SUFFIXES = (".cache", *TEMPORARY_SUFFIXES)
 
 
 @dataclass(frozen=True)

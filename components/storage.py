@@ -24,6 +24,9 @@ from urllib.parse import urlparse
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
 _READ_CHUNK = 1024 * 1024
+_PART_SUFFIX = ".part"
+_LOCK_SUFFIX = ".lock"
+TEMPORARY_SUFFIXES = (_PART_SUFFIX, _LOCK_SUFFIX)  # torn downloads and lock files: never objects
 _T = TypeVar("_T")
 
 
@@ -92,7 +95,7 @@ def file_matches(path: Path, size: int, etag: str) -> bool:
 
 def _atomic_target(dest: Path) -> tuple[int, Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=_PART_SUFFIX, dir=dest.parent)
     return fd, Path(tmp)
 
 
@@ -174,7 +177,7 @@ class FolderStore(ObjectStore):
         if not start.exists():
             return
         for path in sorted(start.rglob("*")):
-            if not path.is_file() or path.name.endswith(".part") or path.name.endswith(".lock"):
+            if not path.is_file() or path.name.endswith(TEMPORARY_SUFFIXES):
                 continue
             key = path.relative_to(self.root).as_posix()
             if key.startswith(prefix):
@@ -226,7 +229,7 @@ class FolderStore(ObjectStore):
     @contextlib.contextmanager
     def _lock(self, path: Path) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "w") as lock:
+        with open(path.with_name(path.name + _LOCK_SUFFIX), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

@@ -110,12 +110,11 @@ def fetch_entries(store: ObjectStore, entries: Iterable[ManifestEntry], dest: Pa
 
 
 def _remove_strays(dest: Path, wanted: set[Path]) -> int:
-    """Delete files under images/ and labels/ that are not in the snapshot, and torn temporary files."""
+    """Delete files under images/ and labels/ that are not in the snapshot (torn temporary files among them)."""
     removed = 0
     for folder in _DATASET_DIRS:
         for path in (dest / folder).rglob("*") if (dest / folder).is_dir() else ():
-            stray = path.name.endswith(".part") or (path.suffix != ".cache" and path not in wanted)
-            if path.is_file() and stray:
+            if path.is_file() and path.suffix != ".cache" and path not in wanted:
                 path.unlink()
                 removed += 1
     return removed
