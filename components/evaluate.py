@@ -32,7 +32,7 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
     """Validate each modality's share of the val split on its own."""
     groups: dict[str, list[Path]] = {}
     for image in dataset.images("val"):
-        groups.setdefault(image_modality(image), []).append(image)
+        groups.setdefault(image_modality(image, dataset.splits["val"]), []).append(image)
     scores = {}
     for modality, images in sorted(groups.items()):
         listing = work / f"val-{modality}.txt"

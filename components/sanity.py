@@ -44,7 +44,7 @@ def stratified_subset(dataset: Dataset, max_images: int) -> dict[str, list[Path]
     groups: dict[tuple[str, str], list[Path]] = {}
     for split in ("train", "val"):
         for image in dataset.images(split):
-            groups.setdefault((split, image_modality(image)), []).append(image)
+            groups.setdefault((split, image_modality(image, dataset.splits[split])), []).append(image)
     total = sum(len(images) for images in groups.values())
     if total == 0:
         raise UserError(f"{dataset.root} has no train or val images")

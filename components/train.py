@@ -12,15 +12,16 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import yaml
 
-from components.config import CLASS_NAMES, IMAGE_SUFFIXES, MODALITIES, SPLITS, TrainConfig
+from components.config import CLASS_NAMES, IMAGE_SUFFIXES, SPLITS, TrainConfig
 from components.deadrun import DEAD_WINDOW_STEPS, DeadRunDetector
 from components.errors import UserError
 from components.results_csv import EPOCH_COLUMNS, per_epoch, read_history, summarize_metrics
+from components.snapshot import modality_of
 from components.storage import open_store
 from components.weights import default_cache_dir, resolve_weights
 from components.yolo_env import offline_ultralytics
@@ -101,11 +102,14 @@ class Dataset:
         return path
 
 
-def image_modality(image: Path) -> str:
-    """thermal / visible from the image's sub-folder, else from its filename prefix, else unknown."""
-    if image.parent.name in MODALITIES:
-        return image.parent.name
-    return next((m for m in MODALITIES if image.name.lower().startswith(m)), "unknown")
+def image_modality(image: Path, split_source: Path) -> str:
+    """The image's modality as validation counts it: `modality_of` on its path below the split's folder.
+
+    An image from a .txt list (or outside the folder) is judged by its own folder and filename.
+    """
+    below = image.relative_to(split_source) if image.is_relative_to(split_source) else Path(image.parent.name,
+                                                                                            image.name)
+    return modality_of(PurePosixPath(below.as_posix()))
 
 
 def load_dataset(data: Path) -> Dataset:

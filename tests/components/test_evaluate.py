@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from components.evaluate import evaluate_model
-from components.train import YOLO, load_dataset
+from components.snapshot import parse_key
+from components.train import YOLO, image_modality, load_dataset
 from tests.conftest import write_data_yaml
 
 KEYS = {"precision", "recall", "map50", "map50_95"}
@@ -70,3 +71,12 @@ def test_a_test_split_is_evaluated_on_its_own_images(weights: Path, demo_dataset
     result = evaluate_model(weights, data, tmp_path / "evaluation.json")
     assert result["splits"]["val"] == result["overall"]
     assert result["splits"]["test"] == pytest.approx({key: result["by_modality"]["visible"][key] for key in KEYS})
+
+
+def test_images_are_grouped_by_modality_exactly_as_validation_counts_them(tmp_path: Path):
+    split = tmp_path / "images" / "val"
+    names = ("thermal/a.jpg", "visible/night/b.jpg", "thermal_c.jpg", "thermalcam_d.jpg", "e.jpg")
+    counted = {name: parse_key(f"images/val/{name}").modality for name in names}
+    assert counted == {"thermal/a.jpg": "thermal", "visible/night/b.jpg": "visible", "thermal_c.jpg": "thermal",
+                       "thermalcam_d.jpg": "unknown", "e.jpg": "unknown"}
+    assert {name: image_modality(split / name, split) for name in names} == counted
