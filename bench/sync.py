@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components.snapshot import Manifest, ManifestEntry, parse_key  # noqa: E402
+from components.snapshot import Manifest, parse_key  # noqa: E402
 from components.storage import open_store  # noqa: E402
 from components.sync import sync_snapshot  # noqa: E402
 
@@ -56,11 +56,7 @@ def upload_corpus(source: str, objects: int, size: int) -> Manifest:
     keys = [f"images/train/{'thermal' if i % 2 else 'visible'}/img_{i:05d}.jpg" for i in range(objects)]
     with ThreadPoolExecutor(32) as pool:
         infos = list(pool.map(lambda k: store.put_bytes(k, os.urandom(size)), keys))
-    entries = []
-    for info in infos:
-        place = parse_key(info.key)
-        entries.append(ManifestEntry(info.key, info.size, info.etag, place.split, place.modality, place.role))
-    return Manifest.build(store.uri, {0: "pogona_head"}, entries)
+    return Manifest.build(store.uri, {0: "pogona_head"}, [parse_key(info.key).entry(info) for info in infos])
 
 
 def timed(action) -> float:

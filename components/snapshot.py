@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from components.config import IMAGE_SUFFIXES, MODALITIES, SPLITS
 from components.errors import UserError
-from components.storage import write_atomic
+from components.storage import ObjectInfo, write_atomic
 
 IMAGE_ROLE = "image"
 LABEL_ROLE = "label"
@@ -40,6 +40,10 @@ class DatasetKey:
     split: str
     modality: str
     stem: str
+
+    def entry(self, info: ObjectInfo) -> ManifestEntry:
+        """The manifest entry of the listed object that sits here."""
+        return ManifestEntry(info.key, info.size, info.etag, self.split, self.modality, self.role)
 
 
 def parse_key(key: str) -> DatasetKey | None:

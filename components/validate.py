@@ -9,24 +9,24 @@ val, a split with nothing to learn. Each error names the object key.
 from __future__ import annotations
 
 import hashlib
+import io
 import statistics
 import tempfile
 import warnings as python_warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from components.config import CLASS_NAMES, SPLITS
 from components.errors import UserError
-from components.snapshot import IMAGE_ROLE, LABEL_ROLE, Manifest, ManifestEntry, parse_key
+from components.snapshot import IMAGE_ROLE, LABEL_ROLE, DatasetKey, Manifest, ManifestEntry, parse_key
 from components.storage import ObjectStore, open_store, write_atomic
 from components.sync import fetch_entries
 
-DATA_YAML_TEMPLATE = Path(__file__).resolve().parent.parent / "dataset" / "data.yaml"
 _LISTED_PROBLEMS = 200
 
 
@@ -44,8 +44,6 @@ class ValidationResult:
     warnings: list[str]
     counts: dict[str, dict[str, GroupCounts]]
     manifest: Manifest
-    report_markdown: str
-    box_sizes: list[float] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for a dashboard: `<split>_<count>` totals and `<split>_<modality>_<count>`."""
@@ -64,7 +62,7 @@ def parse_names(text: str, where: str) -> dict[int, str]:
         names = (yaml.safe_load(text) or {}).get("names")
     except (yaml.YAMLError, AttributeError) as exc:
         raise UserError(f"{where} is not a YAML mapping: {exc}") from None
-    if isinstance(names, list):
+    if isinstance(names, list) and names:
         return dict(enumerate(str(n) for n in names))
     if isinstance(names, dict) and names:
         try:
@@ -75,12 +73,14 @@ def parse_names(text: str, where: str) -> dict[int, str]:
 
 
 def class_names(store: ObjectStore, keys: set[str]) -> dict[int, str]:
-    """Names from the dataset's own data.yaml, else the contract's template, else the built-in default."""
-    if "data.yaml" in keys:
-        return parse_names(store.get_bytes("data.yaml").decode(), store.url("data.yaml"))
-    if DATA_YAML_TEMPLATE.is_file():
-        return parse_names(DATA_YAML_TEMPLATE.read_text(), str(DATA_YAML_TEMPLATE))
-    return dict(CLASS_NAMES)
+    """Names from the dataset's own data.yaml, else the contract's (components.config.CLASS_NAMES)."""
+    if "data.yaml" not in keys:
+        return dict(CLASS_NAMES)
+    try:
+        text = store.get_bytes("data.yaml").decode()
+    except UnicodeDecodeError:
+        raise UserError(f"{store.url('data.yaml')} is not UTF-8 text") from None
+    return parse_names(text, store.url("data.yaml"))
 
 
 def check_label(key: str, text: str, names: dict[int, str]) -> tuple[list[tuple[float, float]], list[str]]:
@@ -110,18 +110,22 @@ def check_label(key: str, text: str, names: dict[int, str]) -> tuple[list[tuple[
 
 
 def check_image(key: str, path: Path) -> tuple[str, str | None]:
-    """The image's sha256 and an error when it does not decode."""
+    """The image's sha256 and an error naming `key` (not the local copy) when it does not decode."""
     content = path.read_bytes()
+    digest = hashlib.sha256(content).hexdigest()
     try:
         with python_warnings.catch_warnings():
             python_warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(content)) as image:
                 image.verify()
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(content)) as image:  # verify() leaves the image unusable: open again
                 image.load()
     except Exception as exc:  # PIL raises many types for broken files; all mean "cannot train on it"
-        return hashlib.sha256(content).hexdigest(), f"{key}: image does not decode ({type(exc).__name__}: {exc})"
-    return hashlib.sha256(content).hexdigest(), None
+        reason = type(exc).__name__
+        if not isinstance(exc, UnidentifiedImageError):  # whose message names only the in-memory buffer
+            reason += f": {exc}"
+        return digest, f"{key}: image does not decode ({reason})"
+    return digest, None
 
 
 def _leakage(hashes: dict[str, dict[str, str]]) -> list[str]:
@@ -147,13 +151,15 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
     errors: list[str] = []
     warnings: list[str] = []
     entries: list[ManifestEntry] = []
+    places: dict[str, DatasetKey] = {}
     for info in listing:
         place = parse_key(info.key)
         if place is None:
             if info.key != "data.yaml":
                 warnings.append(f"{info.key}: not an image or label under images|labels/train|val|test; ignored")
             continue
-        entries.append(ManifestEntry(info.key, info.size, info.etag, place.split, place.modality, place.role))
+        places[info.key] = place
+        entries.append(place.entry(info))
     manifest = Manifest.build(store.uri, names, entries)
 
     with tempfile.TemporaryDirectory(prefix="pogona-validate-") as scratch:
@@ -162,7 +168,7 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
         images = [e for e in manifest.entries if e.role == IMAGE_ROLE]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             decoded = list(pool.map(lambda e: check_image(e.key, local / e.key), images))
-        labels = {(e.split, parse_key(e.key).stem): (e, (local / e.key).read_text(errors="replace"))
+        labels = {(e.split, places[e.key].stem): (e, (local / e.key).read_text(errors="replace"))
                   for e in manifest.entries if e.role == LABEL_ROLE}
 
     counts: dict[str, dict[str, GroupCounts]] = defaultdict(lambda: defaultdict(GroupCounts))
@@ -172,7 +178,7 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
         if decode_error:
             errors.append(decode_error)
         hashes[entry.split][entry.key] = digest
-        label = labels.pop((entry.split, parse_key(entry.key).stem), None)
+        label = labels.pop((entry.split, places[entry.key].stem), None)
         boxes, label_errors = check_label(label[0].key, label[1], names) if label else ([], [])
         errors.extend(label_errors)
         group = counts[entry.split][entry.modality]
@@ -181,7 +187,7 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
         group.backgrounds += not boxes
         box_sizes.extend((w * h) ** 0.5 for w, h in boxes)
     errors.extend(f"{entry.key}: label without an image (expected images/{entry.split}/"
-                  f"{parse_key(entry.key).stem}.jpg or .png)" for entry, _ in labels.values())
+                  f"{places[entry.key].stem}.jpg or .png)" for entry, _ in labels.values())
     errors.extend(_leakage(hashes))
     for split in ("train", "val"):
         if split not in counts:
@@ -192,7 +198,7 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
 
     frozen_counts = {split: dict(groups) for split, groups in counts.items()}
     report = render_report(manifest, frozen_counts, box_sizes, errors, warnings)
-    result = ValidationResult(not errors, errors, warnings, frozen_counts, manifest, report, box_sizes)
+    result = ValidationResult(not errors, errors, warnings, frozen_counts, manifest)
     if manifest_path:
         manifest.save(Path(manifest_path))
     if report_path:

@@ -5,6 +5,7 @@ from typing import Callable
 import pytest
 
 from components.demo_dataset import DemoSpec, generate_demo_dataset
+from components.errors import UserError
 from components.push import push_dataset
 from components.snapshot import Manifest
 from components.sync import sync_snapshot
@@ -121,13 +122,35 @@ def test_image_without_label_is_a_counted_background(dataset: Path):
     assert after.counts["train"]["thermal"].images == before.images
 
 
-def test_class_names_come_from_the_dataset_else_the_template(dataset: Path):
+def test_class_names_come_from_the_dataset_else_the_contract(dataset: Path):
     _write(dataset, "data.yaml", "names:\n  0: pogona_head\n  1: pogona_tail\n")
     _write(dataset, _first(dataset, "labels/train/visible/*.txt"), "1 0.5 0.5 0.2 0.2\n")
     assert validate_dataset(str(dataset)).manifest.names == {0: "pogona_head", 1: "pogona_tail"}
     (dataset / "data.yaml").unlink()
     result = validate_dataset(str(dataset))
     assert result.manifest.names == {0: "pogona_head"} and not result.usable
+
+
+@pytest.mark.parametrize("data_yaml, message", [
+    (b"names:\n  0: pogona_h\xe9ad\n", "data.yaml is not UTF-8 text"),
+    (b"names: []\n", "data.yaml has no `names`"),
+])
+def test_unreadable_class_names_are_one_line_naming_data_yaml(dataset: Path, data_yaml: bytes, message: str,
+                                                               capsys: pytest.CaptureFixture):
+    _write(dataset, "data.yaml", data_yaml)
+    with pytest.raises(UserError, match=message):
+        validate_dataset(str(dataset))
+    assert main(["dataset", "validate", "--source", str(dataset)]) == 2
+    assert f"{(dataset / 'data.yaml').as_uri()}" in capsys.readouterr().err
+
+
+def test_an_undecodable_image_is_named_by_its_key_not_the_local_copy(dataset: Path, tmp_path: Path):
+    key = _first(dataset, "images/train/thermal/*.jpg")
+    _write(dataset, key, b"not an image")
+    cache = tmp_path / "cache"
+    errors = [e for e in validate_dataset(str(dataset), cache_dir=cache).errors if "does not decode" in e]
+    assert len(errors) == 1 and errors[0].startswith(f"{key}: image does not decode (")
+    assert str(cache) not in errors[0]
 
 
 def test_modality_from_filename_prefix_and_unknown(dataset: Path):
