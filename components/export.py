@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import yaml
 
-from components.config import CLASS_NAMES, IMAGE_SUFFIXES
 from components.errors import UserError
+from components.train import Dataset, load_dataset
 from components.yolo_env import offline_ultralytics
 
 SUPPORTED_FORMATS = ("onnx", "int8", "engine")
@@ -32,6 +31,11 @@ CALIBRATION_IMAGES = 64
 LATENCY_WARMUP_RUNS = 3
 LATENCY_RUNS = 20
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+# ultralytics export arguments: FP32 ONNX on the CPU, FP16 TensorRT on GPU 0
+ULTRALYTICS_EXPORTS: dict[str, dict[str, Any]] = {
+    "onnx": {"format": "onnx", "simplify": True, "dynamic": False, "device": "cpu"},
+    "engine": {"format": "engine", "half": True, "device": 0},
+}
 
 
 def _ultralytics_offline() -> None:
@@ -43,38 +47,17 @@ def _ultralytics_offline() -> None:
     checks.AUTOINSTALL = False  # read at import time; set it here too in case ultralytics was imported earlier
 
 
-def resolve_data_yaml(data: Path, out_dir: Path) -> Path:
-    """A data.yaml with train/val splits: the one given, or one written to out_dir for a dataset folder.
-
-    A dataset folder in the contract layout may carry a data.yaml with class names only; the
-    splits are then the contract's images/train and images/val.
-    """
-    given = data / "data.yaml" if data.is_dir() else data
-    spec = (yaml.safe_load(given.read_text()) or {}) if given.is_file() else None
-    if spec is not None and spec.get("train") and spec.get("val"):
-        return given
-    if not data.is_dir() or not (data / "images" / "train").is_dir():
-        raise UserError(f"--data {data}: give a data.yaml with train/val splits, or a dataset folder with "
-                        "images/train and images/val")
-    completed = {"path": str(data.resolve()), "train": "images/train", "val": "images/val",
-                 "names": (spec or {}).get("names") or dict(CLASS_NAMES)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "data.yaml"
-    target.write_text(yaml.safe_dump(completed, sort_keys=False))
-    return target
-
-
-def calibration_images(data_yaml: Path, limit: int = CALIBRATION_IMAGES) -> list[Path]:
-    """Training images named by data.yaml, evenly spread over the split, at most `limit`."""
-    spec = yaml.safe_load(data_yaml.read_text()) or {}
-    root = Path(spec.get("path") or data_yaml.parent)
-    root = root if root.is_absolute() else data_yaml.parent / root
-    entries = spec.get("train")
-    entries = entries if isinstance(entries, list) else [entries]
-    images = sorted(path for entry in entries if entry for path in (root / entry).rglob("*")
-                    if path.suffix.lower() in IMAGE_SUFFIXES)
+def split_images(dataset: Dataset, split: str, purpose: str) -> list[Path]:
+    """The split's images; a split without any is a user error, since `purpose` needs them."""
+    images = dataset.images(split)
     if not images:
-        raise UserError(f"{data_yaml}: its train split has no images to calibrate INT8 on")
+        raise UserError(f"{dataset.splits[split]}: the {split} split has no images {purpose}")
+    return images
+
+
+def calibration_images(dataset: Dataset, limit: int = CALIBRATION_IMAGES) -> list[Path]:
+    """Training images, evenly spread over the split, at most `limit`."""
+    images = split_images(dataset, "train", "to calibrate INT8 on")
     step = max(1, len(images) // limit)
     return images[::step][:limit]
 
@@ -116,27 +99,26 @@ def _calibration_reader(images: list[Path], imgsz: int, input_name: str) -> Any:
     return LetterboxCalibrationReader()
 
 
-def training_imgsz(weights: Path) -> int:
-    """The image size the model was trained at: exports use it, so their numbers compare with training's."""
-    _ultralytics_offline()
-    from ultralytics import YOLO
+def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...]) -> tuple[int, dict[str, Path]]:
+    """The image size the model was trained at, and ultralytics' exports of it at that size (one load of the .pt).
 
-    return int(YOLO(str(weights), task="detect").overrides.get("imgsz") or 640)
-
-
-def export_onnx(weights: Path, out_dir: Path, imgsz: int) -> Path:
-    """FP32 ONNX through ultralytics: fixed shape, slimmed by onnxslim, metadata for ultralytics to load it."""
+    Exports use the training size so their numbers compare with training's. "onnx" is FP32, fixed shape,
+    slimmed by onnxslim, with the metadata ultralytics needs to load it; "engine" is FP16 TensorRT, built
+    on (and tied to) the GPU it will run on.
+    """
     _ultralytics_offline()
     from ultralytics import YOLO
 
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:  # ultralytics writes next to the weights
         local = Path(scratch) / weights.name
         shutil.copyfile(weights, local)
-        exported = Path(YOLO(str(local), task="detect").export(format="onnx", imgsz=imgsz, simplify=True,
-                                                               dynamic=False, device="cpu"))
-        target = out_dir / f"{weights.stem}.onnx"
-        shutil.move(exported, target)
-    return target
+        model = YOLO(str(local), task="detect")
+        imgsz = int(model.overrides.get("imgsz") or 640)
+        files = {}
+        for name in formats:
+            exported = Path(model.export(imgsz=imgsz, **ULTRALYTICS_EXPORTS[name]))
+            files[name] = Path(shutil.move(exported, out_dir / f"{weights.stem}{exported.suffix}"))
+    return imgsz, files
 
 
 def quantize_int8(fp32: Path, out: Path, images: list[Path], imgsz: int) -> Path:
@@ -205,20 +187,6 @@ def require_tensorrt() -> None:
         raise UserError("--formats engine: the tensorrt package is not installed in this image") from None
 
 
-def export_engine(weights: Path, out_dir: Path, imgsz: int) -> Path:
-    """FP16 TensorRT engine, built on (and tied to) the GPU it will run on."""
-    _ultralytics_offline()
-    from ultralytics import YOLO
-
-    with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
-        local = Path(scratch) / weights.name
-        shutil.copyfile(weights, local)
-        exported = Path(YOLO(str(local), task="detect").export(format="engine", imgsz=imgsz, half=True, device=0))
-        target = out_dir / f"{weights.stem}.engine"
-        shutil.move(exported, target)
-    return target
-
-
 def parse_formats(text: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
     unknown = [name for name in formats if name not in SUPPORTED_FORMATS]
@@ -235,25 +203,26 @@ def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, .
     formats = parse_formats(",".join(formats))
     if "engine" in formats:
         require_tensorrt()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data_yaml = resolve_data_yaml(Path(data), out_dir)
-    imgsz = training_imgsz(weights)
-    images = calibration_images(data_yaml)
-    files: dict[str, Path] = {}
-    if "onnx" in formats or "int8" in formats:  # INT8 starts from FP32 ONNX, which is kept as its reference
-        files["onnx"] = export_onnx(weights, out_dir, imgsz)
-    if "int8" in formats:
+    dataset = load_dataset(Path(data))
+    images = calibration_images(dataset) if "int8" in formats else []
+    on_cpu = "onnx" in formats or "int8" in formats  # INT8 starts from FP32 ONNX, which is kept as its reference
+    samples = split_images(dataset, "val", "to measure the exports on") if on_cpu else []
+    data_yaml = dataset.write_yaml(out_dir / "data.yaml")
+    wanted = (("onnx",) if on_cpu else ()) + (("engine",) if "engine" in formats else ())
+    imgsz, files = export_weights(weights, out_dir, wanted)
+    engine = files.pop("engine", None)
+    if images:
         files["int8"] = quantize_int8(files["onnx"], out_dir / f"{weights.stem}.int8.onnx", images, imgsz)
     models: list[dict[str, Any]] = [
         {"format": name, "file": str(path), "size_bytes": path.stat().st_size,
-         "precision": "int8" if name == "int8" else "fp32",
-         **validate(path, data_yaml, imgsz), "latency_ms": latency_ms(path, imgsz, images[0])}
+         "precision": "int8" if name == "int8" else "fp32", "device": "cpu",
+         **validate(path, data_yaml, imgsz), "latency_ms": latency_ms(path, imgsz, samples[0]),
+         **({"calibration_images": len(images)} if name == "int8" else {})}
         for name, path in files.items()]
-    if "engine" in formats:
-        engine = export_engine(weights, out_dir, imgsz)
+    if engine:
         models.append({"format": "engine", "file": str(engine), "size_bytes": engine.stat().st_size,
-                       "precision": "fp16", "map50": None, "map50_95": None, "latency_ms": None})
-    result = {"weights": str(weights), "data": str(data_yaml), "imgsz": imgsz, "device": "cpu",
-              "calibration_images": len(images), "models": models}
+                       "precision": "fp16", "device": "cuda:0", "map50": None, "map50_95": None,
+                       "latency_ms": None})
+    result = {"weights": str(weights), "data": str(data_yaml), "imgsz": imgsz, "models": models}
     (out_dir / "exports.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import yaml
 
 from components.errors import UserError
 from components.export import export_model, parse_formats, preprocess
@@ -36,8 +38,17 @@ def detector(tmp_path_factory: pytest.TempPathFactory, demo_dataset_dir: Path) -
 
 
 @pytest.fixture(scope="module")
-def exported(detector: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    weights, data = detector
+def exported(detector: tuple[Path, Path], demo_dataset_dir: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """Exports from a data.yaml as users write one: a `path` relative to it, and a .txt list as the train split."""
+    weights, _ = detector
+    spec = tmp_path_factory.mktemp("export_spec")
+    train_list = spec / "train.txt"
+    images = sorted((demo_dataset_dir / "images" / "train").rglob("*.jpg"))
+    train_list.write_text("".join(f"{image}\n" for image in images))
+    data = spec / "data.yaml"
+    data.write_text(f"path: {os.path.relpath(demo_dataset_dir, spec)}\ntrain: {train_list}\nval: images/val\n"
+                    "names:\n  0: pogona_head\n")
     out = tmp_path_factory.mktemp("exports")
     return export_model(weights, data, out), out
 
@@ -50,6 +61,17 @@ def test_int8_keeps_fp32_accuracy_on_the_demo_data(exported: tuple[dict, Path]) 
     assert abs(fp32["map50_95"] - int8["map50_95"]) <= INT8_TOLERANCE_MAP50_95, (fp32, int8)
     assert int8["size_bytes"] < fp32["size_bytes"] / 2
     assert fp32["latency_ms"] > 0 and int8["latency_ms"] > 0
+    assert fp32["device"] == int8["device"] == "cpu"
+
+
+def test_int8_calibrates_on_a_txt_train_list_and_validates_on_the_given_dataset(
+        exported: tuple[dict, Path], demo_dataset_dir: Path) -> None:
+    result, out = exported
+    int8 = next(model for model in result["models"] if model["format"] == "int8")
+    assert int8["calibration_images"] == 64, "every image of the 64-line train list"
+    written = yaml.safe_load(Path(result["data"]).read_text())
+    assert Path(result["data"]) == out / "data.yaml"
+    assert Path(written["path"]) == demo_dataset_dir.resolve() and Path(written["val"]).is_absolute()
 
 
 def test_int8_file_is_quantized_and_loads_in_ultralytics(exported: tuple[dict, Path]) -> None:
