@@ -3,7 +3,7 @@
 Faults are consumed one per request, in order: "500" and "503" answer with an S3 error,
 "403" with AccessDenied, "drop" closes the connection without a reply, and "truncate" sends
 the real headers and half of the real body, then closes. `fail_after(n)` lets n requests
-through and answers 403 to every later one (a sync dying part-way through).
+through and answers 403 to every later one (a sync dying part-way through); `heal()` ends that.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ class FaultProxy:
     def fail_after(self, passed: int) -> None:
         with self._lock:
             self.passed_limit = self.requests + passed
+
+    def heal(self) -> None:
+        """Let every later request through again (undoes `fail_after`; injected faults still apply)."""
+        with self._lock:
+            self.passed_limit = None
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()

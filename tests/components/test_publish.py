@@ -182,7 +182,7 @@ def test_publish_cut_off_on_s3_leaves_the_champion_as_it_was(tmp_path: Path, s3_
     s3_faults.fail_after(4)  # a few objects of the challenger get through, then every request is refused
     with pytest.raises(StorageError):
         publish_run(make_run(tmp_path / "b", 0.99, 0.90), s3_bucket, "better")
-    s3_faults.passed_limit = None
+    s3_faults.heal()
     assert open_store(s3_bucket).get_bytes("models/pogona-head/production.json") == pointer_before
 
 
