@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,12 +10,7 @@ from pipelines.cli import main
 
 def test_push_uploads_once_then_only_what_changed(demo_dataset_dir: Path, s3_bucket: str, tmp_path: Path):
     local = tmp_path / "dataset"
-    local.mkdir()
-    for path in demo_dataset_dir.rglob("*"):
-        if path.is_file():
-            target = local / path.relative_to(demo_dataset_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
+    shutil.copytree(demo_dataset_dir, local)
     (local / "labels" / "train.cache").write_bytes(b"ultralytics cache")
     dest = f"{s3_bucket}/datasets/pogona"
     first = push_dataset(local, dest)
