@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from components.errors import UserError
 from components.train import YOLO, Dataset, image_modality, load_dataset
 
 PLOTS = {"BoxPR_curve.png": "pr_curve.png", "confusion_matrix.png": "confusion_matrix.png"}
@@ -44,7 +45,10 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
 
 
 def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu") -> dict:
-    """Write evaluation JSON (overall, by_modality, speed_ms, splits) plus PR-curve and confusion-matrix PNGs."""
+    """Write evaluation JSON (overall: the val split, by_modality, speed_ms, and splits: the test split when the
+    dataset has one) plus PR-curve and confusion-matrix PNGs."""
+    if not weights.is_file():  # else ultralytics takes the name for one to download
+        raise UserError(f"weights {weights} do not exist")
     model = YOLO(str(weights))
     imgsz = int((model.ckpt or {}).get("train_args", {}).get("imgsz", 640))
     dataset = load_dataset(data)
@@ -59,8 +63,7 @@ def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu
         "speed_ms": {stage: float(ms) for stage, ms in overall.speed.items()},
     }
     if "test" in dataset.splits:
-        result["splits"] = {"val": result["overall"],
-                            "test": _scores(_validate(model, data_yaml, "test", imgsz, device, work / "test"))}
+        result["splits"] = {"test": _scores(_validate(model, data_yaml, "test", imgsz, device, work / "test"))}
     for source, target in PLOTS.items():
         if (work / "overall" / source).is_file():
             shutil.copyfile(work / "overall" / source, out_dir / target)

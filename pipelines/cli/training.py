@@ -67,8 +67,6 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from components.evaluate import evaluate_model
 
-    if not args.weights.is_file():
-        raise UserError(f"weights {args.weights} do not exist")
     result = evaluate_model(args.weights, args.data, args.out, device=args.device)
     overall = result["overall"]
     print(f"evaluate: mAP50 {overall['map50']:.3f}, mAP50-95 {overall['map50_95']:.3f} -> {args.out}")

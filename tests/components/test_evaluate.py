@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from components.errors import UserError
 from components.evaluate import evaluate_model
 from components.snapshot import parse_key
 from components.train import YOLO, image_modality, load_dataset
@@ -69,7 +70,7 @@ def test_a_test_split_is_evaluated_on_its_own_images(weights: Path, demo_dataset
     for kind in ("images", "labels"):
         shutil.copytree(data / kind / "val" / "visible", data / kind / "test" / "visible")
     result = evaluate_model(weights, data, tmp_path / "evaluation.json")
-    assert result["splits"]["val"] == result["overall"]
+    assert set(result["splits"]) == {"test"}  # val is the overall figures
     assert result["splits"]["test"] == pytest.approx({key: result["by_modality"]["visible"][key] for key in KEYS})
 
 
@@ -80,3 +81,9 @@ def test_images_are_grouped_by_modality_exactly_as_validation_counts_them(tmp_pa
     assert counted == {"thermal/a.jpg": "thermal", "visible/night/b.jpg": "visible", "thermal_c.jpg": "thermal",
                        "thermalcam_d.jpg": "unknown", "e.jpg": "unknown"}
     assert {name: image_modality(split / name, split) for name in names} == counted
+
+
+def test_missing_weights_are_refused_naming_them(demo_dataset_dir: Path, tmp_path: Path):
+    with pytest.raises(UserError, match=f"weights {tmp_path / 'best.pt'} do not exist"):
+        evaluate_model(tmp_path / "best.pt", demo_dataset_dir, tmp_path / "evaluation.json")
+    assert not (tmp_path / "evaluation.json").exists()
