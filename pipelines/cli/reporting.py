@@ -33,10 +33,16 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_export_dir(weights: Path) -> Path:
+    """<work>/exports for <work>/train/weights/*.pt (where `pogona report <work>` looks), else <run dir>/exports."""
+    run_dir = weights.parent.parent
+    return (run_dir.parent if run_dir.name == "train" else run_dir) / "exports"
+
+
 def _export(args: argparse.Namespace) -> int:
     from components.export import export_model, parse_formats
 
-    out = args.out or args.weights.parent.parent / "exports"
+    out = args.out or default_export_dir(args.weights)
     result = export_model(args.weights, args.data, out, parse_formats(args.formats))
     for model in result["models"]:
         print(json.dumps({key: model[key] for key in ("format", "file", "map50_95", "latency_ms")}))
@@ -74,5 +80,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--weights", type=Path, required=True, help="a .pt file (e.g. train/weights/best.pt)")
     export.add_argument("--data", type=Path, required=True, help="data.yaml or the dataset folder holding it")
     export.add_argument("--formats", default="onnx,int8", help="comma-separated: onnx, int8, engine (CUDA only)")
-    export.add_argument("--out", type=Path, help="output folder (default: exports/ beside the weights' run dir)")
+    export.add_argument("--out", type=Path, help="output folder (default: <work>/exports for "
+                        "<work>/train/weights/*.pt, else exports/ in the weights' run dir)")
     export.set_defaults(handler=_export)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
+from pipelines.cli.reporting import default_export_dir
 
 FIXTURES = Path(__file__).parent.parent / "components" / "fixtures"
 
@@ -65,6 +66,8 @@ def test_publish_promotes_then_keeps_the_better_champion(tmp_path: Path, capsys:
     (["report", "/nonexistent/run"], "no results.csv there"),
     (["publish", "--run-dir", "/nonexistent/run", "--store", "/tmp/x", "--run-id", "r"], "no such directory"),
     (["export", "--weights", "/nonexistent/best.pt", "--data", "/tmp"], "no such file"),
+    (["export", "--weights", "/nonexistent/best.pt", "--data", "/tmp", "--formats", "onnx,tflite"],
+     "choose from onnx, int8, engine"),
 ])
 def test_user_errors_are_one_line_and_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(argv) == 2
@@ -72,13 +75,17 @@ def test_user_errors_are_one_line_and_exit_2(argv: list[str], message: str, caps
     assert err.startswith(f"pogona {argv[0]}: error:") and message in err and err.count("\n") == 1
 
 
-def test_export_refuses_unknown_formats_and_tensorrt_without_cuda(trained_run: Path, demo_dataset_dir: Path,
-                                                                  tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture) -> None:
-    weights = str(trained_run / "weights" / "best.pt")
-    assert main(["export", "--weights", weights, "--data", str(demo_dataset_dir), "--formats", "onnx,tflite",
-                 "--out", str(tmp_path)]) == 2
-    assert "choose from onnx, int8, engine" in capsys.readouterr().err
-    assert main(["export", "--weights", weights, "--data", str(demo_dataset_dir), "--formats", "engine",
-                 "--out", str(tmp_path)]) == 2
-    assert "TensorRT needs a CUDA GPU" in capsys.readouterr().err
+def test_export_in_a_working_dir_lands_where_report_reads_it(trained_run: Path, demo_dataset_dir: Path,
+                                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(trained_run, work / "train")
+    assert main(["export", "--weights", str(work / "train" / "weights" / "best.pt"), "--data", str(demo_dataset_dir),
+                 "--formats", "onnx"]) == 0
+    assert capsys.readouterr().out.endswith(f"wrote {work / 'exports' / 'exports.json'}\n")
+    assert main(["report", str(work)]) == 0
+    assert "| onnx | best.onnx |" in (work / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("run_dir, exports", [("work/train", "work/exports"), ("runs/tiny", "runs/tiny/exports")])
+def test_export_default_out(run_dir: str, exports: str) -> None:
+    assert default_export_dir(Path(run_dir) / "weights" / "best.pt") == Path(exports)
