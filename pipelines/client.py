@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import warnings
@@ -30,6 +28,7 @@ from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
 from components.errors import UserError
+from components.publish import code_version
 
 DEFAULT_PIPELINE_NAME = "pogona-train"
 DEFAULT_PACKAGE = Path(__file__).parent / "compiled" / f"{DEFAULT_PIPELINE_NAME}.yaml"
@@ -152,14 +151,10 @@ def ui_url(conn: Connection, fragment: str) -> str:
 
 def default_version_name(now: datetime.datetime | None = None) -> str:
     """`<project version>-<UTC time>[-g<git revision>]`: unique per upload and traceable to code."""
+    version = code_version()
     stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d-%H%M%S")
-    name = f"{importlib.metadata.version('pogona')}-{stamp}"
-    try:
-        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                                  capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return name
-    return f"{name}-g{revision}" if revision else name
+    name = f"{version['package']}-{stamp}"
+    return f"{name}-g{version['git_revision'][:7]}" if version["git_revision"] else name
 
 
 def _require_package(package: Path) -> Path:

@@ -66,7 +66,8 @@ def _upload(capsys: pytest.CaptureFixture, kfp_api: KfpApiStub, package: Path, *
     return _fields(out)
 
 
-def test_upload_creates_the_pipeline_then_adds_versions(capsys, kfp_api, package):
+def test_upload_creates_the_pipeline_then_adds_versions(capsys, kfp_api, package, monkeypatch):
+    monkeypatch.setenv("POGONA_GIT_REVISION", "0123456789abcdef0123456789abcdef01234567")  # images carry no .git
     first = _upload(capsys, kfp_api, package, "--description", "pogona head detector")
     second = _upload(capsys, kfp_api, package, "--version", "nightly-2")
     third = _upload(capsys, kfp_api, package)
@@ -79,7 +80,7 @@ def test_upload_creates_the_pipeline_then_adds_versions(capsys, kfp_api, package
     assert [v.query["pipelineid"] for v in versions] == [[first["pipeline id"]]] * 2
     assert second["pipeline id"] == third["pipeline id"] == first["pipeline id"]
     assert second["version name"] == "nightly-2"
-    assert third["version name"].startswith("0.1.0-")
+    assert third["version name"].startswith("0.1.0-") and third["version name"].endswith("-g0123456")
     assert len({first["version id"], second["version id"], third["version id"]}) == 3
 
 
