@@ -351,13 +351,17 @@ def validate_cron(expression: str) -> str:
     return " ".join(fields)
 
 
+def validate_schedule(cron: str, max_concurrency: int) -> str:
+    """Check a schedule before any request: the cron (normalized, returned) and at least one run at once."""
+    if max_concurrency < 1:
+        raise UserError(f"--max-concurrency {max_concurrency}: must be at least 1")
+    return validate_cron(cron)
+
+
 def create_schedule(conn: Connection, source: PipelineSource, experiment: str, job_name: str, cron: str,
                     arguments: Mapping[str, Any], max_concurrency: int = 1, catchup: bool = False,
                     service_account: str = "") -> str:
-    """Create an enabled recurring run on a 6-field cron; returns its id."""
-    cron = validate_cron(cron)
-    if max_concurrency < 1:
-        raise UserError(f"--max-concurrency {max_concurrency}: must be at least 1")
+    """Create an enabled recurring run (cron and max_concurrency as validate_schedule passed them); returns its id."""
     experiment_key = experiment_id(conn, experiment)
     with _calling(conn.host):
         recurring_run = conn.client.create_recurring_run(

@@ -89,7 +89,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _schedule_create(args: argparse.Namespace) -> int:
     if not args.cron:
         raise UserError('schedule create needs --cron, e.g. --cron "0 0 2 * * *" (6 fields, seconds first)')
-    cron = client.validate_cron(args.cron)
+    cron = client.validate_schedule(args.cron, args.max_concurrency)
     conn = _connect(args)
     source = client.uploaded_source(conn, args.pipeline_name)
     arguments = client.parse_params(args.param, source.parameter_types)

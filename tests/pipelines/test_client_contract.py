@@ -203,12 +203,14 @@ def test_schedule_list_disable_delete_hit_their_endpoints(capsys, kfp_api, packa
     assert kfp_api.state.recurring_runs == {}
 
 
-@pytest.mark.parametrize("cron, complaint", [("0 2 * * *", '"0 0 2 * * *"'),
-                                             ("0 0 25 * * *", "hour '25'"),
-                                             ("0 0 2 * * * *", "7 fields"),
-                                             ("0 */0 2 * * *", "minute '*/0'")])
-def test_a_bad_cron_is_rejected_before_any_request(capsys, kfp_api, cron, complaint):
-    code, _, err = pogona(capsys, "schedule", "--host", kfp_api.url, "--cron", cron)
+@pytest.mark.parametrize("options, complaint", [(["--cron", "0 2 * * *"], '"0 0 2 * * *"'),
+                                                (["--cron", "0 0 25 * * *"], "hour '25'"),
+                                                (["--cron", "0 0 2 * * * *"], "7 fields"),
+                                                (["--cron", "0 */0 2 * * *"], "minute '*/0'"),
+                                                (["--cron", NIGHTLY, "--max-concurrency", "0"],
+                                                 "--max-concurrency 0: must be at least 1")])
+def test_a_bad_schedule_is_rejected_before_any_request(capsys, kfp_api, options, complaint):
+    code, _, err = pogona(capsys, "schedule", "--host", kfp_api.url, *options)
 
     assert code == 2
     assert complaint in err and len(err.splitlines()) == 1
