@@ -260,7 +260,7 @@ class KfpApiStub:
         except yaml.YAMLError as exc:
             raise ApiError(400, f"uploadfile is not YAML: {exc}") from exc
         if len(documents) > 1:
-            check_pipeline_spec({"pipeline_spec": documents[0], "platform_spec": documents[1]}, "uploadfile")
+            return check_pipeline_spec({"pipeline_spec": documents[0], "platform_spec": documents[1]}, "uploadfile")
         return check_pipeline_spec(documents[0], "uploadfile")
 
     def _add_version(self, pipeline_id: str, name: str, description: str | None, spec: Any) -> Any:
