@@ -25,7 +25,7 @@ from components.config import PromotionConfig
 from components.errors import UserError
 from components.report import headline_metrics, read_json
 from components.results_csv import read_history, summarize_metrics
-from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store
+from components.storage import ObjectStore, PreconditionFailed, StorageError, file_matches, open_store
 
 # Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
 # (data/ is the synced dataset and never re-uploaded; sanity/ and evaluation/ keep scratch runs in sub-folders).
@@ -44,11 +44,9 @@ class Decision:
 @dataclass(frozen=True)
 class PublishResult:
     run_uri: str
-    uploaded: tuple[str, ...]
-    metrics: dict[str, Any]
+    uploaded: tuple[str, ...]  # every file of the run, under runs/<run-id>/
     promoted: bool
     reason: str
-    champion: dict[str, Any] | None
 
 
 def _pointer_key(model_name: str) -> str:
@@ -167,16 +165,19 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
     """Upload everything the run made to runs/<run-id>/, then promote it if it beats the champion."""
     for label, value in (("--run-id", run_id), ("--model-name", model_name)):
         if not value or "/" in value or value.startswith("."):
-            raise UserError(f"{label} {value!r}: give a non-empty name without '/'")
+            raise UserError(f"{label} {value!r}: give a non-empty name without '/' that does not start with '.'")
     store = open_store(store) if isinstance(store, str) else store
     run_dir = Path(run_dir)
     train_dir, files = _run_layout(run_dir)
     overall, by_modality = _challenger_metrics(run_dir, train_dir)  # a broken input fails before any upload
     manifest = read_json(run_dir / "manifest.json", "snapshot manifest") if (run_dir / "manifest.json").is_file() else {}
     prefix = f"runs/{run_id}"
+    published = {info.key: info for info in store.list(f"{prefix}/")}  # a publish run again after a failure
     hashes = {}
     for relative, path in files.items():
-        store.upload_file(path, f"{prefix}/{relative}")
+        key, held = f"{prefix}/{relative}", published.get(f"{prefix}/{relative}")
+        if held is None or not file_matches(path, held.size, held.etag):
+            store.upload_file(path, key)
         if path.suffix in HASHED_SUFFIXES:
             hashes[relative] = _sha256(path)
 
@@ -192,5 +193,5 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
     candidate = {"model_name": model_name, "run_id": run_id, "metrics": overall,
                  "weights_uri": store.url(f"{prefix}/train/weights/best.pt"),
                  "sha256": hashes["train/weights/best.pt"], "dataset_fingerprint": manifest.get("fingerprint")}
-    decision, champion = promote(store, model_name, candidate, promotion)
-    return PublishResult(store.url(prefix), tuple(files), metrics, decision.promote, decision.reason, champion)
+    decision, _ = promote(store, model_name, candidate, promotion)
+    return PublishResult(store.url(prefix), tuple(files), decision.promote, decision.reason)

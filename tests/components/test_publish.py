@@ -192,6 +192,8 @@ def test_bad_names_and_missing_weights_are_refused(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", 0.97, 0.8)
     with pytest.raises(UserError, match="--run-id"):
         publish_run(run, str(tmp_path / "store"), "a/b")
+    with pytest.raises(UserError, match="--run-id '.hidden': .*does not start with '.'"):
+        publish_run(run, str(tmp_path / "store"), ".hidden")
     (run / "train" / "weights" / "best.pt").unlink()
     with pytest.raises(UserError, match="no best weights"):
         publish_run(run, str(tmp_path / "store"), "run-1")
@@ -216,3 +218,26 @@ def test_a_broken_evaluation_is_named_and_nothing_is_uploaded(tmp_path: Path) ->
     with pytest.raises(UserError, match=r"evaluation\.json: the evaluation is not valid JSON"):
         publish_run(run, str(tmp_path / "store"), "run-1")
     assert not (tmp_path / "store").exists()
+
+
+class CountingUploads(FolderStore):
+    """A folder store that records the keys it uploads files to."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.uploaded: list[str] = []
+
+    def upload_file(self, src: Path, key: str):
+        self.uploaded.append(key)
+        return super().upload_file(src, key)
+
+
+def test_publishing_again_uploads_only_the_files_that_changed(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", 0.97, 0.80)
+    publish_run(run, str(tmp_path / "store"), "run-1")
+    (run / "report" / "report.md").write_text("# report, rewritten\n")
+    store = CountingUploads(tmp_path / "store")
+    result = publish_run(run, store, "run-1")
+    assert store.uploaded == ["runs/run-1/report/report.md"]
+    assert store.get_bytes("runs/run-1/report/report.md") == b"# report, rewritten\n"
+    assert "runs/run-1/train/weights/best.pt" in {f"runs/run-1/{name}" for name in result.uploaded}
