@@ -6,12 +6,20 @@ from these, so a default changed here changes everywhere.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 CLASS_NAMES: dict[int, str] = {0: "pogona_head"}
 MODALITIES: tuple[str, ...] = ("thermal", "visible")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+
+
+def cache_root() -> Path:
+    """Where pogona keeps what it downloads between runs (weights, datasets, ultralytics' config):
+    $XDG_CACHE_HOME/pogona, else ~/.cache/pogona."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pogona"
 
 
 @dataclass(frozen=True)

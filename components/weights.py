@@ -7,16 +7,16 @@ file), and with no weights the model is built from its architecture YAML.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from components.config import cache_root
 from components.errors import UserError
 from components.storage import file_matches, split_uri
 
 
 def default_cache_dir() -> Path:
     """Where downloaded base weights are kept between runs."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pogona" / "weights"
+    return cache_root() / "weights"
 
 
 def resolve_weights(weights: str, model: str, cache_dir: Path) -> str:

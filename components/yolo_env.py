@@ -15,6 +15,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from components.config import cache_root
+
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 
 
@@ -22,7 +24,7 @@ def _config_dir() -> Path:
     configured = os.environ.get("YOLO_CONFIG_DIR")
     if configured:
         return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pogona" / "ultralytics"
+    return cache_root() / "ultralytics"
 
 
 def _install_fonts(config_dir: Path) -> None:

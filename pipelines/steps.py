@@ -21,8 +21,10 @@ from components.errors import UserError
 
 
 def dataset_cache_root() -> Path:
-    """Where snapshots are materialized: a pod's emptyDir, a mounted PVC, or a laptop cache."""
-    return Path(os.environ.get("POGONA_CACHE_DIR", Path.home() / ".cache" / "pogona" / "datasets"))
+    """Where snapshots are materialized: POGONA_CACHE_DIR (a pod's emptyDir, a mounted PVC), else the user cache."""
+    from components.config import cache_root
+
+    return Path(os.environ.get("POGONA_CACHE_DIR") or cache_root() / "datasets")
 
 
 def snapshot_cache(fingerprint: str) -> Path:

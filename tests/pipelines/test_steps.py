@@ -11,8 +11,9 @@ from components.errors import UserError
 from components.storage import open_store
 from components.validate import validate_dataset
 from components.sync import sync_snapshot
-from pipelines.steps import (decide_training, materialize, sanity_step, snapshot_cache, training_device,
-                             validate_step)
+from components.weights import default_cache_dir
+from pipelines.steps import (dataset_cache_root, decide_training, materialize, sanity_step, snapshot_cache,
+                             training_device, validate_step)
 
 
 def _champion(store_dir: Path, fingerprint: str) -> None:
@@ -62,3 +63,12 @@ def test_a_dead_sanity_verdict_fails_the_step_with_its_reasons(empty_label_datas
     config = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
     with pytest.raises(UserError, match="sanity gate: dead: .*box and DFL loss stayed exactly 0"):
         sanity_step(str(manifest), str(tmp_path / "verdict.json"), config, "yolo11n", "")
+
+
+def test_datasets_and_weights_are_cached_under_one_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("POGONA_CACHE_DIR", raising=False)
+    assert dataset_cache_root() == tmp_path / "xdg" / "pogona" / "datasets"
+    assert default_cache_dir() == tmp_path / "xdg" / "pogona" / "weights"
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "pvc"))  # a pod's mounted cache wins for datasets
+    assert dataset_cache_root() == tmp_path / "pvc"
