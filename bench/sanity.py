@@ -16,9 +16,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from components.config import SanityConfig, TrainConfig
+from components.config import SanityConfig
 from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.sanity import run_sanity
+from components.sanity import run_sanity, sanity_train_args
 from components.train import YOLO, read_results
 
 
@@ -48,13 +48,9 @@ def dead_run_latency(dataset: Path, work: Path, config: SanityConfig, model: str
     verdict = run_sanity(empty, work / "dead" / "verdict.json", config, model=model)
     print(f"dead run, guarded: verdict {verdict.verdict} after {verdict.steps} optimizer steps, "
           f"{verdict.wall_seconds:.1f} s", flush=True)
-    seeds = TrainConfig()
     started = time.monotonic()
-    YOLO(f"{model}.yaml").train(data=str(work / "dead" / "sanity-run" / "data.yaml"), device="cpu", amp=False,
-                                epochs=config.epochs, batch=config.batch, imgsz=config.imgsz,
-                                workers=config.workers, optimizer=seeds.optimizer, lr0=seeds.lr0,
-                                cos_lr=seeds.cos_lr, seed=seeds.seed, plots=False,
-                                save_dir=str(work / "dead" / "plain"), exist_ok=True)
+    YOLO(f"{model}.yaml").train(**sanity_train_args(config, work / "dead" / "sanity-run" / "data.yaml",
+                                                    work / "dead" / "plain"))
     plain_seconds = time.monotonic() - started
     last = read_results(work / "dead" / "plain" / "results.csv")[-1]
     print(f"dead run, plain ultralytics: completed {config.epochs} epochs in {plain_seconds:.1f} s with "

@@ -55,7 +55,6 @@ class SanityConfig:
     workers: int = 2
     min_loss_drop: float = 0.05
     min_map50: float = 0.5
-    dead_window_steps: int = 20
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ later reports compare against.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from components.config import SanityConfig, TrainConfig
 from components.deadrun import DeadRunError
@@ -40,7 +40,10 @@ class SanityVerdict:
 
 
 def stratified_subset(dataset: Dataset, max_images: int) -> dict[str, list[Path]]:
-    """Train and val images, at most max_images in all, in the proportions of each split x modality group."""
+    """Train and val images, about max_images in all, in the proportions of each split x modality group.
+
+    Every group keeps at least one image, so with more groups than max_images the subset exceeds it.
+    """
     groups: dict[tuple[str, str], list[Path]] = {}
     for split in ("train", "val"):
         for image in dataset.images(split):
@@ -76,6 +79,19 @@ def judge(epochs: list[dict[str, float]], config: SanityConfig, pretrained: bool
     return ("not_learning", problems) if problems else ("healthy", facts)
 
 
+def sanity_train_args(config: SanityConfig, data_yaml: Path, save_dir: Path) -> dict[str, Any]:
+    """The ultralytics train arguments of a sanity run: CPU, the config's sizes, the full run's optimizer and seed.
+
+    nbs=batch steps the optimizer every batch: at ultralytics' nominal batch of 64, a 64-image subset
+    would see about 4 optimizer steps in 3 epochs, too few to show learning or fill the dead-run window.
+    """
+    seeds = TrainConfig()
+    return dict(data=str(data_yaml), save_dir=str(save_dir), exist_ok=True, device="cpu", amp=False,
+                epochs=config.epochs, batch=config.batch, nbs=config.batch, imgsz=config.imgsz,
+                workers=config.workers, optimizer=seeds.optimizer, lr0=seeds.lr0, cos_lr=seeds.cos_lr,
+                seed=seeds.seed, plots=False)
+
+
 def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConfig(), weights: str = "",
                model: str = "yolo11s", workdir: Path | None = None) -> SanityVerdict:
     """Train briefly on CPU and write the verdict file (also when the run is dead)."""
@@ -91,16 +107,9 @@ def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConf
         lists[split].write_text("".join(f"{image.resolve()}\n" for image in images))
     data_yaml = dataset.write_yaml(workdir / "data.yaml", lists)
     yolo = YOLO(resolve_weights(weights, model, default_cache_dir()))
-    seeds = TrainConfig()
-    # nbs=batch steps the optimizer every batch: at ultralytics' nominal batch of 64, a 64-image subset
-    # would see about 4 optimizer steps in 3 epochs, too few to show learning or fill the dead-run window
     dead_run: DeadRunError | None = None
     try:
-        yolo.train(
-            trainer=functools.partial(GuardedDetectionTrainer, dead_window_steps=config.dead_window_steps),
-            data=str(data_yaml), save_dir=str(workdir / "train"), exist_ok=True, device="cpu", amp=False,
-            epochs=config.epochs, batch=config.batch, nbs=config.batch, imgsz=config.imgsz, workers=config.workers,
-            optimizer=seeds.optimizer, lr0=seeds.lr0, cos_lr=seeds.cos_lr, seed=seeds.seed, plots=False)
+        yolo.train(trainer=GuardedDetectionTrainer, **sanity_train_args(config, data_yaml, workdir / "train"))
     except DeadRunError as error:
         dead_run = error
     epochs = read_results(workdir / "train" / "results.csv")

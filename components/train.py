@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import yaml
 
 from components.config import CLASS_NAMES, IMAGE_SUFFIXES, SPLITS, TrainConfig
-from components.deadrun import DEAD_WINDOW_STEPS, DeadRunDetector
+from components.deadrun import DeadRunDetector
 from components.errors import UserError
 from components.results_csv import EPOCH_COLUMNS, per_epoch, read_history, summarize_metrics
 from components.snapshot import modality_of
@@ -63,10 +63,9 @@ class GuardedDetectionTrainer(DetectionTrainer):
     channel ultralytics' DDP launcher carries into its workers besides the trainer arguments.
     """
 
-    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None,
-                 dead_window_steps: int = DEAD_WINDOW_STEPS):
+    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None):
         super().__init__(cfg, overrides, _callbacks)
-        self.dead_run_detector = DeadRunDetector(dead_window_steps)
+        self.dead_run_detector = DeadRunDetector()
         self.checkpoint_uri = os.environ.get(CHECKPOINT_URI_ENV, "")
         hooks = [("on_train_batch_end", _watch_batch), ("on_train_epoch_end", _watch_epoch),
                  ("on_model_save", _upload_checkpoint)]

@@ -11,7 +11,6 @@ from components.train import load_dataset
 
 TINY = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
 VERDICT_KEYS = {"verdict", "reasons", "steps", "wall_seconds", "device", "epochs"}
-EPOCH_KEYS = {"box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95"}
 
 
 def _epoch(box: float, cls: float, dfl: float, map50: float = 0.0) -> dict[str, float]:
