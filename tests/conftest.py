@@ -79,13 +79,6 @@ def s3_bucket(s3_env: str) -> str:
     return f"s3://{name}"
 
 
-def write_data_yaml(root: Path) -> Path:
-    """A data.yaml pointing ultralytics at a dataset folder in the contract layout."""
-    path = root / "data.yaml"
-    path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: pogona_head\n")
-    return path
-
-
 @pytest.fixture(scope="session")
 def demo_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated dataset (80 images, 96 px) in a folder; treat it as read-only."""
@@ -97,13 +90,9 @@ def demo_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, demo_dataset_dir: Path) -> Path:
     """One tiny ultralytics run (yolo11n, 2 epochs, 64 px) for steps that consume weights; read-only."""
-    from components.yolo_env import offline_ultralytics
+    from components.train import YOLO, load_dataset  # importing it sets ultralytics up offline
 
-    offline_ultralytics()
-    from ultralytics import YOLO
-
-    data = write_data_yaml(tmp_path_factory.mktemp("trained_data"))
-    data.write_text(data.read_text().replace(str(data.parent), str(demo_dataset_dir)))
+    data = load_dataset(demo_dataset_dir).write_yaml(tmp_path_factory.mktemp("trained_data") / "data.yaml")
     project = tmp_path_factory.mktemp("runs")
     YOLO("yolo11n.yaml").train(data=str(data), epochs=2, imgsz=64, batch=16, device="cpu", workers=0,
                                project=str(project), name="tiny", exist_ok=True, seed=42, verbose=False)

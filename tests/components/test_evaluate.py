@@ -10,7 +10,6 @@ from components.errors import UserError
 from components.evaluate import evaluate_model
 from components.snapshot import parse_key
 from components.train import YOLO, image_modality, load_dataset
-from tests.conftest import write_data_yaml
 
 KEYS = {"precision", "recall", "map50", "map50_95"}
 
@@ -37,8 +36,7 @@ def evaluation(weights: Path, demo_dataset_dir: Path, tmp_path_factory: pytest.T
 
 def test_overall_figures_agree_with_ultralytics_val(evaluation: Path, weights: Path, demo_dataset_dir: Path,
                                                     tmp_path: Path):
-    data = write_data_yaml(tmp_path)
-    data.write_text(data.read_text().replace(str(tmp_path), str(demo_dataset_dir)))
+    data = load_dataset(demo_dataset_dir).write_yaml(tmp_path / "data.yaml")
     reference = YOLO(str(weights)).val(data=str(data), imgsz=96, device="cpu",
                                                                    project=str(tmp_path), plots=False)
     overall = json.loads(evaluation.read_text())["overall"]

@@ -13,7 +13,7 @@ import yaml
 
 from components.errors import UserError
 from components.export import export_model, parse_formats, preprocess
-from conftest import write_data_yaml
+from components.train import load_dataset
 
 # INT8 may lose at most this much mAP50-95 against FP32 on the demo val split (16 images, 18 heads:
 # one box moving across an IoU threshold shifts mAP50-95 by about 0.01). Measured: docs/benchmarks.md.
@@ -28,8 +28,7 @@ def detector(tmp_path_factory: pytest.TempPathFactory, demo_dataset_dir: Path) -
     offline_ultralytics()
     from ultralytics import YOLO
 
-    data = write_data_yaml(tmp_path_factory.mktemp("export_data"))
-    data.write_text(data.read_text().replace(str(data.parent), str(demo_dataset_dir)))
+    data = load_dataset(demo_dataset_dir).write_yaml(tmp_path_factory.mktemp("export_data") / "data.yaml")
     project = tmp_path_factory.mktemp("export_runs")
     YOLO("yolo11n.yaml").train(data=str(data), epochs=50, imgsz=96, batch=16, device="cpu", workers=0,
                                project=str(project), name="detector", exist_ok=True, seed=42, verbose=False,
@@ -94,8 +93,7 @@ def test_calibration_preprocessing_equals_ultralytics_validation(demo_dataset_di
     from ultralytics.data.build import build_yolo_dataset
     from ultralytics.data.utils import check_det_dataset
 
-    data_yaml = write_data_yaml(tmp_path)
-    data_yaml.write_text(data_yaml.read_text().replace(str(tmp_path), str(demo_dataset_dir)))
+    data_yaml = load_dataset(demo_dataset_dir).write_yaml(tmp_path / "data.yaml")
     data = check_det_dataset(str(data_yaml))
     dataset = build_yolo_dataset(get_cfg(overrides={"imgsz": 64}), data["val"], 1, data, mode="val", rect=False)
     for index in (0, 5):
