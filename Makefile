@@ -1,16 +1,30 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Every install takes its exact versions from requirements.lock; `make lock` refreshes it.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+# The newest releases pyproject.toml admits, in a venv of their own (`make test-latest`, `make lock`).
+LATEST := .venv-latest
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-latest lock bench clean
 
-$(STAMP): pyproject.toml
+# pip itself first, at the locked version: older pips know no --build-constraint, and without it
+# the isolated build of an sdist would take whatever setuptools is newest.
+define install_locked
+	$(1)/pip install --quiet --constraint $(LOCK) pip
+	$(1)/pip install --quiet --constraint $(LOCK) --build-constraint $(LOCK) -e '.[test]'
+endef
+
+define check_venv
+	$(1)/python -c "import torchvision.ops, ultralytics, kfp" || { echo "torch/torchvision pair broken in $(1)"; exit 1; }
+endef
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/python -c "import torchvision.ops, ultralytics, kfp" || { echo "torch/torchvision pair broken in $(VENV)"; exit 1; }
+	$(call install_locked,$(BIN))
+	$(call check_venv,$(BIN))
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -22,12 +36,34 @@ test: $(STAMP) tools
 	$(BIN)/pogona compile --check
 	$(BIN)/python -m pytest -q
 
+# CI against the newest releases pyproject.toml admits, in a fresh venv: an upgrade is a decision.
+# Where pip's own configuration caps a package (a constraint in pip.conf), that cap still holds;
+# PIP_CONFIG_FILE=/dev/null make test-latest lifts it.
+test-latest: tools
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --quiet --upgrade pip
+	$(LATEST)/bin/pip install --quiet --upgrade -e '.[test]'
+	$(call check_venv,$(LATEST)/bin)
+	$(LATEST)/bin/pip freeze --all --exclude-editable > $(LATEST)/versions.txt
+	@echo "versions that differ from $(LOCK) (< locked, > newest):"
+	@grep -v '^#' $(LOCK) | diff - $(LATEST)/versions.txt | grep '^[<>]' || echo "  none"
+	$(LATEST)/bin/pogona compile --check
+	$(LATEST)/bin/python -m pytest -q
+
+# Refresh the lock: the newest releases, written only after the whole suite passed with them.
+lock: test-latest
+	{ grep '^#' $(LOCK); cat $(LATEST)/versions.txt; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	@echo "$(LOCK) refreshed; rebuild $(VENV) with: rm -rf $(VENV) && make venv"
+
 bench: $(STAMP)
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/sanity.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/int8.py
 
 clean:
-	rm -rf $(VENV) .pogona
+	rm -rf $(VENV) $(LATEST) .pogona
 
 include make/kind.mk

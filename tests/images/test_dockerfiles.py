@@ -101,9 +101,25 @@ def test_nothing_is_downloaded_when_a_pod_starts(flavour):
     assert env["YOLO_CONFIG_DIR"].startswith(env["HOME"] + "/"), "the ultralytics config dir is not writable"
 
 
+LOCKED_TORCH = "$(grep -E '^(torch|torchvision)==' /src/requirements.lock)"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_images_install_every_package_at_its_locked_version(flavour):
+    """pip, torch/torchvision and the project each under requirements.lock: no version an image picks itself."""
+    build = parse_dockerfile(dockerfile(flavour))[0]
+    assert "requirements.lock /src/" in build.arguments("COPY")
+    installs = [run for run in build.arguments("RUN") if run.startswith("pip install")]
+    assert installs[0].split()[-1] == "pip", f"{flavour}: pip is not upgraded to the locked version first"
+    assert any(run.endswith(LOCKED_TORCH) for run in installs), f"{flavour}: torch is not the locked pair"
+    assert any(run.endswith(" /src") and "--build-constraint /src/requirements.lock" in run for run in installs)
+    for run in installs:
+        assert "--constraint /src/requirements.lock" in run, f"{flavour}: unconstrained install: {run}"
+
+
 def test_cpu_image_takes_torch_from_the_cpu_wheel_index():
     build = parse_dockerfile(dockerfile("cpu"))[0]
-    torch_install = next(run for run in build.arguments("RUN") if "torch==" in run)
+    torch_install = next(run for run in build.arguments("RUN") if run.endswith(LOCKED_TORCH))
     assert "--index-url https://download.pytorch.org/whl/cpu" in torch_install
 
 
