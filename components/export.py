@@ -2,10 +2,10 @@
 
 INT8 is ONNX Runtime static quantization (QDQ) calibrated on training images that go through
 the same preprocessing ultralytics applies at validation (long side to imgsz, letterbox with
-grey padding, BGR->RGB, /255, NCHW). Only Conv/MatMul/Gemm are quantized: the detection head's
-concatenated box+score output keeps float precision, which is what holds the accuracy. Each
-model's mAP comes from ultralytics' own validator on the .onnx file, and its latency from the
-same single-thread ONNX Runtime settings for every model, so the numbers sit side by side in the report.
+grey padding, BGR->RGB, /255, NCHW). Only Conv/MatMul/Gemm are quantized, and not the stem: the
+convolution that reads the image stays float (Int8Recipe says why). Each model's mAP comes from
+ultralytics' own validator on the .onnx file, and its latency from the same single-thread ONNX
+Runtime settings for every model, so the numbers sit side by side in the report.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,10 +28,28 @@ from components.train import Dataset, load_dataset
 from components.yolo_env import offline_ultralytics
 
 SUPPORTED_FORMATS = ("onnx", "int8", "engine")
-CALIBRATION_IMAGES = 64
 LATENCY_WARMUP_RUNS = 3
 LATENCY_RUNS = 20
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How the INT8 model is made: UINT8 activations, per-channel INT8 weights, MinMax calibration.
+
+    `float_stem` keeps the convolution that reads the image in float. Its input is the image itself:
+    many near-white pixels quantize to 255, and on x86 CPUs without VNNI (AVX2 only) ONNX Runtime
+    multiplies UINT8 by INT8 with an instruction whose pairwise int16 sums saturate at 32767, so the
+    stem's outputs clip. Quantizing everything lost 0.03-0.59 mAP50-95 there, depending only on the
+    trained stem weights; keeping the stem float (a 3-channel convolution, a small share of the
+    compute) brings INT8 within 0.01 (docs/benchmarks.md, bench/int8.py).
+    """
+
+    float_stem: bool = True
+    calibration_images: int = 64
+
+
+INT8 = Int8Recipe()
 # ultralytics export arguments: FP32 ONNX on the CPU, FP16 TensorRT on GPU 0
 ULTRALYTICS_EXPORTS: dict[str, dict[str, Any]] = {
     "onnx": {"format": "onnx", "simplify": True, "dynamic": False, "device": "cpu"},
@@ -55,7 +74,7 @@ def split_images(dataset: Dataset, split: str, purpose: str) -> list[Path]:
     return images
 
 
-def calibration_images(dataset: Dataset, limit: int = CALIBRATION_IMAGES) -> list[Path]:
+def calibration_images(dataset: Dataset, limit: int = INT8.calibration_images) -> list[Path]:
     """Training images, evenly spread over the split, at most `limit`."""
     images = split_images(dataset, "train", "to calibrate INT8 on")
     step = max(1, len(images) // limit)
@@ -121,7 +140,13 @@ def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...]) -> tu
     return imgsz, files
 
 
-def quantize_int8(fp32: Path, out: Path, images: list[Path], imgsz: int) -> Path:
+def stem_nodes(model: Any) -> list[str]:
+    """The nodes that read the graph input (the image): for a YOLO detector, its first convolution."""
+    image = model.graph.input[0].name
+    return [node.name for node in model.graph.node if image in node.input]
+
+
+def quantize_int8(fp32: Path, out: Path, images: list[Path], imgsz: int, recipe: Int8Recipe = INT8) -> Path:
     """Static QDQ INT8 quantization calibrated on `images`; keeps the metadata ultralytics needs to load it."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -134,7 +159,8 @@ def quantize_int8(fp32: Path, out: Path, images: list[Path], imgsz: int) -> Path
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out), _calibration_reader(images, imgsz, input_name),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=QUANTIZED_OPS)
+                        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=QUANTIZED_OPS,
+                        nodes_to_exclude=stem_nodes(onnx.load(str(prepared))) if recipe.float_stem else [])
     quantized = onnx.load(str(out))
     present = {prop.key for prop in quantized.metadata_props}
     missing = [prop for prop in source.metadata_props if prop.key not in present]

@@ -11,13 +11,17 @@ import onnx
 import pytest
 import yaml
 
+from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
 from components.export import export_model, parse_formats, preprocess
 from components.train import load_dataset
 
-# INT8 may lose at most this much mAP50-95 against FP32 on the demo val split (16 images, 18 heads:
-# one box moving across an IoU threshold shifts mAP50-95 by about 0.01). Measured: docs/benchmarks.md.
-INT8_TOLERANCE_MAP50_95 = 0.03
+# INT8 and FP32 agree within this much mAP50-95 on 200 held-out demo images (the demo val split's 16
+# images move mAP50-95 by about 0.01 per box crossing an IoU threshold). bench/int8.py measured the
+# shipped recipe on detectors of three seeds within 0.011 of FP32, at the locked and the newest
+# versions (docs/benchmarks.md); quantizing the stem too lost 0.028-0.587 on the same detectors.
+INT8_TOLERANCE_MAP50_95 = 0.02
+HELD_OUT = DemoSpec(images=400, size=96, seed=7, val_fraction=0.5)  # bench/int8.py's held-out set
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +41,25 @@ def detector(tmp_path_factory: pytest.TempPathFactory, demo_dataset_dir: Path) -
 
 
 @pytest.fixture(scope="module")
-def exported(detector: tuple[Path, Path], demo_dataset_dir: Path,
+def held_out_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 demo images from another seed, none of them trained on: the val split the exports are measured on."""
+    root = tmp_path_factory.mktemp("held_out") / "dataset"
+    generate_demo_dataset(str(root), HELD_OUT, progress=False)
+    return root / "images" / "val"
+
+
+@pytest.fixture(scope="module")
+def exported(detector: tuple[Path, Path], demo_dataset_dir: Path, held_out_val: Path,
              tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    """Exports from a data.yaml as users write one: a `path` relative to it, and a .txt list as the train split."""
+    """Exports from a data.yaml as users write one: a `path` relative to it, a .txt list as the train split,
+    and an absolute val folder elsewhere."""
     weights, _ = detector
     spec = tmp_path_factory.mktemp("export_spec")
     train_list = spec / "train.txt"
     images = sorted((demo_dataset_dir / "images" / "train").rglob("*.jpg"))
     train_list.write_text("".join(f"{image}\n" for image in images))
     data = spec / "data.yaml"
-    data.write_text(f"path: {os.path.relpath(demo_dataset_dir, spec)}\ntrain: {train_list}\nval: images/val\n"
+    data.write_text(f"path: {os.path.relpath(demo_dataset_dir, spec)}\ntrain: {train_list}\nval: {held_out_val}\n"
                     "names:\n  0: pogona_head\n")
     out = tmp_path_factory.mktemp("exports")
     return export_model(weights, data, out), out
@@ -64,13 +77,13 @@ def test_int8_keeps_fp32_accuracy_on_the_demo_data(exported: tuple[dict, Path]) 
 
 
 def test_int8_calibrates_on_a_txt_train_list_and_validates_on_the_given_dataset(
-        exported: tuple[dict, Path], demo_dataset_dir: Path) -> None:
+        exported: tuple[dict, Path], demo_dataset_dir: Path, held_out_val: Path) -> None:
     result, out = exported
     int8 = next(model for model in result["models"] if model["format"] == "int8")
     assert int8["calibration_images"] == 64, "every image of the 64-line train list"
     written = yaml.safe_load(Path(result["data"]).read_text())
     assert Path(result["data"]) == out / "data.yaml"
-    assert Path(written["path"]) == demo_dataset_dir.resolve() and Path(written["val"]).is_absolute()
+    assert Path(written["path"]) == demo_dataset_dir.resolve() and Path(written["val"]) == held_out_val.resolve()
 
 
 def test_int8_file_is_quantized_and_loads_in_ultralytics(exported: tuple[dict, Path]) -> None:
@@ -78,6 +91,11 @@ def test_int8_file_is_quantized_and_loads_in_ultralytics(exported: tuple[dict, P
     int8_file = Path(next(m["file"] for m in result["models"] if m["format"] == "int8"))
     graph = onnx.load(str(int8_file))
     assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
+    image = graph.graph.input[0].name
+    stem = [node for node in graph.graph.node if image in node.input]
+    assert [node.op_type for node in stem] == ["Conv"], "the image goes straight into a float convolution"
+    initializers = {tensor.name: tensor for tensor in graph.graph.initializer}
+    assert initializers[stem[0].input[1]].data_type == onnx.TensorProto.FLOAT, "the stem's weights stay float"
     metadata = {prop.key: prop.value for prop in graph.metadata_props}
     assert "pogona_head" in metadata["names"] and metadata["imgsz"] == "[96, 96]"
     assert json.loads((out / "exports.json").read_text()) == json.loads(json.dumps(result))
