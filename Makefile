@@ -18,13 +18,13 @@ define install_locked
 endef
 
 define check_venv
-	$(1)/python -c "import torchvision.ops, ultralytics, kfp" || { echo "torch/torchvision pair broken in $(1)"; exit 1; }
+	$(1)/bin/python -c "import torchvision.ops, ultralytics, kfp" || { echo "torch/torchvision pair broken in $(1)"; exit 1; }
 endef
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(call install_locked,$(BIN))
-	$(call check_venv,$(BIN))
+	$(call check_venv,$(VENV))
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -44,7 +44,7 @@ test-latest: tools
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --quiet --upgrade pip
 	$(LATEST)/bin/pip install --quiet --upgrade -e '.[test]'
-	$(call check_venv,$(LATEST)/bin)
+	$(call check_venv,$(LATEST))
 	$(LATEST)/bin/pip freeze --all --exclude-editable > $(LATEST)/versions.txt
 	@echo "versions that differ from $(LOCK) (< locked, > newest):"
 	@grep -v '^#' $(LOCK) | diff - $(LATEST)/versions.txt | grep '^[<>]' || echo "  none"

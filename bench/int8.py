@@ -10,7 +10,8 @@ validator on two validation sets: the dataset's own val split (16 images) and 20
 generated from another seed, where one box crossing an IoU threshold moves mAP50-95 far less.
 Latency: median single-thread ONNX Runtime time on one image, at 96 px and at --latency-imgsz.
 
-Target: INT8 loses at most 0.02 mAP50-95 against FP32.
+Target: INT8 loses at most 0.02 mAP50-95 against FP32 on the 200 held-out images (the 16-image split is
+printed for comparison: one box there moves mAP50-95 by about 0.01, either way).
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ def report(rows: list[dict], latency_sizes: list[int]) -> bool:
         for val_name, label in (("val16", "16 val images"), ("held200", "200 held-out")):
             fp32 = row[(val_name, "fp32")]
             losses = {name: fp32 - row[(val_name, name)] for name in RECIPES}
-            for name, loss in losses.items():
-                worst[name] = max(worst[name], loss)
+            if val_name == "held200":
+                worst = {name: max(worst[name], loss) for name, loss in losses.items()}
             print(f"{row['seed']:>5} {label:>15} {fp32:7.3f} "
                   + " ".join(f"{row[(val_name, name)]:7.3f} ({loss:+.3f})".rjust(22) for name, loss in losses.items()))
     for size in latency_sizes:
@@ -101,7 +102,7 @@ def report(rows: list[dict], latency_sizes: list[int]) -> bool:
               + "; ".join(f"{name} {sorted(r[('ms', size, name)] for r in rows)[len(rows) // 2]:.1f} ms"
                           for name in RECIPES))
     for name, loss in worst.items():
-        print(f"{name}: worst loss {loss:+.3f} (target <= {TARGET_LOSS})")
+        print(f"{name}: worst loss on the held-out images {loss:+.3f} (target <= {TARGET_LOSS})")
     return worst["shipped"] <= TARGET_LOSS
 
 
