@@ -42,7 +42,7 @@ def direct(dataset: str, store: str, work: Path, scale: DemoScale, run_id: str) 
     timed("sanity", lambda: steps.sanity_step(str(manifest), str(verdict), sanity, scale.model, ""))
     training = TrainConfig(model=scale.model, epochs=scale.epochs, patience=scale.patience,
                            imgsz=scale.dataset.size, batch=scale.batch, device="cpu")
-    timed("train", lambda: steps.train_step(str(manifest), str(trained), training, store, run_id))
+    timed("train", lambda: steps.train_step(str(manifest), str(trained), training, "1", store, run_id, run_id))
     timed("evaluate and report", lambda: steps.analysis_step(str(manifest), str(trained), str(verdict),
                                                              str(analysis), store, "bench", "onnx,int8",
                                                              PromotionConfig(min_map50=scale.min_map50)))

@@ -51,15 +51,16 @@ def sanity_gate(manifest: Input[Artifact], model: str, base_weights_uri: str, sa
 
 def train_detector(manifest: Input[Artifact], verdict: Input[Artifact], store_uri: str, run_id: str,
                    kfp_run_id: str, model: str, base_weights_uri: str, epochs: int, patience: int, imgsz: int,
-                   batch: float, device: str, num_gpus: int, trained: Output[Model],
+                   batch: float, device: str, num_gpus: str, trained: Output[Model],
                    train_metrics: Output[Metrics]):
     """Multi-epoch training; checkpoints go to the store every epoch so a retried pod resumes."""
     from components.config import TrainConfig
-    from pipelines.steps import train_step, training_device
+    from pipelines.steps import train_step
 
     config = TrainConfig(model=model, weights=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz,
-                         batch=batch, device=training_device(device, num_gpus))
-    for name, value in train_step(manifest.path, trained.path, config, store_uri, run_id or kfp_run_id).items():
+                         batch=batch, device=device)
+    for name, value in train_step(manifest.path, trained.path, config, num_gpus, store_uri, run_id or kfp_run_id,
+                                  kfp_run_id).items():
         train_metrics.log_metric(name, value)
 
 

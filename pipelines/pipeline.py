@@ -18,6 +18,47 @@ PIPELINE_NAME = "pogona-train"
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 S3_CONFIG_KEYS = {"AWS_ENDPOINT_URL_S3": "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
 CACHE_MOUNT = "/var/cache/pogona"  # the images set POGONA_CACHE_DIR to this path
+MINUTE, HOUR = 60, 3600
+
+
+@dataclass(frozen=True)
+class StepSize:
+    """One step's container: requests, limits, memory-backed /dev/shm, and how long its pod may run.
+
+    Every step sets limits so a namespace LimitRange never fills in a default limit below its
+    request (the pod would be rejected). A memory-backed /dev/shm counts towards the memory
+    limit, so `memory_limit` leaves room for it. The timeout is the pod's activeDeadlineSeconds:
+    it ends a pod that cannot start (a missing Secret) but not one that is never scheduled; the
+    run deadline covers that.
+    """
+
+    cpu: str
+    memory: str
+    cpu_limit: str
+    memory_limit: str
+    timeout_s: int
+    shm: str = ""
+
+
+@dataclass(frozen=True)
+class StepSizes:
+    """Sizes for production nodes: training owns a GPU node's share; bookkeeping steps stay small."""
+
+    validate: StepSize = StepSize("1", "2Gi", "4", "4Gi", timeout_s=2 * HOUR)
+    decide: StepSize = StepSize("100m", "256Mi", "500m", "512Mi", timeout_s=10 * MINUTE)
+    sanity: StepSize = StepSize("4", "6Gi", "4", "10Gi", timeout_s=HOUR, shm="2Gi")
+    train: StepSize = StepSize("8", "32Gi", "16", "64Gi", timeout_s=24 * HOUR, shm="16Gi")
+    analyse: StepSize = StepSize("2", "6Gi", "4", "10Gi", timeout_s=2 * HOUR, shm="2Gi")
+    publish: StepSize = StepSize("500m", "1Gi", "2", "2Gi", timeout_s=HOUR)
+
+
+KIND_SIZES = StepSizes(
+    validate=StepSize("250m", "512Mi", "2", "2Gi", timeout_s=HOUR),
+    decide=StepSize("100m", "256Mi", "500m", "512Mi", timeout_s=10 * MINUTE),
+    sanity=StepSize("1", "2Gi", "2", "4Gi", timeout_s=HOUR, shm="1Gi"),
+    train=StepSize("1", "3Gi", "2", "6Gi", timeout_s=4 * HOUR, shm="1Gi"),
+    analyse=StepSize("500m", "2Gi", "2", "4Gi", timeout_s=HOUR, shm="1Gi"),
+    publish=StepSize("100m", "256Mi", "1", "1Gi", timeout_s=HOUR))
 
 
 @dataclass(frozen=True)
@@ -29,14 +70,13 @@ class Placement:
     gpu: bool = True
     gpu_node_selector: tuple[str, str] = ("nvidia.com/gpu.present", "true")
     gpu_toleration_key: str = "nvidia.com/gpu"
-    shm_size: str = "16Gi"
     s3_config_map: str = "pogona-s3-endpoint"
     dataset_pvc: str = ""
-    cpu_request: str = "2"
-    memory_request: str = "8Gi"
-    train_cpu_request: str = "8"
-    train_memory_request: str = "32Gi"
+    sizes: StepSizes = StepSizes()
+    # Retries resume from the last per-epoch checkpoint: they help when a node or pod is lost.
     train_retries: int = 2
+    # The whole run, pending pods included (an unschedulable GPU pod); needs KFP backend >= 2.17, 0 for none.
+    run_deadline_s: int = 30 * HOUR
 
     @classmethod
     def for_profile(cls, profile: str, cpu: str | None = None, cuda: str | None = None) -> "Placement":
@@ -45,19 +85,23 @@ class Placement:
         if profile == "gpu":
             return placement
         if profile == "kind":
-            return replace(placement, gpu=False, cuda_image=placement.cpu_image, shm_size="1Gi",
-                           cpu_request="500m", memory_request="2Gi", train_cpu_request="1",
-                           train_memory_request="4Gi")
+            return replace(placement, gpu=False, cuda_image=placement.cpu_image, sizes=KIND_SIZES,
+                           run_deadline_s=6 * HOUR)
         raise ValueError(f"unknown profile {profile!r} (gpu or kind)")
 
 
-def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: str, *,
-                cpu: str, memory: str, caching: bool = True) -> dsl.PipelineTask:
-    """S3 credentials from the Secret, endpoint from the ConfigMap, requests, caching, dataset cache."""
+def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: str, size: StepSize, *,
+                caching: bool = True) -> dsl.PipelineTask:
+    """S3 credentials from the Secret, endpoint from the ConfigMap, size, timeout, caching, dataset cache."""
     kubernetes.use_secret_as_env(task, secret_name=s3_secret_name, secret_key_to_env=S3_SECRET_KEYS)
     kubernetes.use_config_map_as_env(task, config_map_name=placement.s3_config_map,
                                      config_map_key_to_env=S3_CONFIG_KEYS, optional=True)
-    task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(caching)
+    task.set_cpu_request(size.cpu).set_cpu_limit(size.cpu_limit)
+    task.set_memory_request(size.memory).set_memory_limit(size.memory_limit).set_caching_options(caching)
+    kubernetes.set_timeout(task, size.timeout_s)
+    if size.shm:  # PyTorch DataLoader workers share batches through /dev/shm (64 MiB by default)
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                   size_limit=size.shm)
     if placement.dataset_pvc:
         kubernetes.mount_pvc(task, pvc_name=placement.dataset_pvc, mount_path=CACHE_MOUNT)
     else:
@@ -65,7 +109,8 @@ def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: st
     return task
 
 
-def _on_gpu(task: dsl.PipelineTask, placement: Placement, num_gpus: int) -> None:
+def _on_gpu(task: dsl.PipelineTask, placement: Placement, num_gpus: str) -> None:
+    """GPU placement; the count is a string parameter because the KFP driver reads it with GetStringValue."""
     key, value = placement.gpu_node_selector
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(num_gpus)
     kubernetes.add_node_selector(task, label_key=key, label_value=value)
@@ -78,7 +123,9 @@ def build_pipeline(placement: Placement) -> Callable:
     train_defaults, sanity_defaults, promotion_defaults = TrainConfig(), SanityConfig(), PromotionConfig()
     default_device = "cuda" if placement.gpu else "cpu"
 
-    @dsl.pipeline(name=PIPELINE_NAME,
+    run_config = dsl.PipelineConfig(active_deadline_seconds=placement.run_deadline_s or None)
+
+    @dsl.pipeline(name=PIPELINE_NAME, pipeline_config=run_config,
                   description="Train a YOLO11 detector: validate the dataset, prove on CPU that training "
                               "learns, train, evaluate per modality, report, and publish the champion.")
     def pogona_train(
@@ -92,7 +139,7 @@ def build_pipeline(placement: Placement) -> Callable:
         imgsz: int = train_defaults.imgsz,
         batch: float = train_defaults.batch,
         training_device: str = default_device,
-        num_gpus: int = 1,
+        num_gpus: str = "1",
         sanity_epochs: int = sanity_defaults.epochs,
         sanity_batch: int = sanity_defaults.batch,
         sanity_imgsz: int = sanity_defaults.imgsz,
@@ -119,7 +166,7 @@ def build_pipeline(placement: Placement) -> Callable:
             imgsz: Training and evaluation image size in pixels.
             batch: Batch size; below 1, a fraction of GPU memory (0.95 = 95%, single GPU only).
             training_device: cuda on GPU nodes; cpu only on kind or laptops.
-            num_gpus: GPUs for training; above 1 trains with DDP on one node.
+            num_gpus: GPUs for training (a whole number, given as text); above 1 trains with DDP on one node.
             sanity_epochs: Epochs of the CPU sanity gate.
             sanity_batch: Batch size of the CPU sanity gate.
             sanity_imgsz: Image size of the CPU sanity gate.
@@ -133,52 +180,50 @@ def build_pipeline(placement: Placement) -> Callable:
             s3_secret_name: Kubernetes Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
             run_id: Folder name under runs/ (defaults to the KFP run id).
         """
-        def cpu_step(task: dsl.PipelineTask, caching: bool = True) -> dsl.PipelineTask:
-            return _on_cluster(task, placement, s3_secret_name, cpu=placement.cpu_request,
-                               memory=placement.memory_request, caching=caching)
+        sizes = placement.sizes
 
-        validate = cpu_step(steps.validate(dataset_uri=dataset_uri), caching=False)
+        def on_cluster(task: dsl.PipelineTask, size: StepSize, caching: bool = True) -> dsl.PipelineTask:
+            return _on_cluster(task, placement, s3_secret_name, size, caching=caching)
+
+        validate = on_cluster(steps.validate(dataset_uri=dataset_uri), sizes.validate, caching=False)
         validate.set_display_name("sync and validate dataset")
-        decide = cpu_step(steps.decide(store_uri=store_uri, model_name=model_name,
-                                       fingerprint=validate.outputs["Output"],
-                                       skip_if_unchanged=skip_if_unchanged), caching=False)
+        decide = on_cluster(steps.decide(store_uri=store_uri, model_name=model_name,
+                                         fingerprint=validate.outputs["Output"],
+                                         skip_if_unchanged=skip_if_unchanged), sizes.decide, caching=False)
         decide.set_display_name("skip if unchanged")
 
         with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
-            sanity = cpu_step(steps.sanity(
+            sanity = on_cluster(steps.sanity(
                 manifest=validate.outputs["manifest"], model=model, base_weights_uri=base_weights_uri,
                 sanity_epochs=sanity_epochs, sanity_batch=sanity_batch, sanity_imgsz=sanity_imgsz,
                 sanity_max_images=sanity_max_images, sanity_min_loss_drop=sanity_min_loss_drop,
-                sanity_min_map50=sanity_min_map50))
+                sanity_min_map50=sanity_min_map50), sizes.sanity)
             sanity.set_display_name("CPU sanity gate")
 
-            train = _on_cluster(steps.train(
+            train = on_cluster(steps.train(
                 manifest=validate.outputs["manifest"], verdict=sanity.outputs["verdict"], store_uri=store_uri,
                 run_id=run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
                 base_weights_uri=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz, batch=batch,
-                device=training_device, num_gpus=num_gpus), placement, s3_secret_name,
-                cpu=placement.train_cpu_request, memory=placement.train_memory_request)
+                device=training_device, num_gpus=num_gpus), sizes.train)
             train.set_display_name("train").set_retry(num_retries=placement.train_retries,
                                                       backoff_duration="60s", backoff_factor=2)
-            kubernetes.empty_dir_mount(train, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
-                                       size_limit=placement.shm_size)
             if placement.gpu:
                 _on_gpu(train, placement, num_gpus)
 
-            analyse = cpu_step(steps.analyse(
+            analyse = on_cluster(steps.analyse(
                 manifest=validate.outputs["manifest"], trained=train.outputs["trained"],
                 verdict=sanity.outputs["verdict"], store_uri=store_uri, model_name=model_name,
-                export_formats=export_formats, min_map50=min_map50, min_margin=min_margin))
+                export_formats=export_formats, min_map50=min_map50, min_margin=min_margin), sizes.analyse)
             analyse.set_display_name("evaluate and report")
 
-            publish = cpu_step(steps.publish(
+            publish = on_cluster(steps.publish(
                 manifest=validate.outputs["manifest"], validation_report=validate.outputs["validation_report"],
                 verdict=sanity.outputs["verdict"], trained=train.outputs["trained"],
                 analysis=analyse.outputs["analysis"], store_uri=store_uri, run_id=run_id,
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=model_name, min_map50=min_map50,
-                min_margin=min_margin), caching=False)
+                min_margin=min_margin), sizes.publish, caching=False)
             publish.set_display_name("publish")
         with dsl.Else(name="dataset-unchanged"):
-            cpu_step(steps.skipped(note=decide.outputs["note"])).set_display_name("training skipped")
+            on_cluster(steps.skipped(note=decide.outputs["note"]), sizes.decide).set_display_name("training skipped")
 
     return pogona_train

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from components.config import PromotionConfig, SanityConfig, TrainConfig
@@ -96,18 +96,39 @@ def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, mod
             **{f"last_epoch_{key}": value for key, value in last.items()}}
 
 
-def training_device(device: str, num_gpus: int) -> str:
+def training_device(device: str, num_gpus: str) -> str:
     """`cuda` with N GPUs becomes the device list ultralytics uses for DDP on one node."""
-    if device == "cuda" and num_gpus > 1:
-        return ",".join(str(index) for index in range(num_gpus))
+    if not num_gpus.isdigit() or int(num_gpus) < 1:
+        raise UserError(f"num_gpus {num_gpus!r}: give a whole number of GPUs, at least 1")
+    if device == "cuda" and int(num_gpus) > 1:
+        return ",".join(str(index) for index in range(int(num_gpus)))
     return device
 
 
-def train_step(manifest_path: str, out_dir: str, config: TrainConfig, store_uri: str,
-               run_id: str) -> dict[str, float]:
+def _refusal_key(run_id: str, attempt_id: str) -> str:
+    return f"runs/{run_id}/refusals/{attempt_id}.json"
+
+
+def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: str, store_uri: str, run_id: str,
+               attempt_id: str) -> dict[str, float]:
+    """Train; a failure no retry can fix (no CUDA, a bad parameter, a dead run) is recorded under the
+    run so that KFP's retries of the same pipeline run (`attempt_id`) end at once instead of training
+    again. KFP retries a failed step whatever the cause; lost nodes and evicted pods are what they are for."""
+    from components.deadrun import DeadRunError
+    from components.storage import open_store
     from components.train import train_model
 
-    return train_model(materialize(manifest_path), Path(out_dir), config, store=store_uri, run_id=run_id).metrics
+    store, refusal = open_store(store_uri), _refusal_key(run_id, attempt_id)
+    if store.exists(refusal):
+        raise UserError(f"not trained again: an earlier attempt failed for a reason a retry cannot fix: "
+                        f"{store.get_json(refusal)['reason']}")
+    try:
+        device = training_device(config.device, num_gpus)
+        return train_model(materialize(manifest_path), Path(out_dir), replace(config, device=device),
+                           store=store_uri, run_id=run_id).metrics
+    except (UserError, DeadRunError) as exc:
+        store.put_json(refusal, {"reason": str(exc)})
+        raise
 
 
 def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,

@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 metavar="KEY=VALUE", help="node label the training pod must match")
     compile_parser.add_argument("--dataset-pvc", default="",
                                 help="PersistentVolumeClaim that caches datasets between runs (default: emptyDir)")
+    compile_parser.add_argument("--run-deadline-hours", type=float,
+                                help="end a run that has not finished after this long, pending pods included "
+                                     "(default: the profile's; 0 for none, as KFP backends before 2.17 need)")
     compile_parser.set_defaults(handler=compile_command)
 
     run_parser = subparsers.add_parser("run", help="run the whole pipeline locally through kfp.local")
@@ -54,7 +57,10 @@ def _placement(args: argparse.Namespace):
     if not sep or not key or not value:
         raise UserError(f"--gpu-node-selector {args.gpu_node_selector!r} is not KEY=VALUE")
     placement = Placement.for_profile(args.profile, cpu=args.cpu_image, cuda=args.cuda_image)
-    return replace(placement, gpu_node_selector=(key, value), dataset_pvc=args.dataset_pvc)
+    placement = replace(placement, gpu_node_selector=(key, value), dataset_pvc=args.dataset_pvc)
+    if args.run_deadline_hours is not None:
+        placement = replace(placement, run_deadline_s=round(args.run_deadline_hours * 3600))
+    return placement
 
 
 def compile_command(args: argparse.Namespace) -> int:

@@ -13,8 +13,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubernetes.utils import parse_quantity
+
 from components.config import SanityConfig, TrainConfig
 from pipelines import images
+from pipelines.compile import compile_pipeline
+from pipelines.pipeline import Placement
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -202,3 +206,59 @@ def test_gpu_overlay_checks_placement_on_nvidia_nodes_with_the_pipeline_image(bu
     shm = next(mount for mount in container["volumeMounts"] if mount["mountPath"] == "/dev/shm")
     volume = next(volume for volume in job["volumes"] if volume["name"] == shm["name"])
     assert volume["emptyDir"]["medium"] == "Memory"
+
+
+# What the KFP driver turns an executor's resources into (driver.go: resource* fields to requests/limits).
+KFP_RESOURCE_FIELDS = {("requests", "cpu"): "resourceCpuRequest", ("limits", "cpu"): "resourceCpuLimit",
+                       ("requests", "memory"): "resourceMemoryRequest", ("limits", "memory"): "resourceMemoryLimit"}
+
+
+def admit(resources: dict[str, dict[str, str]], limit_range: dict) -> list[str]:
+    """Why the API server rejects a container with these resources in a namespace with this LimitRange:
+    API defaulting (request = limit when only a limit is set), then LimitRanger's defaults for what is
+    still missing, then its min/max/ratio checks and pod validation's request <= limit."""
+    requests, limits = dict(resources.get("requests", {})), dict(resources.get("limits", {}))
+    for name, value in limits.items():
+        requests.setdefault(name, value)
+    problems = []
+    for rule in (r for r in limit_range["spec"]["limits"] if r["type"] == "Container"):
+        for name, value in rule.get("default", {}).items():
+            limits.setdefault(name, value)
+        for name, value in rule.get("defaultRequest", {}).items():
+            requests.setdefault(name, value)
+        for name, value in rule.get("min", {}).items():
+            if name in requests and parse_quantity(requests[name]) < parse_quantity(value):
+                problems.append(f"{name} request {requests[name]} is below the minimum {value}")
+        for name, value in rule.get("max", {}).items():
+            if name not in limits or parse_quantity(limits[name]) > parse_quantity(value):
+                problems.append(f"{name} limit {limits.get(name, '(none)')} is above the maximum {value}")
+        for name, value in rule.get("maxLimitRequestRatio", {}).items():
+            if name in limits and parse_quantity(limits[name]) > parse_quantity(value) * parse_quantity(requests[name]):
+                problems.append(f"{name} limit/request ratio exceeds {value}")
+    problems += [f"{name} request {value} exceeds its limit {limits[name]}" for name, value in requests.items()
+                 if name in limits and parse_quantity(value) > parse_quantity(limits[name])]
+    return problems
+
+
+@pytest.mark.parametrize("profile", ["gpu", "kind"])
+def test_the_namespace_limit_range_admits_every_pipeline_step(builds, profile, tmp_path):
+    limit_range = find(builds["base"], "LimitRange", "pogona-container-defaults")
+    compiled = compile_pipeline(tmp_path / "pipeline.yaml", Placement.for_profile(profile))
+    spec = next(yaml.safe_load_all(compiled.read_text()))
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 7
+    for name, executor in executors.items():
+        fields = executor["container"].get("resources", {})
+        resources: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+        for (bound, resource), field in KFP_RESOURCE_FIELDS.items():
+            if field in fields:
+                resources[bound][resource] = fields[field]
+        assert not admit(resources, limit_range), f"{profile} {name}: {admit(resources, limit_range)}"
+    # KFP's own containers (driver, launcher init, Argo wait) set nothing: the defaults alone must fit
+    assert not admit({}, limit_range)
+
+
+def test_a_step_with_requests_above_the_default_limits_is_rejected(builds):
+    limit_range = find(builds["base"], "LimitRange", "pogona-container-defaults")
+    assert admit({"requests": {"cpu": "2", "memory": "8Gi"}}, limit_range) == [
+        "cpu request 2 exceeds its limit 1", "memory request 8Gi exceeds its limit 1Gi"]

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from components.config import SanityConfig
+from components.config import SanityConfig, TrainConfig
 from components.errors import UserError
 from components.storage import open_store
 from components.validate import validate_dataset
 from components.sync import sync_snapshot
 from components.weights import default_cache_dir
 from pipelines.steps import (dataset_cache_root, decide_training, materialize, sanity_step, snapshot_cache,
-                             training_device, validate_step)
+                             train_step, training_device, validate_step)
 
 
 def _champion(store_dir: Path, fingerprint: str) -> None:
@@ -46,9 +47,28 @@ def test_validation_leaves_the_snapshot_cached_so_later_steps_download_nothing(d
 
 
 def test_gpu_count_becomes_a_ddp_device_list():
-    assert training_device("cuda", 1) == "cuda"
-    assert training_device("cuda", 4) == "0,1,2,3"
-    assert training_device("cpu", 4) == "cpu"
+    assert training_device("cuda", "1") == "cuda"
+    assert training_device("cuda", "4") == "0,1,2,3"
+    assert training_device("cpu", "4") == "cpu"
+    for bad in ("0", "two", "1.5", ""):
+        with pytest.raises(UserError, match="whole number of GPUs"):
+            training_device("cuda", bad)
+
+
+def test_a_failure_no_retry_can_fix_ends_the_retries_of_that_run_at_once(demo_dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    manifest = tmp_path / "manifest.json"
+    validate_step(str(demo_dataset_dir), str(manifest), str(tmp_path / "report.md"))
+    config = TrainConfig(model="yolo11n", epochs=1, imgsz=64, batch=8, device="cuda")
+    store = str(tmp_path / "store")
+    with pytest.raises(UserError, match="CUDA is not available"):
+        train_step(str(manifest), str(tmp_path / "a1"), config, "1", store, "night-1", "kfp-run-7")
+    # KFP's retry of the same run: refused before any training, naming the first cause
+    with pytest.raises(UserError, match="not trained again: .*CUDA is not available"):
+        train_step(str(manifest), str(tmp_path / "a2"), replace(config, device="cpu"), "1", store, "night-1",
+                   "kfp-run-7")
+    assert not (tmp_path / "a2").exists()
 
 
 def test_an_unusable_dataset_fails_the_validate_step_naming_it(empty_label_dataset, tmp_path):
