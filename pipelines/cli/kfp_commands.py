@@ -86,20 +86,26 @@ def _submit(args: argparse.Namespace) -> int:
     return 1
 
 
+CRON_TIME_ZONE = ("in the time zone of KFP's scheduled-workflow controller: its CRON_SCHEDULE_TIMEZONE, "
+                  "else its local time (UTC unless the deployment sets TZ)")
+
+
 def _schedule_create(args: argparse.Namespace) -> int:
     if not args.cron:
         raise UserError('schedule create needs --cron, e.g. --cron "0 0 2 * * *" (6 fields, seconds first)')
     cron = client.validate_schedule(args.cron, args.max_concurrency)
     conn = _connect(args)
-    source = client.uploaded_source(conn, args.pipeline_name)
+    source = client.uploaded_source(conn, args.pipeline_name, args.version_id, follow_latest=True)
     arguments = client.parse_params(args.param, source.parameter_types)
-    recurring_run_id = client.create_schedule(conn, source, args.experiment, args.job_name, cron, arguments,
-                                              max_concurrency=args.max_concurrency, catchup=args.catchup,
-                                              service_account=args.service_account)
-    print(f"recurring run id: {recurring_run_id}")
-    print(f"runs: {source.description}, cron {cron}, max concurrency {args.max_concurrency}, "
+    schedule = client.apply_schedule(conn, source, args.experiment, args.job_name, cron, arguments,
+                                     max_concurrency=args.max_concurrency, catchup=args.catchup,
+                                     service_account=args.service_account)
+    print(f"recurring run id: {schedule.recurring_run_id}")
+    for replaced in schedule.replaced:
+        print(f"replaced recurring run: {replaced}")
+    print(f"runs: {source.description}, cron {cron} {CRON_TIME_ZONE}, max concurrency {args.max_concurrency}, "
           f"{'catchup' if args.catchup else 'no catchup'}")
-    print(f"url: {client.ui_url(conn, f'recurringrun/details/{recurring_run_id}')}")
+    print(f"url: {client.ui_url(conn, f'recurringrun/details/{schedule.recurring_run_id}')}")
     return 0
 
 
@@ -152,15 +158,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.set_defaults(handler=_submit)
 
     schedule = subparsers.add_parser("schedule", parents=[connection, run], help="manage the nightly recurring run",
-                                     description="Create (the default action), list, disable or delete "
-                                                 "recurring runs.")
+                                     description="Create or replace (the default action), list, disable or "
+                                                 "delete recurring runs.")
     schedule.add_argument("action", nargs="?", choices=SCHEDULE_ACTIONS, default="create",
                           help="what to do (default: create)")
     schedule.add_argument("job_id", nargs="?", metavar="JOB_ID", help="recurring run id, for disable and delete")
-    schedule.add_argument("--cron", help='6-field KFP cron, seconds first, e.g. "0 0 2 * * *" (02:00 daily)')
+    schedule.add_argument("--cron", help='6-field KFP cron, seconds first, e.g. "0 0 2 * * *" (02:00 daily), '
+                                         + CRON_TIME_ZONE)
     schedule.add_argument("--pipeline-name", default=client.DEFAULT_PIPELINE_NAME,
-                          help="uploaded pipeline whose newest version runs (default: %(default)s)")
-    schedule.add_argument("--job-name", default="pogona-nightly", help="recurring run name (default: %(default)s)")
+                          help="uploaded pipeline whose newest version at each run runs (default: %(default)s)")
+    schedule.add_argument("--version-id", help="run this pipeline version every time instead of the newest")
+    schedule.add_argument("--job-name", default="pogona-nightly",
+                          help="recurring run name; one of that name already there is replaced "
+                               "(default: %(default)s)")
     schedule.add_argument("--max-concurrency", type=int, default=1, help="runs at once (default: %(default)s)")
     schedule.add_argument("--catchup", action=argparse.BooleanOptionalAction, default=False,
                           help="backfill runs missed while paused (default: no catchup)")
