@@ -122,7 +122,8 @@ def summary_table(run: LocalRun) -> str:
     """The table `pogona run --local` ends with."""
     lines = [f"run {run.run_id} finished in {run.seconds:.0f} s", ""]
     if run.skipped:
-        lines.append("training skipped: the dataset is unchanged since the production model")
+        lines.append("training skipped: an earlier run trained this dataset snapshot with the same code and "
+                     "training parameters (--no-skip-if-unchanged trains anyway)")
     else:
         lines.append(f"{'sanity verdict':<24}{run.sanity_verdict}")
         header = f"{'':<24}{'precision':>10}{'recall':>10}{'mAP50':>10}{'mAP50-95':>10}"

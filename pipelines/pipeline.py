@@ -78,6 +78,11 @@ class Placement:
     # The whole run, pending pods included (an unschedulable GPU pod); needs KFP backend >= 2.17, 0 for none.
     run_deadline_s: int = 30 * HOUR
 
+    @property
+    def code_version(self) -> str:
+        """The code a run executes: its images, whose tags change with the code (pipelines/images.py)."""
+        return self.cpu_image if self.cpu_image == self.cuda_image else f"{self.cpu_image} {self.cuda_image}"
+
     @classmethod
     def for_profile(cls, profile: str, cpu: str | None = None, cuda: str | None = None) -> "Placement":
         """`gpu`: production shape; `kind`: CPU-only training for a local cluster."""
@@ -175,7 +180,8 @@ def build_pipeline(placement: Placement) -> Callable:
             sanity_min_map50: mAP50 the sanity gate must reach when starting from pretrained weights.
             min_map50: Promotion floor on mAP50 (the field notes expect more than 0.95).
             min_margin: mAP50-95 the challenger must gain over the champion to be promoted.
-            skip_if_unchanged: Skip training when the production model saw exactly this dataset snapshot.
+            skip_if_unchanged: Skip training when an earlier run trained this dataset snapshot with the same
+                code and training parameters; false forces training.
             export_formats: Comma-separated exports (onnx, int8); empty for none.
             s3_secret_name: Kubernetes Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
             run_id: Folder name under runs/ (defaults to the KFP run id).
@@ -187,9 +193,11 @@ def build_pipeline(placement: Placement) -> Callable:
 
         validate = on_cluster(steps.validate(dataset_uri=dataset_uri), sizes.validate, caching=False)
         validate.set_display_name("sync and validate dataset")
-        decide = on_cluster(steps.decide(store_uri=store_uri, model_name=model_name,
-                                         fingerprint=validate.outputs["Output"],
-                                         skip_if_unchanged=skip_if_unchanged), sizes.decide, caching=False)
+        decide = on_cluster(steps.decide(
+            store_uri=store_uri, model_name=model_name, fingerprint=validate.outputs["Output"],
+            skip_if_unchanged=skip_if_unchanged, code_version=placement.code_version, model=model,
+            base_weights_uri=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz, batch=batch,
+            device=training_device, num_gpus=num_gpus), sizes.decide, caching=False)
         decide.set_display_name("skip if unchanged")
 
         with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
@@ -221,7 +229,7 @@ def build_pipeline(placement: Placement) -> Callable:
                 verdict=sanity.outputs["verdict"], trained=train.outputs["trained"],
                 analysis=analyse.outputs["analysis"], store_uri=store_uri, run_id=run_id,
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=model_name, min_map50=min_map50,
-                min_margin=min_margin), sizes.publish, caching=False)
+                min_margin=min_margin, attempt=decide.outputs["attempt"]), sizes.publish, caching=False)
             publish.set_display_name("publish")
         with dsl.Else(name="dataset-unchanged"):
             on_cluster(steps.skipped(note=decide.outputs["note"]), sizes.decide).set_display_name("training skipped")

@@ -13,9 +13,10 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from components.attempts import Attempt
 from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.errors import UserError
 
@@ -68,19 +69,25 @@ class TrainingDecision:
     note: str
 
 
-def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool) -> TrainingDecision:
-    """Skip training when the champion was trained on exactly this dataset snapshot."""
-    from components.publish import read_champion
+def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, num_gpus: str) -> Attempt:
+    """What a run would train: this dataset snapshot, this code, these training parameters."""
+    return Attempt(fingerprint, code_version, {**asdict(config), "num_gpus": num_gpus})
+
+
+def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_unchanged: bool) -> TrainingDecision:
+    """Skip training when an earlier run already trained exactly this attempt (unless forced)."""
+    from components.attempts import describe, find_attempt
+    from components.storage import open_store
 
     if not skip_if_unchanged:
-        return TrainingDecision(True, "skip-if-unchanged is off: training")
-    champion = read_champion(store_uri, model_name)
-    if champion is None:
-        return TrainingDecision(True, f"no production model for {model_name} yet: training")
-    if champion.get("dataset_fingerprint") == fingerprint:
-        return TrainingDecision(False, f"dataset fingerprint {fingerprint[:16]} equals the one production run "
-                                       f"{champion.get('run_id')} was trained on: training skipped")
-    return TrainingDecision(True, f"dataset changed since production run {champion.get('run_id')}: training")
+        return TrainingDecision(True, "skip_if_unchanged is off: training")
+    what = (f"dataset {attempt.dataset_fingerprint[:16]} with code {attempt.code_version} "
+            "and these training parameters")
+    earlier = find_attempt(open_store(store_uri), model_name, attempt)
+    if earlier is None:
+        return TrainingDecision(True, f"no run of {model_name} has trained {what} yet: training")
+    return TrainingDecision(False, f"{describe(earlier)} already trained {what}: training skipped "
+                                   "(skip_if_unchanged=false trains anyway)")
 
 
 def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, model: str,
@@ -174,10 +181,13 @@ def assemble_run_dir(run_dir: Path, manifest_path: str, validation_report: str, 
     return run_dir
 
 
-def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str,
-                 promotion: PromotionConfig) -> tuple[bool, str]:
-    """Upload the run and decide promotion; returns whether it was promoted and the one-line reason."""
+def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str, promotion: PromotionConfig,
+                 attempt: Attempt) -> tuple[bool, str]:
+    """Upload the run, decide promotion and record the attempt; returns whether it was promoted and why."""
+    from components.attempts import record_attempt
     from components.publish import publish_run
+    from components.storage import open_store
 
     result = publish_run(run_dir, store_uri, run_id, model_name, promotion)
+    record_attempt(open_store(store_uri), model_name, attempt, run_id, result.promoted, result.reason)
     return result.promoted, ("promoted" if result.promoted else "not promoted") + f": {result.reason}"

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, kind in RUN_PARAMETERS:
         run_parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"pipeline parameter {name}")
     run_parser.add_argument("--no-skip-if-unchanged", action="store_true",
-                            help="train even when the production model saw this dataset")
+                            help="train even when an earlier run trained this dataset with the same code and parameters")
     run_parser.set_defaults(handler=run_command)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from components.attempts import record_attempt
 from components.config import SanityConfig, TrainConfig
 from components.errors import UserError
 from components.storage import open_store
@@ -14,22 +15,28 @@ from components.validate import validate_dataset
 from components.sync import sync_snapshot
 from components.weights import default_cache_dir
 from pipelines.steps import (dataset_cache_root, decide_training, materialize, sanity_step, snapshot_cache,
-                             train_step, training_device, validate_step)
+                             train_step, training_attempt, training_device, validate_step)
 
 
-def _champion(store_dir: Path, fingerprint: str) -> None:
-    open_store(str(store_dir)).put_json("models/pogona-head/production.json",
-                                        {"run_id": "night-1", "dataset_fingerprint": fingerprint})
-
-
-def test_training_is_skipped_only_when_the_champion_saw_this_exact_snapshot(tmp_path):
+def test_a_nightly_run_skips_only_what_an_earlier_run_already_trained(tmp_path):
     store = str(tmp_path)
-    assert decide_training(store, "pogona-head", "abc", skip_if_unchanged=True).train
-    _champion(tmp_path, "abc")
-    unchanged = decide_training(store, "pogona-head", "abc", skip_if_unchanged=True)
-    assert not unchanged.train and "night-1" in unchanged.note and "skipped" in unchanged.note
-    assert decide_training(store, "pogona-head", "def", skip_if_unchanged=True).train
-    assert decide_training(store, "pogona-head", "abc", skip_if_unchanged=False).train
+    code = "ghcr.io/pogona-lab/pogona-cuda:0.1.0-06b51dbe004e"
+    attempt = training_attempt("fp-abc", code, TrainConfig(), "1")
+    assert decide_training(store, "pogona-head", attempt, skip_if_unchanged=True).train
+    # a run that trained it and was not promoted: the next night has nothing new to learn
+    record_attempt(open_store(store), "pogona-head", attempt, "night-1", promoted=False,
+                   reason="mAP50 0.912 is below the floor 0.95")
+    again = decide_training(store, "pogona-head", training_attempt("fp-abc", code, TrainConfig(), "1"), True)
+    assert not again.train
+    assert again.note.startswith("run night-1 (not promoted: mAP50 0.912 is below the floor 0.95; ")
+    assert "training skipped" in again.note
+    for changed in (training_attempt("fp-new", code, TrainConfig(), "1"),  # new labels
+                    training_attempt("fp-abc", code.replace("06b5", "9f2e"), TrainConfig(), "1"),  # new code
+                    training_attempt("fp-abc", code, TrainConfig(epochs=60), "1"),
+                    training_attempt("fp-abc", code, TrainConfig(), "2")):
+        assert decide_training(store, "pogona-head", changed, skip_if_unchanged=True).train
+    forced = decide_training(store, "pogona-head", attempt, skip_if_unchanged=False)
+    assert forced.train and "skip_if_unchanged is off" in forced.note
 
 
 def test_validation_leaves_the_snapshot_cached_so_later_steps_download_nothing(demo_dataset_dir, tmp_path,
