@@ -28,14 +28,8 @@ from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
 from components.errors import UserError
-from components.publish import code_version
+from pipelines.kfp_defaults import DEFAULT_TOKEN_ENV, HOST_ENV, UI_HOST_ENV
 
-DEFAULT_PIPELINE_NAME = "pogona-train"
-DEFAULT_PACKAGE = Path(__file__).parent / "compiled" / f"{DEFAULT_PIPELINE_NAME}.yaml"
-DEFAULT_EXPERIMENT = "pogona"
-DEFAULT_TOKEN_ENV = "KFP_TOKEN"
-HOST_ENV = "KF_PIPELINES_ENDPOINT"
-UI_HOST_ENV = "KF_PIPELINES_UI_ENDPOINT"
 PROBE_TIMEOUT_S = 10.0
 FINISHED_STATES = {"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"}
 
@@ -151,6 +145,8 @@ def ui_url(conn: Connection, fragment: str) -> str:
 
 def default_version_name(now: datetime.datetime | None = None) -> str:
     """`<project version>-<UTC time>[-g<git revision>]`: unique per upload and traceable to code."""
+    from components.publish import code_version
+
     version = code_version()
     stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d-%H%M%S")
     name = f"{version['package']}-{stamp}"

@@ -2,7 +2,7 @@
 
 Authentication is kfp.Client's: a bearer token from an environment variable (--existing-token,
 KFP_TOKEN by default), else a pod's projected service-account token (KF_PIPELINES_SA_TOKEN_PATH).
-Tokens never go on the command line.
+Tokens never go on the command line. kfp is imported only when one of these commands runs.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import argparse
 import datetime
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.errors import UserError
-from pipelines import client
-from pipelines.client import Connection, PipelineSource
+from pipelines import kfp_defaults as defaults
+
+if TYPE_CHECKING:
+    from pipelines.client import Connection, PipelineSource
 
 SCHEDULE_ACTIONS = ("create", "list", "disable", "delete")
 SUCCESSFUL_STATES = {"SUCCEEDED", "SKIPPED"}
@@ -23,16 +26,16 @@ SUCCESSFUL_STATES = {"SUCCEEDED", "SKIPPED"}
 def _connection_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("KFP connection")
-    group.add_argument("--host", help=f"KFP API URL, e.g. http://localhost:8080 (default: ${client.HOST_ENV})")
+    group.add_argument("--host", help=f"KFP API URL, e.g. http://localhost:8080 (default: ${defaults.HOST_ENV})")
     group.add_argument("--namespace", help="Kubernetes namespace of a multi-user KFP install")
     group.add_argument("--existing-token", metavar="ENV_VAR", dest="token_env",
-                       help=f"environment variable holding a bearer token (default: ${client.DEFAULT_TOKEN_ENV} if set)")
+                       help=f"environment variable holding a bearer token (default: ${defaults.DEFAULT_TOKEN_ENV} if set)")
     return options
 
 
 def _run_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--experiment", default=client.DEFAULT_EXPERIMENT,
+    options.add_argument("--experiment", default=defaults.DEFAULT_EXPERIMENT,
                          help="experiment to file runs under, created when missing (default: %(default)s)")
     options.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                          help="pipeline argument, typed by the pipeline's parameter (repeatable)")
@@ -43,10 +46,14 @@ def _run_options() -> argparse.ArgumentParser:
 
 
 def _connect(args: argparse.Namespace) -> Connection:
+    from pipelines import client
+
     return client.connect(args.host, namespace=args.namespace, token_env=args.token_env)
 
 
 def _upload(args: argparse.Namespace) -> int:
+    from pipelines import client
+
     conn = _connect(args)
     uploaded = client.upload(conn, args.package, args.name, args.version, args.description)
     print(f"{'created pipeline' if uploaded.created_pipeline else 'new version of'} {args.name} on {conn.host}",
@@ -58,18 +65,22 @@ def _upload(args: argparse.Namespace) -> int:
 
 
 def _submit_source(conn: Connection, args: argparse.Namespace) -> PipelineSource:
+    from pipelines import client
+
     if args.package is not None:
         if args.version_id:
             raise UserError("--version-id picks a version of an uploaded pipeline; it does not go with --package")
         return client.package_source(args.package)
-    return client.uploaded_source(conn, args.pipeline_name or client.DEFAULT_PIPELINE_NAME, args.version_id)
+    return client.uploaded_source(conn, args.pipeline_name or defaults.DEFAULT_PIPELINE_NAME, args.version_id)
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from pipelines import client
+
     conn = _connect(args)
     source = _submit_source(conn, args)
     arguments = client.parse_params(args.param, source.parameter_types)
-    label = args.package.stem if args.package else args.pipeline_name or client.DEFAULT_PIPELINE_NAME
+    label = args.package.stem if args.package else args.pipeline_name or defaults.DEFAULT_PIPELINE_NAME
     run_name = args.run_name or f"{label} {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
     run_id = client.submit_run(conn, source, args.experiment, run_name, arguments,
                                service_account=args.service_account)
@@ -91,6 +102,8 @@ CRON_TIME_ZONE = ("in the time zone of KFP's scheduled-workflow controller: its 
 
 
 def _schedule_create(args: argparse.Namespace) -> int:
+    from pipelines import client
+
     if not args.cron:
         raise UserError('schedule create needs --cron, e.g. --cron "0 0 2 * * *" (6 fields, seconds first)')
     cron = client.validate_schedule(args.cron, args.max_concurrency)
@@ -110,6 +123,8 @@ def _schedule_create(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
+    from pipelines import client
+
     needs_id = args.action in ("disable", "delete")
     if needs_id != bool(args.job_id):
         raise UserError(f"schedule {args.action} {'needs a JOB_ID' if needs_id else 'takes no JOB_ID'}")
@@ -136,9 +151,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     upload = subparsers.add_parser("upload", parents=[connection], help="upload the compiled pipeline to KFP",
                                    description="Upload the compiled pipeline as a new pipeline, or as a new "
                                                "version when a pipeline of that name exists.")
-    upload.add_argument("--package", type=Path, default=client.DEFAULT_PACKAGE,
+    upload.add_argument("--package", type=Path, default=defaults.DEFAULT_PACKAGE,
                         help="compiled pipeline YAML (default: the committed pipelines/compiled one)")
-    upload.add_argument("--name", default=client.DEFAULT_PIPELINE_NAME, help="pipeline name (default: %(default)s)")
+    upload.add_argument("--name", default=defaults.DEFAULT_PIPELINE_NAME, help="pipeline name (default: %(default)s)")
     upload.add_argument("--version", help="name of the new version when the pipeline exists (default: project "
                                           "version, UTC time and git revision); a new pipeline's first version "
                                           "takes the pipeline's name")
@@ -149,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Start a run of the newest (or given) version of an uploaded "
                                                "pipeline, or of a compiled package file.")
     source = submit.add_mutually_exclusive_group()
-    source.add_argument("--pipeline-name", help=f"uploaded pipeline to run (default: {client.DEFAULT_PIPELINE_NAME})")
+    source.add_argument("--pipeline-name", help=f"uploaded pipeline to run (default: {defaults.DEFAULT_PIPELINE_NAME})")
     source.add_argument("--package", type=Path, help="compiled pipeline YAML to run without uploading")
     submit.add_argument("--version-id", help="pipeline version to run (default: the newest)")
     submit.add_argument("--run-name", help="run name (default: pipeline name and local time)")
@@ -165,7 +180,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     schedule.add_argument("job_id", nargs="?", metavar="JOB_ID", help="recurring run id, for disable and delete")
     schedule.add_argument("--cron", help='6-field KFP cron, seconds first, e.g. "0 0 2 * * *" (02:00 daily), '
                                          + CRON_TIME_ZONE)
-    schedule.add_argument("--pipeline-name", default=client.DEFAULT_PIPELINE_NAME,
+    schedule.add_argument("--pipeline-name", default=defaults.DEFAULT_PIPELINE_NAME,
                           help="uploaded pipeline whose newest version at each run runs (default: %(default)s)")
     schedule.add_argument("--version-id", help="run this pipeline version every time instead of the newest")
     schedule.add_argument("--job-name", default="pogona-nightly",
