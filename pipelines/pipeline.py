@@ -71,7 +71,6 @@ class Placement:
     gpu_node_selector: tuple[str, str] = ("nvidia.com/gpu.present", "true")
     gpu_toleration_key: str = "nvidia.com/gpu"
     s3_config_map: str = "pogona-s3-endpoint"
-    dataset_pvc: str = ""
     sizes: StepSizes = StepSizes()
     # Retries resume from the last per-epoch checkpoint: they help when a node or pod is lost.
     train_retries: int = 2
@@ -97,7 +96,13 @@ class Placement:
 
 def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: str, size: StepSize, *,
                 caching: bool = True) -> dsl.PipelineTask:
-    """S3 credentials from the Secret, endpoint from the ConfigMap, size, timeout, caching, dataset cache."""
+    """S3 credentials from the Secret, endpoint from the ConfigMap, size, timeout, caching, dataset cache.
+
+    The dataset cache is the pod's emptyDir. A PersistentVolumeClaim shared between runs is not
+    offered: kfp-kubernetes cannot set the pod's fsGroup, so the non-root images could not write
+    to a volume its provisioner created root-owned, and CPU and GPU pods on different nodes would
+    need ReadWriteMany storage.
+    """
     kubernetes.use_secret_as_env(task, secret_name=s3_secret_name, secret_key_to_env=S3_SECRET_KEYS)
     kubernetes.use_config_map_as_env(task, config_map_name=placement.s3_config_map,
                                      config_map_key_to_env=S3_CONFIG_KEYS, optional=True)
@@ -107,10 +112,7 @@ def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: st
     if size.shm:  # PyTorch DataLoader workers share batches through /dev/shm (64 MiB by default)
         kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                    size_limit=size.shm)
-    if placement.dataset_pvc:
-        kubernetes.mount_pvc(task, pvc_name=placement.dataset_pvc, mount_path=CACHE_MOUNT)
-    else:
-        kubernetes.empty_dir_mount(task, volume_name="dataset-cache", mount_path=CACHE_MOUNT)
+    kubernetes.empty_dir_mount(task, volume_name="dataset-cache", mount_path=CACHE_MOUNT)
     return task
 
 

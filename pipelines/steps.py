@@ -22,7 +22,7 @@ from components.errors import UserError
 
 
 def dataset_cache_root() -> Path:
-    """Where snapshots are materialized: POGONA_CACHE_DIR (a pod's emptyDir, a mounted PVC), else the user cache."""
+    """Where snapshots are materialized: POGONA_CACHE_DIR (a pod's emptyDir), else the user cache."""
     from components.config import cache_root
 
     return Path(os.environ.get("POGONA_CACHE_DIR") or cache_root() / "datasets")
@@ -46,7 +46,7 @@ def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tup
     """Validate the bucket, write manifest and report; fail the run when the dataset is unusable.
 
     The images validation downloads stay in the snapshot cache, so later steps on the same
-    machine or PVC (a laptop, `kfp.local`, `--dataset-pvc`) do not download them again.
+    machine (a laptop, `kfp.local`) do not download them again.
     """
     from components.validate import validate_dataset
 

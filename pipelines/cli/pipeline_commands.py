@@ -27,8 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compile_parser.add_argument("--cuda-image", help="image for training (default from pipelines/images.py)")
     compile_parser.add_argument("--gpu-node-selector", default="nvidia.com/gpu.present=true",
                                 metavar="KEY=VALUE", help="node label the training pod must match")
-    compile_parser.add_argument("--dataset-pvc", default="",
-                                help="PersistentVolumeClaim that caches datasets between runs (default: emptyDir)")
     compile_parser.add_argument("--run-deadline-hours", type=float,
                                 help="end a run that has not finished after this long, pending pods included "
                                      "(default: the profile's; 0 for none, as KFP backends before 2.17 need)")
@@ -57,7 +55,7 @@ def _placement(args: argparse.Namespace):
     if not sep or not key or not value:
         raise UserError(f"--gpu-node-selector {args.gpu_node_selector!r} is not KEY=VALUE")
     placement = Placement.for_profile(args.profile, cpu=args.cpu_image, cuda=args.cuda_image)
-    placement = replace(placement, gpu_node_selector=(key, value), dataset_pvc=args.dataset_pvc)
+    placement = replace(placement, gpu_node_selector=(key, value))
     if args.run_deadline_hours is not None:
         placement = replace(placement, run_deadline_s=round(args.run_deadline_hours * 3600))
     return placement

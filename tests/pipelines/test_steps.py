@@ -97,5 +97,5 @@ def test_datasets_and_weights_are_cached_under_one_root(tmp_path, monkeypatch):
     monkeypatch.delenv("POGONA_CACHE_DIR", raising=False)
     assert dataset_cache_root() == tmp_path / "xdg" / "pogona" / "datasets"
     assert default_cache_dir() == tmp_path / "xdg" / "pogona" / "weights"
-    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "pvc"))  # a pod's mounted cache wins for datasets
-    assert dataset_cache_root() == tmp_path / "pvc"
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "pod"))  # a pod's mounted cache wins for datasets
+    assert dataset_cache_root() == tmp_path / "pod"
