@@ -15,10 +15,9 @@ import yaml
 
 from kubernetes.utils import parse_quantity
 
-from components.config import SanityConfig, TrainConfig
 from pipelines import images
 from pipelines.compile import compile_pipeline
-from pipelines.pipeline import Placement
+from pipelines.pipeline import S3_CONFIG_KEYS, Placement
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -134,12 +133,16 @@ def test_secret_manifests_hold_only_placeholders():
     assert set(template["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
-def test_base_gives_pipeline_runs_an_identity_storage_and_defaults(builds):
+def test_base_gives_pipeline_runs_an_identity_and_storage_and_nothing_unused(builds):
     base = builds["base"]
     assert find(base, "Namespace", "pogona")
+    assert find(base, "ServiceAccount", "pogona-pipeline-runner")
     storage = find(base, "ConfigMap", "pogona-s3-endpoint")["data"]
     assert set(storage) == {"AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "POGONA_STORE"}
-    assert find(base, "PriorityClass", "pogona-training")["globalDefault"] is False
+    # what the compiled pipeline maps from the ConfigMap, and nothing the pods would never see
+    assert set(S3_CONFIG_KEYS) <= set(storage)
+    assert {obj["kind"] for obj in base} == {"Namespace", "LimitRange", "ServiceAccount", "Role", "RoleBinding",
+                                             "ConfigMap"}
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
@@ -157,21 +160,11 @@ def test_role_binding_grants_the_runner_its_role_in_its_namespace(builds, direct
         "the runner may read every Secret in the namespace"
 
 
-def test_defaults_configmap_matches_the_pipeline_defaults(builds):
-    defaults = find(builds["base"], "ConfigMap", "pogona-defaults")["data"]
-    expected = {name: getattr(TrainConfig(), name)
-                for name in ("model", "imgsz", "epochs", "patience", "batch", "optimizer", "lr0", "cos_lr", "seed")}
-    expected.update({f"sanity_{name}": getattr(SanityConfig(), name) for name in ("epochs", "batch")})
-    assert defaults == {name: str(value).lower() if isinstance(value, bool) else str(value)
-                        for name, value in expected.items()}
-
-
 def test_kind_overlay_lives_where_kfp_standalone_runs_pipelines(builds):
     kind = builds["overlays/kind"]
     assert not [obj for obj in kind if obj["kind"] in {"Namespace", "LimitRange"}], \
         "the kubeflow namespace and its pod defaults belong to the KFP install"
-    namespaced = [obj for obj in kind if obj["kind"] != "PriorityClass"]
-    assert {obj["metadata"]["namespace"] for obj in namespaced} == {"kubeflow"}
+    assert {obj["metadata"]["namespace"] for obj in kind} == {"kubeflow"}
 
 
 def test_kind_overlay_points_the_pipeline_at_its_minio_bucket(builds):
@@ -202,7 +195,6 @@ def test_gpu_overlay_checks_placement_on_nvidia_nodes_with_the_pipeline_image(bu
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert job["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in job["tolerations"]
-    assert job["priorityClassName"] == "pogona-training"
     shm = next(mount for mount in container["volumeMounts"] if mount["mountPath"] == "/dev/shm")
     volume = next(volume for volume in job["volumes"] if volume["name"] == shm["name"])
     assert volume["emptyDir"]["medium"] == "Memory"
