@@ -5,12 +5,14 @@ Placement (images, GPU scheduling, caches) is decided when the pipeline is compi
 a description in the KFP UI.
 """
 
-from dataclasses import dataclass, replace
-from typing import Callable
+import inspect
+from dataclasses import dataclass, fields, replace
+from types import SimpleNamespace
+from typing import Any, Callable
 
 from kfp import dsl, kubernetes
 
-from components.config import PromotionConfig, SanityConfig, TrainConfig
+from components.config import RunParameters, run_parameter_types
 from pipelines.images import cpu_image, cuda_image
 from pipelines.kfp_components import build_components
 
@@ -124,116 +126,74 @@ def _on_gpu(task: dsl.PipelineTask, placement: Placement, num_gpus: str) -> None
     kubernetes.add_toleration(task, key=placement.gpu_toleration_key, operator="Exists", effect="NoSchedule")
 
 
+def run_signature(defaults: RunParameters) -> tuple[inspect.Signature, str]:
+    """The pipeline's parameters and their Google-style docstring, from `RunParameters`."""
+    types = run_parameter_types()
+    parameters = [inspect.Parameter(item.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=types[item.name],
+                                    default=getattr(defaults, item.name)) for item in fields(RunParameters)]
+    docs = "\n".join(f"    {item.name}: {item.metadata['help']}" for item in fields(RunParameters))
+    return inspect.Signature(parameters), f"Train, evaluate and publish a YOLO11 detector.\n\nArgs:\n{docs}\n"
+
+
 def build_pipeline(placement: Placement) -> Callable:
     """The @dsl.pipeline for a placement (the compiled YAML and `kfp.local` both use it)."""
     steps = build_components(placement.cpu_image, placement.cuda_image)
-    train_defaults, sanity_defaults, promotion_defaults = TrainConfig(), SanityConfig(), PromotionConfig()
-    default_device = "cuda" if placement.gpu else "cpu"
-
+    defaults = RunParameters(training_device="cuda" if placement.gpu else "cpu")
     run_config = dsl.PipelineConfig(active_deadline_seconds=placement.run_deadline_s or None)
+    signature, docstring = run_signature(defaults)
 
-    @dsl.pipeline(name=PIPELINE_NAME, pipeline_config=run_config,
-                  description="Train a YOLO11 detector: validate the dataset, prove on CPU that training "
-                              "learns, train, evaluate per modality, report, and publish the champion.")
-    def pogona_train(
-        dataset_uri: str = "s3://pogona/datasets/pogona-head",
-        store_uri: str = "s3://pogona",
-        model_name: str = "pogona-head",
-        model: str = train_defaults.model,
-        base_weights_uri: str = train_defaults.weights,
-        epochs: int = train_defaults.epochs,
-        patience: int = train_defaults.patience,
-        imgsz: int = train_defaults.imgsz,
-        batch: float = train_defaults.batch,
-        training_device: str = default_device,
-        num_gpus: str = "1",
-        sanity_epochs: int = sanity_defaults.epochs,
-        sanity_batch: int = sanity_defaults.batch,
-        sanity_imgsz: int = sanity_defaults.imgsz,
-        sanity_max_images: int = sanity_defaults.max_images,
-        sanity_min_loss_drop: float = sanity_defaults.min_loss_drop,
-        sanity_min_map50: float = sanity_defaults.min_map50,
-        min_map50: float = promotion_defaults.min_map50,
-        min_margin: float = promotion_defaults.min_margin_map50_95,
-        skip_if_unchanged: bool = True,
-        export_formats: str = "onnx,int8",
-        s3_secret_name: str = "pogona-s3",
-        run_id: str = "",
-    ):
-        """Train, evaluate and publish a YOLO11 detector.
-
-        Args:
-            dataset_uri: Labeled dataset in the contract layout (s3://bucket/datasets/NAME or a folder).
-            store_uri: Object store root for runs, weights and the production pointer (s3://bucket).
-            model_name: Name of the published model (models/NAME/production.json).
-            model: Architecture when no base weights are given (yolo11n/s/m/l/x, built from YAML).
-            base_weights_uri: Optional pretrained weights in object storage (s3://bucket/weights/yolo11s.pt).
-            epochs: Maximum training epochs (the field notes found 50-80 enough).
-            patience: Early-stopping patience in epochs.
-            imgsz: Training and evaluation image size in pixels.
-            batch: Batch size; below 1, a fraction of GPU memory (0.95 = 95%, single GPU only).
-            training_device: cuda on GPU nodes; cpu only on kind or laptops.
-            num_gpus: GPUs for training (a whole number, given as text); above 1 trains with DDP on one node.
-            sanity_epochs: Epochs of the CPU sanity gate.
-            sanity_batch: Batch size of the CPU sanity gate.
-            sanity_imgsz: Image size of the CPU sanity gate.
-            sanity_max_images: Images in the stratified sanity subset.
-            sanity_min_loss_drop: Fraction the total loss must fall during the sanity gate.
-            sanity_min_map50: mAP50 the sanity gate must reach when starting from pretrained weights.
-            min_map50: Promotion floor on mAP50 (the field notes expect more than 0.95).
-            min_margin: mAP50-95 the challenger must gain over the champion to be promoted.
-            skip_if_unchanged: Skip training when an earlier run trained this dataset snapshot with the same
-                code and training parameters; false forces training.
-            export_formats: Comma-separated exports (onnx, int8); empty for none.
-            s3_secret_name: Kubernetes Secret holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
-            run_id: Folder name under runs/ (defaults to the KFP run id).
-        """
+    def pogona_train(*values: Any) -> None:  # KFP passes one channel per parameter, in signature order
+        run = SimpleNamespace(**dict(zip(signature.parameters, values)))
         sizes = placement.sizes
 
         def on_cluster(task: dsl.PipelineTask, size: StepSize, caching: bool = True) -> dsl.PipelineTask:
-            return _on_cluster(task, placement, s3_secret_name, size, caching=caching)
+            return _on_cluster(task, placement, run.s3_secret_name, size, caching=caching)
 
-        validate = on_cluster(steps.validate(dataset_uri=dataset_uri), sizes.validate, caching=False)
+        validate = on_cluster(steps.validate(dataset_uri=run.dataset_uri), sizes.validate, caching=False)
         validate.set_display_name("sync and validate dataset")
         decide = on_cluster(steps.decide(
-            store_uri=store_uri, model_name=model_name, fingerprint=validate.outputs["Output"],
-            skip_if_unchanged=skip_if_unchanged, code_version=placement.code_version, model=model,
-            base_weights_uri=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz, batch=batch,
-            device=training_device, num_gpus=num_gpus), sizes.decide, caching=False)
+            store_uri=run.store_uri, model_name=run.model_name, fingerprint=validate.outputs["Output"],
+            skip_if_unchanged=run.skip_if_unchanged, code_version=placement.code_version, model=run.model,
+            base_weights_uri=run.base_weights_uri, epochs=run.epochs, patience=run.patience, imgsz=run.imgsz,
+            batch=run.batch, device=run.training_device, num_gpus=run.num_gpus), sizes.decide, caching=False)
         decide.set_display_name("skip if unchanged")
 
         with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
             sanity = on_cluster(steps.sanity(
-                manifest=validate.outputs["manifest"], model=model, base_weights_uri=base_weights_uri,
-                sanity_epochs=sanity_epochs, sanity_batch=sanity_batch, sanity_imgsz=sanity_imgsz,
-                sanity_max_images=sanity_max_images, sanity_min_loss_drop=sanity_min_loss_drop,
-                sanity_min_map50=sanity_min_map50), sizes.sanity)
+                manifest=validate.outputs["manifest"], model=run.model, base_weights_uri=run.base_weights_uri,
+                sanity_epochs=run.sanity_epochs, sanity_batch=run.sanity_batch, sanity_imgsz=run.sanity_imgsz,
+                sanity_max_images=run.sanity_max_images, sanity_min_loss_drop=run.sanity_min_loss_drop,
+                sanity_min_map50=run.sanity_min_map50), sizes.sanity)
             sanity.set_display_name("CPU sanity gate")
 
             train = on_cluster(steps.train(
-                manifest=validate.outputs["manifest"], verdict=sanity.outputs["verdict"], store_uri=store_uri,
-                run_id=run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=model,
-                base_weights_uri=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz, batch=batch,
-                device=training_device, num_gpus=num_gpus), sizes.train)
+                manifest=validate.outputs["manifest"], verdict=sanity.outputs["verdict"], store_uri=run.store_uri,
+                run_id=run.run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=run.model,
+                base_weights_uri=run.base_weights_uri, epochs=run.epochs, patience=run.patience, imgsz=run.imgsz,
+                batch=run.batch, device=run.training_device, num_gpus=run.num_gpus), sizes.train)
             train.set_display_name("train").set_retry(num_retries=placement.train_retries,
                                                       backoff_duration="60s", backoff_factor=2)
             if placement.gpu:
-                _on_gpu(train, placement, num_gpus)
+                _on_gpu(train, placement, run.num_gpus)
 
             analyse = on_cluster(steps.analyse(
                 manifest=validate.outputs["manifest"], trained=train.outputs["trained"],
-                verdict=sanity.outputs["verdict"], store_uri=store_uri, model_name=model_name,
-                export_formats=export_formats, min_map50=min_map50, min_margin=min_margin), sizes.analyse)
+                verdict=sanity.outputs["verdict"], store_uri=run.store_uri, model_name=run.model_name,
+                export_formats=run.export_formats, min_map50=run.min_map50, min_margin=run.min_margin),
+                sizes.analyse)
             analyse.set_display_name("evaluate and report")
 
             publish = on_cluster(steps.publish(
                 manifest=validate.outputs["manifest"], validation_report=validate.outputs["validation_report"],
                 verdict=sanity.outputs["verdict"], trained=train.outputs["trained"],
-                analysis=analyse.outputs["analysis"], store_uri=store_uri, run_id=run_id,
-                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=model_name, min_map50=min_map50,
-                min_margin=min_margin, attempt=decide.outputs["attempt"]), sizes.publish, caching=False)
+                analysis=analyse.outputs["analysis"], store_uri=run.store_uri, run_id=run.run_id,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=run.model_name, min_map50=run.min_map50,
+                min_margin=run.min_margin, attempt=decide.outputs["attempt"]), sizes.publish, caching=False)
             publish.set_display_name("publish")
         with dsl.Else(name="dataset-unchanged"):
             on_cluster(steps.skipped(note=decide.outputs["note"]), sizes.decide).set_display_name("training skipped")
 
-    return pogona_train
+    pogona_train.__signature__, pogona_train.__doc__ = signature, docstring
+    return dsl.pipeline(pogona_train, name=PIPELINE_NAME, pipeline_config=run_config,
+                        description="Train a YOLO11 detector: validate the dataset, prove on CPU that training "
+                                    "learns, train, evaluate per modality, report, and publish the champion.")

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
+from components.config import RunParameters, run_parameter_types
 from components.errors import UserError
 
-# Pipeline parameters `pogona run --local` exposes as flags of the same name.
-RUN_PARAMETERS = (("epochs", int), ("imgsz", int), ("patience", int), ("batch", float), ("model", str),
-                  ("base_weights_uri", str), ("min_map50", float), ("sanity_epochs", int),
-                  ("sanity_max_images", int), ("export_formats", str))
+# Run parameters that `pogona run --local` sets itself or takes under flags of its own (--dataset,
+# --store, --model-name, --run-id, --no-skip-if-unchanged); every other one is a flag of the same name.
+LOCAL_RUN_SETS = {"dataset_uri", "store_uri", "model_name", "run_id", "skip_if_unchanged", "training_device",
+                  "num_gpus", "s3_secret_name"}
+
+
+def run_parameter_flags() -> dict[str, type]:
+    """The run parameters `pogona run --local` takes as flags, with their types (components.config.RunParameters)."""
+    return {name: kind for name, kind in run_parameter_types().items() if name not in LOCAL_RUN_SETS}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,9 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_parser.add_argument("--dataset", default="", help="dataset URI (default with --demo: <store>/datasets/demo)")
     run_parser.add_argument("--store", default=".pogona/store", help="object store URI or folder")
     run_parser.add_argument("--run-id", default="", help="folder under runs/ (default: local-<time>)")
-    run_parser.add_argument("--model-name", default="pogona-head")
-    for name, kind in RUN_PARAMETERS:
-        run_parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"pipeline parameter {name}")
+    run_parser.add_argument("--model-name", default=RunParameters.model_name, help="default: %(default)s")
+    descriptions = {item.name: item.metadata["help"] for item in fields(RunParameters)}
+    for name, kind in run_parameter_flags().items():
+        help_text = descriptions[name].replace("%", "%%") + " (default: the pipeline's, or --demo's)"
+        run_parser.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(), help=help_text)
     run_parser.add_argument("--no-skip-if-unchanged", action="store_true",
                             help="train even when an earlier run trained this dataset with the same code and parameters")
     run_parser.set_defaults(handler=run_command)
@@ -81,7 +89,7 @@ def compile_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from pipelines.local import run_local, summary_table
 
-    overrides = {name: getattr(args, name) for name, _ in RUN_PARAMETERS if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in run_parameter_flags() if getattr(args, name) is not None}
     if args.no_skip_if_unchanged:
         overrides["skip_if_unchanged"] = False
     run = run_local(store=args.store, dataset=args.dataset, demo=args.demo, overrides=overrides,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import yaml
 from google.protobuf import json_format, struct_pb2
 
+from components.config import RunParameters, run_parameter_types
 from pipelines.cli import main
 from pipelines.client import parameter_types, parse_params
 from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline
@@ -115,6 +116,14 @@ def test_pods_install_nothing_at_start(gpu_pipeline):
     for name, executor in spec["deploymentSpec"]["executors"].items():
         command = " ".join(executor["container"]["command"])
         assert "pip install" not in command and "pip3 install" not in command, name
+
+
+def test_the_run_form_offers_exactly_the_run_parameters_with_their_defaults(gpu_pipeline):
+    spec, _ = gpu_pipeline
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert {name: parameter.get("defaultValue") for name, parameter in parameters.items()} == asdict(RunParameters())
+    kfp_types = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
+    assert parameter_types(spec) == {name: kfp_types[kind] for name, kind in run_parameter_types().items()}
 
 
 def test_parameters_carry_defaults_and_descriptions(gpu_pipeline):
