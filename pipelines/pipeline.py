@@ -1,8 +1,8 @@
 """The training pipeline: validate -> skip decision -> CPU sanity gate -> training -> evaluate + report -> publish.
 
-Placement (images, GPU scheduling, caches) is decided when the pipeline is compiled, from a
-`Placement`; everything a user may change per run is a pipeline parameter with a default and
-a description in the KFP UI.
+Placement (images, GPU scheduling, step sizes and timeouts) is decided when the pipeline is
+compiled, from a `Placement`; everything a user may change per run is a pipeline parameter
+(`components.config.RunParameters`) with a default and a description in the KFP UI.
 """
 
 import inspect
