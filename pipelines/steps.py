@@ -112,20 +112,20 @@ def training_device(device: str, num_gpus: str) -> str:
     return device
 
 
-def _refusal_key(run_id: str, attempt_id: str) -> str:
-    return f"runs/{run_id}/refusals/{attempt_id}.json"
+def _refusal_key(run_id: str, kfp_run_id: str) -> str:
+    return f"runs/{run_id}/refusals/{kfp_run_id}.json"
 
 
 def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: str, store_uri: str, run_id: str,
-               attempt_id: str) -> dict[str, float]:
+               kfp_run_id: str) -> dict[str, float]:
     """Train; a failure no retry can fix (no CUDA, a bad parameter, a dead run) is recorded under the
-    run so that KFP's retries of the same pipeline run (`attempt_id`) end at once instead of training
+    run so that KFP's retries within the same pipeline run (`kfp_run_id`) end at once instead of training
     again. KFP retries a failed step whatever the cause; lost nodes and evicted pods are what they are for."""
     from components.deadrun import DeadRunError
     from components.storage import open_store
     from components.train import train_model
 
-    store, refusal = open_store(store_uri), _refusal_key(run_id, attempt_id)
+    store, refusal = open_store(store_uri), _refusal_key(run_id, kfp_run_id)
     if store.exists(refusal):
         raise UserError(f"not trained again: an earlier attempt failed for a reason a retry cannot fix: "
                         f"{store.get_json(refusal)['reason']}")
