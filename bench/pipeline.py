@@ -36,20 +36,21 @@ def direct(dataset: str, store: str, work: Path, scale: DemoScale, run_id: str) 
     manifest, report, verdict = work / "manifest.json", work / "validation.md", work / "verdict.json"
     trained, analysis = work / "trained", work / "analysis"
     fingerprint, _ = timed("validate", lambda: steps.validate_step(dataset, str(manifest), str(report)))
-    decision = timed("decide", lambda: steps.decide_training(store, "bench", fingerprint, skip_if_unchanged=False))
+    training = TrainConfig(model=scale.model, epochs=scale.epochs, patience=scale.patience,
+                           imgsz=scale.dataset.size, batch=scale.batch, device="cpu")
+    attempt = steps.training_attempt(fingerprint, "bench", training, "1")
+    decision = timed("decide", lambda: steps.decide_training(store, "bench", attempt, skip_if_unchanged=False))
     assert decision.train
     sanity = replace(SanityConfig(), imgsz=scale.dataset.size, max_images=scale.sanity_max_images)
     timed("sanity", lambda: steps.sanity_step(str(manifest), str(verdict), sanity, scale.model, ""))
-    training = TrainConfig(model=scale.model, epochs=scale.epochs, patience=scale.patience,
-                           imgsz=scale.dataset.size, batch=scale.batch, device="cpu")
-    timed("train", lambda: steps.train_step(str(manifest), str(trained), training, store, run_id))
+    timed("train", lambda: steps.train_step(str(manifest), str(trained), training, "1", store, run_id, run_id))
     timed("evaluate and report", lambda: steps.analysis_step(str(manifest), str(trained), str(verdict),
                                                              str(analysis), store, "bench", "onnx,int8",
                                                              PromotionConfig(min_map50=scale.min_map50)))
     run_dir = steps.assemble_run_dir(work / "run", str(manifest), str(report), str(verdict), str(trained),
                                      str(analysis))
     timed("publish", lambda: steps.publish_step(run_dir, store, run_id, "bench",
-                                                PromotionConfig(min_map50=scale.min_map50)))
+                                                PromotionConfig(min_map50=scale.min_map50), attempt))
     return timings
 
 

@@ -19,7 +19,6 @@ from typing import Any, Sequence, Union
 
 from components.config import PromotionConfig
 from components.errors import UserError
-from components.report_plots import plot_learning_rate, plot_losses, plot_metrics
 from components.results_csv import LOSS_KINDS, METRICS, MetricSummary, RunHistory, read_history, summarize_metrics
 
 LOSS_COLUMNS = tuple(f"{split}/{kind}" for split in ("train", "val") for kind in LOSS_KINDS)
@@ -478,6 +477,9 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
              assessment: str, results: Path, evaluation: dict[str, Any] | None, sanity: dict[str, Any] | None,
              champion: dict[str, Any] | None, exports: dict[str, Any] | None,
              pr_curve: Path | None) -> list[Block]:
+    # matplotlib only when a report is drawn: publish and the CLI import this module for its readers
+    from components.report_plots import plot_learning_rate, plot_losses, plot_metrics
+
     args = history.args
     blocks: list[Block] = [Heading("Training report", 1), Paragraph(
         f"Source: {results}. Model {args.get('model', '?')}, imgsz {args.get('imgsz', '?')}, epochs "

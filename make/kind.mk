@@ -1,6 +1,7 @@
 # Container images and the local kind cluster (docs/kind.md). Included from the Makefile.
 #   make tools                              kubectl, for the manifest tests
-#   make images                             both images, tagged :<version> and :<version>-<git rev>
+#   make images                             both images, tagged :<version>-<source digest> (what the
+#                                           pipeline compiles with; pipelines/images.py) and :<version>
 #   make e2e                                cluster, KFP, MinIO, CPU image, then a full pipeline run
 
 CONTAINER_ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
@@ -13,8 +14,10 @@ KFP_NAMESPACE    := kubeflow
 # https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11s.pt
 BASE_WEIGHTS_URL ?=
 
-# Image names come from pipelines.images, the module the pipeline compiles with.
-image_name = $(shell $(BIN)/python -m pipelines.images $(1))
+# Image names come from pipelines.images, the module the pipeline compiles with: the immutable
+# name first, then the moving :<version> tag (for people and the GPU check job; no pipeline uses it).
+image_names = $(shell $(BIN)/python -m pipelines.images $(1))
+image_name  = $(firstword $(call image_names,$(1)))
 GIT_REV    = $(shell git rev-parse --short HEAD)
 SUDO       = $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -35,8 +38,7 @@ images-cpu images-cuda: images-%: $(STAMP)
 	  --build-arg VERSION=$(lastword $(subst :, ,$(call image_name,$*))) \
 	  --build-arg REVISION=$(GIT_REV) \
 	  --build-arg BASE_WEIGHTS_URL="$(BASE_WEIGHTS_URL)" \
-	  --tag $(call image_name,$*) \
-	  --tag $(call image_name,$*)-$(GIT_REV) \
+	  $(foreach name,$(call image_names,$*),--tag $(name)) \
 	  .
 
 kind-up:

@@ -28,14 +28,8 @@ from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
 from components.errors import UserError
-from components.publish import code_version
+from pipelines.kfp_defaults import DEFAULT_TOKEN_ENV, HOST_ENV, UI_HOST_ENV
 
-DEFAULT_PIPELINE_NAME = "pogona-train"
-DEFAULT_PACKAGE = Path(__file__).parent / "compiled" / f"{DEFAULT_PIPELINE_NAME}.yaml"
-DEFAULT_EXPERIMENT = "pogona"
-DEFAULT_TOKEN_ENV = "KFP_TOKEN"
-HOST_ENV = "KF_PIPELINES_ENDPOINT"
-UI_HOST_ENV = "KF_PIPELINES_UI_ENDPOINT"
 PROBE_TIMEOUT_S = 10.0
 FINISHED_STATES = {"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED"}
 
@@ -151,6 +145,8 @@ def ui_url(conn: Connection, fragment: str) -> str:
 
 def default_version_name(now: datetime.datetime | None = None) -> str:
     """`<project version>-<UTC time>[-g<git revision>]`: unique per upload and traceable to code."""
+    from components.publish import code_version
+
     version = code_version()
     stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d-%H%M%S")
     name = f"{version['package']}-{stamp}"
@@ -220,12 +216,19 @@ def parse_params(pairs: Sequence[str], types: Mapping[str, str]) -> dict[str, An
     return arguments
 
 
+def _name_filter(name: str) -> str:
+    """A v2beta1 list filter: display_name EQUALS `name`."""
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+
+
 def find_pipeline_id(conn: Connection, name: str) -> str | None:
+    """The pipeline named `name` in the connection's namespace (multi-user KFP), else among shared ones."""
     with _calling(conn.host):
-        try:
-            return conn.client.get_pipeline_id(name)
-        except ValueError as exc:
-            raise UserError(f"KFP at {conn.host}: {exc}") from None
+        found = conn.client.list_pipelines(filter=_name_filter(name), page_size=2, namespace=conn.namespace)
+    pipelines = found.pipelines or []
+    if len(pipelines) > 1:
+        raise UserError(f"KFP at {conn.host} holds {len(pipelines)} pipelines named {name!r}; give another name")
+    return pipelines[0].pipeline_id if pipelines else None
 
 
 def _newest_version(conn: Connection, pipeline_id: str) -> kfp_server_api.V2beta1PipelineVersion:
@@ -253,8 +256,13 @@ def upload(conn: Connection, package: Path, pipeline_name: str, version_name: st
     return Upload(pipeline_id, version.pipeline_version_id, version.display_name, False)
 
 
-def uploaded_source(conn: Connection, pipeline_name: str, version_id: str | None = None) -> PipelineSource:
-    """The given (or newest) version of the uploaded pipeline `pipeline_name`."""
+def uploaded_source(conn: Connection, pipeline_name: str, version_id: str | None = None,
+                    follow_latest: bool = False) -> PipelineSource:
+    """The given (or newest) version of the uploaded pipeline `pipeline_name`.
+
+    With `follow_latest` and no version, the source names only the pipeline: a recurring run made
+    from it runs whichever version is newest when it fires (KFP backend >= 2.5).
+    """
     pipeline_id = find_pipeline_id(conn, pipeline_name)
     if pipeline_id is None:
         raise UserError(f"KFP at {conn.host} has no pipeline named {pipeline_name!r}; run `pogona upload` first")
@@ -263,6 +271,9 @@ def uploaded_source(conn: Connection, pipeline_name: str, version_id: str | None
             version = conn.client.get_pipeline_version(pipeline_id, version_id)
     else:
         version = _newest_version(conn, pipeline_id)
+    if follow_latest and not version_id:
+        return PipelineSource(parameter_types=parameter_types(version.pipeline_spec or {}), pipeline_id=pipeline_id,
+                              description=f"{pipeline_name}, newest version at each run (now {version.display_name})")
     return PipelineSource(parameter_types=parameter_types(version.pipeline_spec or {}), pipeline_id=pipeline_id,
                           version_id=version.pipeline_version_id,
                           description=f"{pipeline_name} version {version.display_name}")
@@ -358,29 +369,46 @@ def validate_schedule(cron: str, max_concurrency: int) -> str:
     return validate_cron(cron)
 
 
-def create_schedule(conn: Connection, source: PipelineSource, experiment: str, job_name: str, cron: str,
-                    arguments: Mapping[str, Any], max_concurrency: int = 1, catchup: bool = False,
-                    service_account: str = "") -> str:
-    """Create an enabled recurring run (cron and max_concurrency as validate_schedule passed them); returns its id."""
-    experiment_key = experiment_id(conn, experiment)
+@dataclass(frozen=True)
+class Schedule:
+    recurring_run_id: str
+    replaced: list[str]
+
+
+def apply_schedule(conn: Connection, source: PipelineSource, experiment: str, job_name: str, cron: str,
+                   arguments: Mapping[str, Any], max_concurrency: int = 1, catchup: bool = False,
+                   service_account: str = "") -> Schedule:
+    """Make `job_name` the one enabled recurring run of that name (cron and max_concurrency as
+    validate_schedule passed them): the v2beta1 API cannot update a recurring run, so any of that
+    name are deleted once the new one exists."""
+    existing = [job.recurring_run_id for job in list_schedules(conn, job_name)]
+    body = kfp_server_api.V2beta1RecurringRun(
+        experiment_id=experiment_id(conn, experiment), display_name=job_name, mode="ENABLE",
+        pipeline_version_reference=kfp_server_api.V2beta1PipelineVersionReference(
+            pipeline_id=source.pipeline_id, pipeline_version_id=source.version_id),
+        runtime_config=kfp_server_api.V2beta1RuntimeConfig(parameters=dict(arguments)),
+        trigger=kfp_server_api.V2beta1Trigger(cron_schedule=kfp_server_api.V2beta1CronSchedule(cron=cron)),
+        max_concurrency=max_concurrency, no_catchup=not catchup, service_account=service_account or None)
     with _calling(conn.host):
-        recurring_run = conn.client.create_recurring_run(
-            experiment_key, job_name, cron_expression=cron, max_concurrency=max_concurrency,
-            no_catchup=not catchup, params=dict(arguments), enabled=True,
-            service_account=service_account or None, **_source_arguments(source))
-    return recurring_run.recurring_run_id
+        # kfp.Client.create_recurring_run insists on a version id; the API takes a pipeline id alone
+        recurring_run = conn.client._recurring_run_api.recurring_run_service_create_recurring_run(
+            recurring_run=body)
+    for recurring_run_id in existing:
+        delete_schedule(conn, recurring_run_id)
+    return Schedule(recurring_run.recurring_run_id, existing)
 
 
-def list_schedules(conn: Connection) -> list[kfp_server_api.V2beta1RecurringRun]:
-    """Every recurring run the caller can see (all pages)."""
+def list_schedules(conn: Connection, name: str | None = None) -> list[kfp_server_api.V2beta1RecurringRun]:
+    """Every recurring run the caller can see in the connection's namespace (all pages), or those named `name`."""
     schedules, page_token = [], ""
     while True:
         with _calling(conn.host):
-            page = conn.client.list_recurring_runs(page_token=page_token, page_size=100, namespace=conn.namespace)
+            page = conn.client.list_recurring_runs(page_token=page_token, page_size=100, namespace=conn.namespace,
+                                                    filter=_name_filter(name) if name else None)
         schedules.extend(page.recurring_runs or [])
         page_token = page.next_page_token
         if not page_token:
-            return schedules
+            return [job for job in schedules if name is None or job.display_name == name]
 
 
 def disable_schedule(conn: Connection, recurring_run_id: str) -> None:

@@ -1,15 +1,23 @@
 """Container image names: one place, read by the pipeline compiler and by `make images`.
 
-The compiled pipeline pins the project version tag (so the committed YAML only changes when
-the version does); `make images` also tags each image with the git revision.
+The tag is the project version plus a digest of what goes into the image (the sources the
+Dockerfile copies, and the Dockerfile), so it changes whenever the code does: a node that
+already holds an image by that name holds exactly this code, and the committed pipeline YAML
+drifts (`pogona compile --check`) until it names the image of the current code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 DEFAULT_REGISTRY = "ghcr.io/pogona-lab"
+REPO = Path(__file__).resolve().parent.parent
+# What images/*/Dockerfile copy from the build context (tests/images checks the two agree).
+IMAGE_SOURCES = (
+    "requirements.lock", "pyproject.toml", "README.md", "components", "pipelines", "images/fetch_weights.py")
 
 
 def project_version() -> str:
@@ -19,10 +27,40 @@ def project_version() -> str:
         return "0.0.0"
 
 
-def image_name(flavour: str, registry: str | None = None) -> str:
-    """`<registry>/pogona-<flavour>:<version>` for flavour 'cpu' or 'cuda'."""
-    registry = registry or os.environ.get("POGONA_IMAGE_REGISTRY", DEFAULT_REGISTRY)
-    return f"{registry.rstrip('/')}/pogona-{flavour}:{project_version()}"
+def _hashed(relative: str) -> bool:
+    """The compiled pipeline names the tag, so it cannot be part of it; caches are not copied (.dockerignore)."""
+    return not (relative.startswith("pipelines/compiled/") or "__pycache__/" in relative or relative.endswith(".pyc"))
+
+
+def _hashed_files(root: Path) -> list[Path]:
+    files = []
+    for source in IMAGE_SOURCES:
+        path = root / source
+        files += [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return [path for path in files if _hashed(path.relative_to(root).as_posix())]
+
+
+def source_digest(flavour: str, root: Path = REPO) -> str:
+    """sha256 over the image's Dockerfile and the sources it copies (paths and contents)."""
+    digest = hashlib.sha256()
+    for path in [root / "images" / flavour / "Dockerfile", *_hashed_files(root)]:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def image_tag(flavour: str) -> str:
+    """`<version>-<first 12 hex digits of the source digest>`, e.g. 0.1.0-3f2a9c81d0e4."""
+    return f"{project_version()}-{source_digest(flavour)[:12]}"
+
+
+def repository(flavour: str) -> str:
+    """`<registry>/pogona-<flavour>` for flavour 'cpu' or 'cuda' (POGONA_IMAGE_REGISTRY overrides the registry)."""
+    return f"{os.environ.get('POGONA_IMAGE_REGISTRY', DEFAULT_REGISTRY).rstrip('/')}/pogona-{flavour}"
+
+
+def image_name(flavour: str) -> str:
+    """The immutable name the pipeline compiles with: `<repository>:<version>-<source digest>`."""
+    return f"{repository(flavour)}:{image_tag(flavour)}"
 
 
 def cpu_image() -> str:
@@ -36,4 +74,5 @@ def cuda_image() -> str:
 if __name__ == "__main__":
     import sys
 
-    print(image_name(sys.argv[1] if len(sys.argv) > 1 else "cpu"))
+    flavour = sys.argv[1] if len(sys.argv) > 1 else "cpu"
+    print(f"{image_name(flavour)} {repository(flavour)}:{project_version()}")

@@ -23,16 +23,23 @@ def validate_dataset(dataset_uri: str, manifest: Output[Artifact], validation_re
     return fingerprint
 
 
-def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool,
-                    ) -> NamedTuple("Decision", [("train", bool), ("note", str)]):
-    """Train unless the production model was trained on this exact snapshot."""
+def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool, code_version: str,
+                    model: str, base_weights_uri: str, epochs: int, patience: int, imgsz: int, batch: float,
+                    device: str, num_gpus: str,
+                    ) -> NamedTuple("Decision", [("train", bool), ("note", str), ("attempt", str)]):
+    """Train unless an earlier run trained this dataset snapshot with this code and these parameters."""
     from collections import namedtuple
 
+    from components.config import TrainConfig
     from pipelines.steps import decide_training as decide
+    from pipelines.steps import training_attempt
 
-    decision = decide(store_uri, model_name, fingerprint, skip_if_unchanged)
+    config = TrainConfig(model=model, weights=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz,
+                         batch=batch, device=device)
+    attempt = training_attempt(fingerprint, code_version, config, num_gpus)
+    decision = decide(store_uri, model_name, attempt, skip_if_unchanged)
     print(decision.note)
-    return namedtuple("Decision", ["train", "note"])(decision.train, decision.note)
+    return namedtuple("Decision", ["train", "note", "attempt"])(decision.train, decision.note, attempt.to_json())
 
 
 def sanity_gate(manifest: Input[Artifact], model: str, base_weights_uri: str, sanity_epochs: int,
@@ -51,15 +58,16 @@ def sanity_gate(manifest: Input[Artifact], model: str, base_weights_uri: str, sa
 
 def train_detector(manifest: Input[Artifact], verdict: Input[Artifact], store_uri: str, run_id: str,
                    kfp_run_id: str, model: str, base_weights_uri: str, epochs: int, patience: int, imgsz: int,
-                   batch: float, device: str, num_gpus: int, trained: Output[Model],
+                   batch: float, device: str, num_gpus: str, trained: Output[Model],
                    train_metrics: Output[Metrics]):
     """Multi-epoch training; checkpoints go to the store every epoch so a retried pod resumes."""
     from components.config import TrainConfig
-    from pipelines.steps import train_step, training_device
+    from pipelines.steps import train_step
 
     config = TrainConfig(model=model, weights=base_weights_uri, epochs=epochs, patience=patience, imgsz=imgsz,
-                         batch=batch, device=training_device(device, num_gpus))
-    for name, value in train_step(manifest.path, trained.path, config, store_uri, run_id or kfp_run_id).items():
+                         batch=batch, device=device)
+    for name, value in train_step(manifest.path, trained.path, config, num_gpus, store_uri, run_id or kfp_run_id,
+                                  kfp_run_id).items():
         train_metrics.log_metric(name, value)
 
 
@@ -84,11 +92,13 @@ def evaluate_and_report(manifest: Input[Artifact], trained: Input[Model], verdic
 
 def publish_model(manifest: Input[Artifact], validation_report: Input[Markdown], verdict: Input[Artifact],
                   trained: Input[Model], analysis: Input[Artifact], store_uri: str, run_id: str, kfp_run_id: str,
-                  model_name: str, min_map50: float, min_margin: float, decision: Output[Markdown]) -> bool:
+                  model_name: str, min_map50: float, min_margin: float, attempt: str,
+                  decision: Output[Markdown]) -> bool:
     """Upload the run to the store, then promote it if it beats the champion (pointer written last)."""
     import tempfile
     from pathlib import Path
 
+    from components.attempts import Attempt
     from components.config import PromotionConfig
     from pipelines.steps import assemble_run_dir, publish_step
 
@@ -96,7 +106,8 @@ def publish_model(manifest: Input[Artifact], validation_report: Input[Markdown],
         run_dir = assemble_run_dir(Path(work) / "run", manifest.path, validation_report.path, verdict.path,
                                    trained.path, analysis.path)
         promoted, outcome = publish_step(run_dir, store_uri, run_id or kfp_run_id, model_name,
-                                         PromotionConfig(min_map50=min_map50, min_margin_map50_95=min_margin))
+                                         PromotionConfig(min_map50=min_map50, min_margin_map50_95=min_margin),
+                                         Attempt.from_json(attempt))
     Path(decision.path).write_text(f"# Publish\n\n{outcome}\n")
     print(outcome)
     return promoted

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.config import RunParameters
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
 from components.storage import FolderStore, open_store
@@ -59,7 +60,7 @@ def _new_run_id() -> str:
 
 
 def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
-              overrides: dict[str, Any] | None = None, run_id: str = "", model_name: str = "pogona-head",
+              overrides: dict[str, Any] | None = None, run_id: str = "", model_name: str = RunParameters.model_name,
               work_dir: Path | None = None) -> LocalRun:
     """Run the pipeline locally; `overrides` are pipeline parameters (epochs, imgsz, ...)."""
     import kfp.local
@@ -122,7 +123,8 @@ def summary_table(run: LocalRun) -> str:
     """The table `pogona run --local` ends with."""
     lines = [f"run {run.run_id} finished in {run.seconds:.0f} s", ""]
     if run.skipped:
-        lines.append("training skipped: the dataset is unchanged since the production model")
+        lines.append("training skipped: an earlier run trained this dataset snapshot with the same code and "
+                     "training parameters (--no-skip-if-unchanged trains anyway)")
     else:
         lines.append(f"{'sanity verdict':<24}{run.sanity_verdict}")
         header = f"{'':<24}{'precision':>10}{'recall':>10}{'mAP50':>10}{'mAP50-95':>10}"

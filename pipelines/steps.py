@@ -13,15 +13,16 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from components.attempts import Attempt
 from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.errors import UserError
 
 
 def dataset_cache_root() -> Path:
-    """Where snapshots are materialized: POGONA_CACHE_DIR (a pod's emptyDir, a mounted PVC), else the user cache."""
+    """Where snapshots are materialized: POGONA_CACHE_DIR (a pod's emptyDir), else the user cache."""
     from components.config import cache_root
 
     return Path(os.environ.get("POGONA_CACHE_DIR") or cache_root() / "datasets")
@@ -45,7 +46,7 @@ def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tup
     """Validate the bucket, write manifest and report; fail the run when the dataset is unusable.
 
     The images validation downloads stay in the snapshot cache, so later steps on the same
-    machine or PVC (a laptop, `kfp.local`, `--dataset-pvc`) do not download them again.
+    machine (a laptop, `kfp.local`) do not download them again.
     """
     from components.validate import validate_dataset
 
@@ -68,19 +69,25 @@ class TrainingDecision:
     note: str
 
 
-def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool) -> TrainingDecision:
-    """Skip training when the champion was trained on exactly this dataset snapshot."""
-    from components.publish import read_champion
+def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, num_gpus: str) -> Attempt:
+    """What a run would train: this dataset snapshot, this code, these training parameters."""
+    return Attempt(fingerprint, code_version, {**asdict(config), "num_gpus": num_gpus})
+
+
+def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_unchanged: bool) -> TrainingDecision:
+    """Skip training when an earlier run already trained exactly this attempt (unless forced)."""
+    from components.attempts import describe, find_attempt
+    from components.storage import open_store
 
     if not skip_if_unchanged:
-        return TrainingDecision(True, "skip-if-unchanged is off: training")
-    champion = read_champion(store_uri, model_name)
-    if champion is None:
-        return TrainingDecision(True, f"no production model for {model_name} yet: training")
-    if champion.get("dataset_fingerprint") == fingerprint:
-        return TrainingDecision(False, f"dataset fingerprint {fingerprint[:16]} equals the one production run "
-                                       f"{champion.get('run_id')} was trained on: training skipped")
-    return TrainingDecision(True, f"dataset changed since production run {champion.get('run_id')}: training")
+        return TrainingDecision(True, "skip_if_unchanged is off: training")
+    what = (f"dataset {attempt.dataset_fingerprint[:16]} with code {attempt.code_version} "
+            "and these training parameters")
+    earlier = find_attempt(open_store(store_uri), model_name, attempt)
+    if earlier is None:
+        return TrainingDecision(True, f"no run of {model_name} has trained {what} yet: training")
+    return TrainingDecision(False, f"{describe(earlier)} already trained {what}: training skipped "
+                                   "(skip_if_unchanged=false trains anyway)")
 
 
 def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, model: str,
@@ -96,18 +103,39 @@ def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, mod
             **{f"last_epoch_{key}": value for key, value in last.items()}}
 
 
-def training_device(device: str, num_gpus: int) -> str:
+def training_device(device: str, num_gpus: str) -> str:
     """`cuda` with N GPUs becomes the device list ultralytics uses for DDP on one node."""
-    if device == "cuda" and num_gpus > 1:
-        return ",".join(str(index) for index in range(num_gpus))
+    if not num_gpus.isdigit() or int(num_gpus) < 1:
+        raise UserError(f"num_gpus {num_gpus!r}: give a whole number of GPUs, at least 1")
+    if device == "cuda" and int(num_gpus) > 1:
+        return ",".join(str(index) for index in range(int(num_gpus)))
     return device
 
 
-def train_step(manifest_path: str, out_dir: str, config: TrainConfig, store_uri: str,
-               run_id: str) -> dict[str, float]:
+def _refusal_key(run_id: str, kfp_run_id: str) -> str:
+    return f"runs/{run_id}/refusals/{kfp_run_id}.json"
+
+
+def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: str, store_uri: str, run_id: str,
+               kfp_run_id: str) -> dict[str, float]:
+    """Train; a failure no retry can fix (no CUDA, a bad parameter, a dead run) is recorded under the
+    run so that KFP's retries within the same pipeline run (`kfp_run_id`) end at once instead of training
+    again. KFP retries a failed step whatever the cause; lost nodes and evicted pods are what they are for."""
+    from components.deadrun import DeadRunError
+    from components.storage import open_store
     from components.train import train_model
 
-    return train_model(materialize(manifest_path), Path(out_dir), config, store=store_uri, run_id=run_id).metrics
+    store, refusal = open_store(store_uri), _refusal_key(run_id, kfp_run_id)
+    if store.exists(refusal):
+        raise UserError(f"not trained again: an earlier attempt failed for a reason a retry cannot fix: "
+                        f"{store.get_json(refusal)['reason']}")
+    try:
+        device = training_device(config.device, num_gpus)
+        return train_model(materialize(manifest_path), Path(out_dir), replace(config, device=device),
+                           store=store_uri, run_id=run_id).metrics
+    except (UserError, DeadRunError) as exc:
+        store.put_json(refusal, {"reason": str(exc)})
+        raise
 
 
 def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,
@@ -153,10 +181,13 @@ def assemble_run_dir(run_dir: Path, manifest_path: str, validation_report: str, 
     return run_dir
 
 
-def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str,
-                 promotion: PromotionConfig) -> tuple[bool, str]:
-    """Upload the run and decide promotion; returns whether it was promoted and the one-line reason."""
+def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str, promotion: PromotionConfig,
+                 attempt: Attempt) -> tuple[bool, str]:
+    """Upload the run, decide promotion and record the attempt; returns whether it was promoted and why."""
+    from components.attempts import record_attempt
     from components.publish import publish_run
+    from components.storage import open_store
 
     result = publish_run(run_dir, store_uri, run_id, model_name, promotion)
+    record_attempt(open_store(store_uri), model_name, attempt, run_id, result.promoted, result.reason)
     return result.promoted, ("promoted" if result.promoted else "not promoted") + f": {result.reason}"

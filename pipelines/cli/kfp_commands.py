@@ -2,7 +2,7 @@
 
 Authentication is kfp.Client's: a bearer token from an environment variable (--existing-token,
 KFP_TOKEN by default), else a pod's projected service-account token (KF_PIPELINES_SA_TOKEN_PATH).
-Tokens never go on the command line.
+Tokens never go on the command line. kfp is imported only when one of these commands runs.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import argparse
 import datetime
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from components.errors import UserError
-from pipelines import client
-from pipelines.client import Connection, PipelineSource
+from pipelines import kfp_defaults as defaults
+
+if TYPE_CHECKING:
+    from pipelines.client import Connection, PipelineSource
 
 SCHEDULE_ACTIONS = ("create", "list", "disable", "delete")
 SUCCESSFUL_STATES = {"SUCCEEDED", "SKIPPED"}
@@ -23,16 +26,16 @@ SUCCESSFUL_STATES = {"SUCCEEDED", "SKIPPED"}
 def _connection_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("KFP connection")
-    group.add_argument("--host", help=f"KFP API URL, e.g. http://localhost:8080 (default: ${client.HOST_ENV})")
+    group.add_argument("--host", help=f"KFP API URL, e.g. http://localhost:8080 (default: ${defaults.HOST_ENV})")
     group.add_argument("--namespace", help="Kubernetes namespace of a multi-user KFP install")
     group.add_argument("--existing-token", metavar="ENV_VAR", dest="token_env",
-                       help=f"environment variable holding a bearer token (default: ${client.DEFAULT_TOKEN_ENV} if set)")
+                       help=f"environment variable holding a bearer token (default: ${defaults.DEFAULT_TOKEN_ENV} if set)")
     return options
 
 
 def _run_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--experiment", default=client.DEFAULT_EXPERIMENT,
+    options.add_argument("--experiment", default=defaults.DEFAULT_EXPERIMENT,
                          help="experiment to file runs under, created when missing (default: %(default)s)")
     options.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                          help="pipeline argument, typed by the pipeline's parameter (repeatable)")
@@ -43,10 +46,14 @@ def _run_options() -> argparse.ArgumentParser:
 
 
 def _connect(args: argparse.Namespace) -> Connection:
+    from pipelines import client
+
     return client.connect(args.host, namespace=args.namespace, token_env=args.token_env)
 
 
 def _upload(args: argparse.Namespace) -> int:
+    from pipelines import client
+
     conn = _connect(args)
     uploaded = client.upload(conn, args.package, args.name, args.version, args.description)
     print(f"{'created pipeline' if uploaded.created_pipeline else 'new version of'} {args.name} on {conn.host}",
@@ -58,18 +65,22 @@ def _upload(args: argparse.Namespace) -> int:
 
 
 def _submit_source(conn: Connection, args: argparse.Namespace) -> PipelineSource:
+    from pipelines import client
+
     if args.package is not None:
         if args.version_id:
             raise UserError("--version-id picks a version of an uploaded pipeline; it does not go with --package")
         return client.package_source(args.package)
-    return client.uploaded_source(conn, args.pipeline_name or client.DEFAULT_PIPELINE_NAME, args.version_id)
+    return client.uploaded_source(conn, args.pipeline_name or defaults.DEFAULT_PIPELINE_NAME, args.version_id)
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from pipelines import client
+
     conn = _connect(args)
     source = _submit_source(conn, args)
     arguments = client.parse_params(args.param, source.parameter_types)
-    label = args.package.stem if args.package else args.pipeline_name or client.DEFAULT_PIPELINE_NAME
+    label = args.package.stem if args.package else args.pipeline_name or defaults.DEFAULT_PIPELINE_NAME
     run_name = args.run_name or f"{label} {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
     run_id = client.submit_run(conn, source, args.experiment, run_name, arguments,
                                service_account=args.service_account)
@@ -86,24 +97,34 @@ def _submit(args: argparse.Namespace) -> int:
     return 1
 
 
+CRON_TIME_ZONE = ("in the time zone of KFP's scheduled-workflow controller: its CRON_SCHEDULE_TIMEZONE, "
+                  "else its local time (UTC unless the deployment sets TZ)")
+
+
 def _schedule_create(args: argparse.Namespace) -> int:
+    from pipelines import client
+
     if not args.cron:
         raise UserError('schedule create needs --cron, e.g. --cron "0 0 2 * * *" (6 fields, seconds first)')
     cron = client.validate_schedule(args.cron, args.max_concurrency)
     conn = _connect(args)
-    source = client.uploaded_source(conn, args.pipeline_name)
+    source = client.uploaded_source(conn, args.pipeline_name, args.version_id, follow_latest=True)
     arguments = client.parse_params(args.param, source.parameter_types)
-    recurring_run_id = client.create_schedule(conn, source, args.experiment, args.job_name, cron, arguments,
-                                              max_concurrency=args.max_concurrency, catchup=args.catchup,
-                                              service_account=args.service_account)
-    print(f"recurring run id: {recurring_run_id}")
-    print(f"runs: {source.description}, cron {cron}, max concurrency {args.max_concurrency}, "
+    schedule = client.apply_schedule(conn, source, args.experiment, args.job_name, cron, arguments,
+                                     max_concurrency=args.max_concurrency, catchup=args.catchup,
+                                     service_account=args.service_account)
+    print(f"recurring run id: {schedule.recurring_run_id}")
+    for replaced in schedule.replaced:
+        print(f"replaced recurring run: {replaced}")
+    print(f"runs: {source.description}, cron {cron} {CRON_TIME_ZONE}, max concurrency {args.max_concurrency}, "
           f"{'catchup' if args.catchup else 'no catchup'}")
-    print(f"url: {client.ui_url(conn, f'recurringrun/details/{recurring_run_id}')}")
+    print(f"url: {client.ui_url(conn, f'recurringrun/details/{schedule.recurring_run_id}')}")
     return 0
 
 
 def _schedule(args: argparse.Namespace) -> int:
+    from pipelines import client
+
     needs_id = args.action in ("disable", "delete")
     if needs_id != bool(args.job_id):
         raise UserError(f"schedule {args.action} {'needs a JOB_ID' if needs_id else 'takes no JOB_ID'}")
@@ -130,9 +151,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     upload = subparsers.add_parser("upload", parents=[connection], help="upload the compiled pipeline to KFP",
                                    description="Upload the compiled pipeline as a new pipeline, or as a new "
                                                "version when a pipeline of that name exists.")
-    upload.add_argument("--package", type=Path, default=client.DEFAULT_PACKAGE,
+    upload.add_argument("--package", type=Path, default=defaults.DEFAULT_PACKAGE,
                         help="compiled pipeline YAML (default: the committed pipelines/compiled one)")
-    upload.add_argument("--name", default=client.DEFAULT_PIPELINE_NAME, help="pipeline name (default: %(default)s)")
+    upload.add_argument("--name", default=defaults.DEFAULT_PIPELINE_NAME, help="pipeline name (default: %(default)s)")
     upload.add_argument("--version", help="name of the new version when the pipeline exists (default: project "
                                           "version, UTC time and git revision); a new pipeline's first version "
                                           "takes the pipeline's name")
@@ -143,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Start a run of the newest (or given) version of an uploaded "
                                                "pipeline, or of a compiled package file.")
     source = submit.add_mutually_exclusive_group()
-    source.add_argument("--pipeline-name", help=f"uploaded pipeline to run (default: {client.DEFAULT_PIPELINE_NAME})")
+    source.add_argument("--pipeline-name", help=f"uploaded pipeline to run (default: {defaults.DEFAULT_PIPELINE_NAME})")
     source.add_argument("--package", type=Path, help="compiled pipeline YAML to run without uploading")
     submit.add_argument("--version-id", help="pipeline version to run (default: the newest)")
     submit.add_argument("--run-name", help="run name (default: pipeline name and local time)")
@@ -152,15 +173,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     submit.set_defaults(handler=_submit)
 
     schedule = subparsers.add_parser("schedule", parents=[connection, run], help="manage the nightly recurring run",
-                                     description="Create (the default action), list, disable or delete "
-                                                 "recurring runs.")
+                                     description="Create or replace (the default action), list, disable or "
+                                                 "delete recurring runs.")
     schedule.add_argument("action", nargs="?", choices=SCHEDULE_ACTIONS, default="create",
                           help="what to do (default: create)")
     schedule.add_argument("job_id", nargs="?", metavar="JOB_ID", help="recurring run id, for disable and delete")
-    schedule.add_argument("--cron", help='6-field KFP cron, seconds first, e.g. "0 0 2 * * *" (02:00 daily)')
-    schedule.add_argument("--pipeline-name", default=client.DEFAULT_PIPELINE_NAME,
-                          help="uploaded pipeline whose newest version runs (default: %(default)s)")
-    schedule.add_argument("--job-name", default="pogona-nightly", help="recurring run name (default: %(default)s)")
+    schedule.add_argument("--cron", help='6-field KFP cron, seconds first, e.g. "0 0 2 * * *" (02:00 daily), '
+                                         + CRON_TIME_ZONE)
+    schedule.add_argument("--pipeline-name", default=defaults.DEFAULT_PIPELINE_NAME,
+                          help="uploaded pipeline whose newest version at each run runs (default: %(default)s)")
+    schedule.add_argument("--version-id", help="run this pipeline version every time instead of the newest")
+    schedule.add_argument("--job-name", default="pogona-nightly",
+                          help="recurring run name; one of that name already there is replaced "
+                               "(default: %(default)s)")
     schedule.add_argument("--max-concurrency", type=int, default=1, help="runs at once (default: %(default)s)")
     schedule.add_argument("--catchup", action=argparse.BooleanOptionalAction, default=False,
                           help="backfill runs missed while paused (default: no catchup)")

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
+from components.config import RunParameters, run_parameter_types
 from components.errors import UserError
 
-# Pipeline parameters `pogona run --local` exposes as flags of the same name.
-RUN_PARAMETERS = (("epochs", int), ("imgsz", int), ("patience", int), ("batch", float), ("model", str),
-                  ("base_weights_uri", str), ("min_map50", float), ("sanity_epochs", int),
-                  ("sanity_max_images", int), ("export_formats", str))
+# Run parameters that `pogona run --local` sets itself or takes under flags of its own (--dataset,
+# --store, --model-name, --run-id, --no-skip-if-unchanged); every other one is a flag of the same name.
+LOCAL_RUN_SETS = {"dataset_uri", "store_uri", "model_name", "run_id", "skip_if_unchanged", "training_device",
+                  "num_gpus", "s3_secret_name"}
+
+
+def run_parameter_flags() -> dict[str, type]:
+    """The run parameters `pogona run --local` takes as flags, with their types (components.config.RunParameters)."""
+    return {name: kind for name, kind in run_parameter_types().items() if name not in LOCAL_RUN_SETS}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compile_parser.add_argument("--cuda-image", help="image for training (default from pipelines/images.py)")
     compile_parser.add_argument("--gpu-node-selector", default="nvidia.com/gpu.present=true",
                                 metavar="KEY=VALUE", help="node label the training pod must match")
-    compile_parser.add_argument("--dataset-pvc", default="",
-                                help="PersistentVolumeClaim that caches datasets between runs (default: emptyDir)")
+    compile_parser.add_argument("--run-deadline-hours", type=float,
+                                help="end a run that has not finished after this long, pending pods included "
+                                     "(default: the profile's; 0 for none, as KFP backends before 2.17 need)")
     compile_parser.set_defaults(handler=compile_command)
 
     run_parser = subparsers.add_parser("run", help="run the whole pipeline locally through kfp.local")
@@ -39,11 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_parser.add_argument("--dataset", default="", help="dataset URI (default with --demo: <store>/datasets/demo)")
     run_parser.add_argument("--store", default=".pogona/store", help="object store URI or folder")
     run_parser.add_argument("--run-id", default="", help="folder under runs/ (default: local-<time>)")
-    run_parser.add_argument("--model-name", default="pogona-head")
-    for name, kind in RUN_PARAMETERS:
-        run_parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"pipeline parameter {name}")
+    run_parser.add_argument("--model-name", default=RunParameters.model_name, help="default: %(default)s")
+    descriptions = {item.name: item.metadata["help"] for item in fields(RunParameters)}
+    for name, kind in run_parameter_flags().items():
+        help_text = descriptions[name].replace("%", "%%") + " (default: the pipeline's, or --demo's)"
+        run_parser.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(), help=help_text)
     run_parser.add_argument("--no-skip-if-unchanged", action="store_true",
-                            help="train even when the production model saw this dataset")
+                            help="train even when an earlier run trained this dataset with the same code and parameters")
     run_parser.set_defaults(handler=run_command)
 
 
@@ -54,7 +63,10 @@ def _placement(args: argparse.Namespace):
     if not sep or not key or not value:
         raise UserError(f"--gpu-node-selector {args.gpu_node_selector!r} is not KEY=VALUE")
     placement = Placement.for_profile(args.profile, cpu=args.cpu_image, cuda=args.cuda_image)
-    return replace(placement, gpu_node_selector=(key, value), dataset_pvc=args.dataset_pvc)
+    placement = replace(placement, gpu_node_selector=(key, value))
+    if args.run_deadline_hours is not None:
+        placement = replace(placement, run_deadline_s=round(args.run_deadline_hours * 3600))
+    return placement
 
 
 def compile_command(args: argparse.Namespace) -> int:
@@ -77,7 +89,7 @@ def compile_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from pipelines.local import run_local, summary_table
 
-    overrides = {name: getattr(args, name) for name, _ in RUN_PARAMETERS if getattr(args, name) is not None}
+    overrides = {name: getattr(args, name) for name in run_parameter_flags() if getattr(args, name) is not None}
     if args.no_skip_if_unchanged:
         overrides["skip_if_unchanged"] = False
     run = run_local(store=args.store, dataset=args.dataset, demo=args.demo, overrides=overrides,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from components.config import PromotionConfig
+from components.config import PromotionConfig, RunParameters
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     publish.add_argument("--run-dir", type=Path, required=True, help="pogona working dir or ultralytics run dir")
     publish.add_argument("--store", required=True, help="s3://bucket/prefix, file:///path or a folder")
     publish.add_argument("--run-id", required=True)
-    publish.add_argument("--model-name", default="pogona-head")
+    publish.add_argument("--model-name", default=RunParameters.model_name, help="default: %(default)s")
     publish.add_argument("--min-map50", type=float, default=defaults.min_map50,
                          help=f"absolute mAP50 floor for promotion (default {defaults.min_map50})")
     publish.add_argument("--min-margin", type=float, default=defaults.min_margin_map50_95,

@@ -161,11 +161,35 @@ def test_make_images_tags_what_the_pipeline_compiles_with(monkeypatch):
         words = shlex.split(command)
         flavour = Path(words[words.index("--file") + 1]).parent.name
         built[flavour] = {words[index + 1] for index, word in enumerate(words) if word == "--tag"}
-        assert f"VERSION={images.project_version()}" in words
+        assert f"VERSION={images.image_tag(flavour)}" in words
         assert f"REVISION={revision}" in words
     expected = {"cpu": images.cpu_image(), "cuda": images.cuda_image()}
     assert expected["cpu"].startswith(registry + "/pogona-cpu:")
-    assert built == {flavour: {name, f"{name}-{revision}"} for flavour, name in expected.items()}
+    assert built == {flavour: {name, f"{images.repository(flavour)}:{images.project_version()}"}
+                     for flavour, name in expected.items()}
+
+
+def test_every_source_an_image_copies_is_part_of_its_tag():
+    for flavour in FLAVOURS:
+        for copy in parse_dockerfile(dockerfile(flavour))[0].arguments("COPY"):
+            for source in copy.split()[:-1]:
+                assert source in images.IMAGE_SOURCES, f"{flavour}: COPY {source} does not change the image tag"
+
+
+def test_the_image_tag_changes_with_the_code_and_only_with_it(tmp_path):
+    for source in ("pyproject.toml", "README.md", "images/fetch_weights.py", "images/cpu/Dockerfile",
+                   "components/train.py", "pipelines/pipeline.py"):
+        (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / source).write_text(f"contents of {source}\n")
+    (tmp_path / "pipelines" / "compiled").mkdir()
+    first = images.source_digest("cpu", tmp_path)
+    (tmp_path / "pipelines" / "compiled" / "pogona-train.yaml").write_text("image: pogona-cpu:0.1.0-...\n")
+    (tmp_path / "components" / "__pycache__").mkdir()
+    (tmp_path / "components" / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"\0")
+    assert images.source_digest("cpu", tmp_path) == first  # nothing the image holds changed
+    (tmp_path / "components" / "train.py").write_text("EPOCHS = 80\n")
+    assert images.source_digest("cpu", tmp_path) != first
+    assert images.source_digest("cpu") != images.source_digest("cuda")  # each image its own Dockerfile
 
 
 @pytest.mark.parametrize("script", sorted((REPO / "scripts").glob("*.sh")), ids=lambda path: path.name)

@@ -13,8 +13,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.config import SanityConfig, TrainConfig
+from kubernetes.utils import parse_quantity
+
 from pipelines import images
+from pipelines.compile import compile_pipeline
+from pipelines.pipeline import S3_CONFIG_KEYS, Placement
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -130,12 +133,16 @@ def test_secret_manifests_hold_only_placeholders():
     assert set(template["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
-def test_base_gives_pipeline_runs_an_identity_storage_and_defaults(builds):
+def test_base_gives_pipeline_runs_an_identity_and_storage_and_nothing_unused(builds):
     base = builds["base"]
     assert find(base, "Namespace", "pogona")
+    assert find(base, "ServiceAccount", "pogona-pipeline-runner")
     storage = find(base, "ConfigMap", "pogona-s3-endpoint")["data"]
     assert set(storage) == {"AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "POGONA_STORE"}
-    assert find(base, "PriorityClass", "pogona-training")["globalDefault"] is False
+    # what the compiled pipeline maps from the ConfigMap, and nothing the pods would never see
+    assert set(S3_CONFIG_KEYS) <= set(storage)
+    assert {obj["kind"] for obj in base} == {"Namespace", "LimitRange", "ServiceAccount", "Role", "RoleBinding",
+                                             "ConfigMap"}
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
@@ -153,21 +160,11 @@ def test_role_binding_grants_the_runner_its_role_in_its_namespace(builds, direct
         "the runner may read every Secret in the namespace"
 
 
-def test_defaults_configmap_matches_the_pipeline_defaults(builds):
-    defaults = find(builds["base"], "ConfigMap", "pogona-defaults")["data"]
-    expected = {name: getattr(TrainConfig(), name)
-                for name in ("model", "imgsz", "epochs", "patience", "batch", "optimizer", "lr0", "cos_lr", "seed")}
-    expected.update({f"sanity_{name}": getattr(SanityConfig(), name) for name in ("epochs", "batch")})
-    assert defaults == {name: str(value).lower() if isinstance(value, bool) else str(value)
-                        for name, value in expected.items()}
-
-
 def test_kind_overlay_lives_where_kfp_standalone_runs_pipelines(builds):
     kind = builds["overlays/kind"]
     assert not [obj for obj in kind if obj["kind"] in {"Namespace", "LimitRange"}], \
         "the kubeflow namespace and its pod defaults belong to the KFP install"
-    namespaced = [obj for obj in kind if obj["kind"] != "PriorityClass"]
-    assert {obj["metadata"]["namespace"] for obj in namespaced} == {"kubeflow"}
+    assert {obj["metadata"]["namespace"] for obj in kind} == {"kubeflow"}
 
 
 def test_kind_overlay_points_the_pipeline_at_its_minio_bucket(builds):
@@ -194,11 +191,66 @@ def test_gpu_overlay_checks_placement_on_nvidia_nodes_with_the_pipeline_image(bu
     monkeypatch.delenv("POGONA_IMAGE_REGISTRY", raising=False)
     job = find(builds["overlays/gpu"], "Job", "pogona-gpu-check")["spec"]["template"]["spec"]
     container = job["containers"][0]
-    assert container["image"] == images.cuda_image()
+    assert container["image"].rsplit(":", 1)[0] == images.repository("cuda")
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert job["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in job["tolerations"]
-    assert job["priorityClassName"] == "pogona-training"
     shm = next(mount for mount in container["volumeMounts"] if mount["mountPath"] == "/dev/shm")
     volume = next(volume for volume in job["volumes"] if volume["name"] == shm["name"])
     assert volume["emptyDir"]["medium"] == "Memory"
+
+
+# What the KFP driver turns an executor's resources into (driver.go: resource* fields to requests/limits).
+KFP_RESOURCE_FIELDS = {("requests", "cpu"): "resourceCpuRequest", ("limits", "cpu"): "resourceCpuLimit",
+                       ("requests", "memory"): "resourceMemoryRequest", ("limits", "memory"): "resourceMemoryLimit"}
+
+
+def admit(resources: dict[str, dict[str, str]], limit_range: dict) -> list[str]:
+    """Why the API server rejects a container with these resources in a namespace with this LimitRange:
+    API defaulting (request = limit when only a limit is set), then LimitRanger's defaults for what is
+    still missing, then its min/max/ratio checks and pod validation's request <= limit."""
+    requests, limits = dict(resources.get("requests", {})), dict(resources.get("limits", {}))
+    for name, value in limits.items():
+        requests.setdefault(name, value)
+    problems = []
+    for rule in (r for r in limit_range["spec"]["limits"] if r["type"] == "Container"):
+        for name, value in rule.get("default", {}).items():
+            limits.setdefault(name, value)
+        for name, value in rule.get("defaultRequest", {}).items():
+            requests.setdefault(name, value)
+        for name, value in rule.get("min", {}).items():
+            if name in requests and parse_quantity(requests[name]) < parse_quantity(value):
+                problems.append(f"{name} request {requests[name]} is below the minimum {value}")
+        for name, value in rule.get("max", {}).items():
+            if name not in limits or parse_quantity(limits[name]) > parse_quantity(value):
+                problems.append(f"{name} limit {limits.get(name, '(none)')} is above the maximum {value}")
+        for name, value in rule.get("maxLimitRequestRatio", {}).items():
+            if name in limits and parse_quantity(limits[name]) > parse_quantity(value) * parse_quantity(requests[name]):
+                problems.append(f"{name} limit/request ratio exceeds {value}")
+    problems += [f"{name} request {value} exceeds its limit {limits[name]}" for name, value in requests.items()
+                 if name in limits and parse_quantity(value) > parse_quantity(limits[name])]
+    return problems
+
+
+@pytest.mark.parametrize("profile", ["gpu", "kind"])
+def test_the_namespace_limit_range_admits_every_pipeline_step(builds, profile, tmp_path):
+    limit_range = find(builds["base"], "LimitRange", "pogona-container-defaults")
+    compiled = compile_pipeline(tmp_path / "pipeline.yaml", Placement.for_profile(profile))
+    spec = next(yaml.safe_load_all(compiled.read_text()))
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 7
+    for name, executor in executors.items():
+        fields = executor["container"].get("resources", {})
+        resources: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+        for (bound, resource), field in KFP_RESOURCE_FIELDS.items():
+            if field in fields:
+                resources[bound][resource] = fields[field]
+        assert not admit(resources, limit_range), f"{profile} {name}: {admit(resources, limit_range)}"
+    # KFP's own containers (driver, launcher init, Argo wait) set nothing: the defaults alone must fit
+    assert not admit({}, limit_range)
+
+
+def test_a_step_with_requests_above_the_default_limits_is_rejected(builds):
+    limit_range = find(builds["base"], "LimitRange", "pogona-container-defaults")
+    assert admit({"requests": {"cpu": "2", "memory": "8Gi"}}, limit_range) == [
+        "cpu request 2 exceeds its limit 1", "memory request 8Gi exceeds its limit 1Gi"]

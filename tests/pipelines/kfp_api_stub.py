@@ -141,8 +141,9 @@ def _display_name_filter(query: dict[str, list[str]]) -> str | None:
 
 @dataclass
 class KfpState:
-    """What the endpoint remembers between requests."""
+    """What the endpoint remembers between requests; `multi_user` makes it answer as a multi-user KFP."""
 
+    multi_user: bool = False
     pipelines: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, list[Any]] = field(default_factory=dict)
     experiments: dict[str, Any] = field(default_factory=dict)
@@ -159,8 +160,8 @@ class KfpState:
 class KfpApiStub:
     """Serve the KFP v2beta1 API on 127.0.0.1 from a background thread (use as a context manager)."""
 
-    def __init__(self) -> None:
-        self.state = KfpState()
+    def __init__(self, multi_user: bool = False) -> None:
+        self.state = KfpState(multi_user=multi_user)
         self._lock = threading.Lock()
         self._routes: list[tuple[str, re.Pattern, Callable]] = [
             ("GET", re.compile(rf"{API}/healthz"), self._healthz),
@@ -171,6 +172,7 @@ class KfpApiStub:
             ("GET", re.compile(rf"{API}/pipelines/(?P<pipeline_id>[^/]+)/versions/(?P<version_id>[^/]+)"),
              self._get_version),
             ("GET", re.compile(rf"{API}/experiments"), self._list_experiments),
+            ("GET", re.compile(rf"{API}/experiments/(?P<experiment_id>[^/]+)"), self._get_experiment),
             ("POST", re.compile(rf"{API}/experiments"), self._create_experiment),
             ("POST", re.compile(rf"{API}/runs"), self._create_run),
             ("GET", re.compile(rf"{API}/runs/(?P<run_id>[^/:]+)"), self._get_run),
@@ -247,7 +249,14 @@ class KfpApiStub:
             raise ApiError(400, f"body is not JSON: {exc}") from exc
 
     def _healthz(self, **_: Any) -> Any:
-        return _serialize(kfp_server_api.V2beta1GetHealthzResponse(multi_user=False))
+        return _serialize(kfp_server_api.V2beta1GetHealthzResponse(multi_user=self.state.multi_user))
+
+    def _namespace(self, query: dict, what: str) -> str:
+        """The namespace a list request names; multi-user KFP refuses to list runs and experiments without one."""
+        namespace = query.get("namespace", [""])[0]
+        if self.state.multi_user and not namespace and what != "pipelines":
+            raise ApiError(400, f"Invalid input error: In multi-user mode, listing {what} requires a namespace")
+        return namespace
 
     def _uploaded_spec(self, body: Any, query: dict, allowed_params: set[str]) -> pipeline_spec_pb2.PipelineSpec:
         unknown = sorted(set(query) - allowed_params)
@@ -273,11 +282,12 @@ class KfpApiStub:
     def _upload_pipeline(self, body: Any, query: dict, **_: Any) -> Any:
         spec = self._uploaded_spec(body, query, UPLOAD_QUERY_PARAMS)
         name = (query.get("display_name") or query.get("name") or [spec.pipeline_info.name])[0]
-        if any(p.display_name == name for p in self.state.pipelines.values()):
-            raise ApiError(409, f"pipeline {name!r} already exists")
+        namespace = query.get("namespace", [""])[0]
+        if any(p.display_name == name and p.namespace == namespace for p in self.state.pipelines.values()):
+            raise ApiError(409, f"pipeline {name!r} already exists in namespace {namespace!r}")
         description = query.get("description", [None])[0]
         pipeline = kfp_server_api.V2beta1Pipeline(
-            pipeline_id=self.state.new_id("pipeline"), display_name=name, name=name,
+            pipeline_id=self.state.new_id("pipeline"), display_name=name, name=name, namespace=namespace,
             description=description, created_at=_now())
         self.state.pipelines[pipeline.pipeline_id] = pipeline
         self._add_version(pipeline.pipeline_id, name, description, spec)
@@ -296,8 +306,9 @@ class KfpApiStub:
         return _serialize(self._add_version(pipeline_id, name, query.get("description", [None])[0], spec))
 
     def _list_pipelines(self, query: dict, **_: Any) -> Any:
-        name = _display_name_filter(query)
-        pipelines = [p for p in self.state.pipelines.values() if name is None or p.display_name == name]
+        name, namespace = _display_name_filter(query), self._namespace(query, "pipelines")
+        pipelines = [p for p in self.state.pipelines.values()
+                     if (name is None or p.display_name == name) and p.namespace == namespace]
         return _serialize(kfp_server_api.V2beta1ListPipelinesResponse(pipelines=pipelines, total_size=len(pipelines)))
 
     def _pipeline_versions(self, pipeline_id: str) -> list[Any]:
@@ -319,10 +330,16 @@ class KfpApiStub:
         raise ApiError(404, f"pipeline version {version_id!r} not found")
 
     def _list_experiments(self, query: dict, **_: Any) -> Any:
-        name = _display_name_filter(query)
-        experiments = [e for e in self.state.experiments.values() if name is None or e.display_name == name]
+        name, namespace = _display_name_filter(query), self._namespace(query, "experiments")
+        experiments = [e for e in self.state.experiments.values()
+                       if (name is None or e.display_name == name) and (e.namespace or "") == namespace]
         return _serialize(kfp_server_api.V2beta1ListExperimentsResponse(
             experiments=experiments, total_size=len(experiments)))
+
+    def _get_experiment(self, experiment_id: str, **_: Any) -> Any:
+        if experiment_id not in self.state.experiments:
+            raise ApiError(404, f"experiment {experiment_id!r} not found")
+        return _serialize(self.state.experiments[experiment_id])
 
     def _create_experiment(self, body: Any, **_: Any) -> Any:
         experiment = decode_model(body, kfp_server_api.V2beta1Experiment)
@@ -343,8 +360,10 @@ class KfpApiStub:
             raise ApiError(400, "give exactly one of pipeline_spec and pipeline_version_reference")
         if run.pipeline_spec is not None:
             check_pipeline_spec(run.pipeline_spec, "pipeline_spec")
-        else:
+        elif reference.pipeline_version_id or isinstance(run, kfp_server_api.V2beta1Run):
             self._get_version(reference.pipeline_id, reference.pipeline_version_id)
+        elif not self._pipeline_versions(reference.pipeline_id):  # a recurring run follows the newest version
+            raise ApiError(400, f"pipeline {reference.pipeline_id!r} has no versions")
 
     def _create_run(self, body: Any, **_: Any) -> Any:
         run = decode_model(body, kfp_server_api.V2beta1Run)
@@ -376,8 +395,10 @@ class KfpApiStub:
         self.state.recurring_runs[recurring_run.recurring_run_id] = recurring_run
         return _serialize(recurring_run)
 
-    def _list_recurring_runs(self, **_: Any) -> Any:
-        runs = list(self.state.recurring_runs.values())
+    def _list_recurring_runs(self, query: dict, **_: Any) -> Any:
+        name, namespace = _display_name_filter(query), self._namespace(query, "recurring runs")
+        runs = [r for r in self.state.recurring_runs.values() if (name is None or r.display_name == name)
+                and (self.state.experiments[r.experiment_id].namespace or "") == namespace]
         return _serialize(kfp_server_api.V2beta1ListRecurringRunsResponse(recurring_runs=runs, total_size=len(runs)))
 
     def _recurring_run(self, recurring_run_id: str) -> Any:

@@ -166,9 +166,48 @@ def test_schedule_creates_the_nightly_recurring_run(capsys, kfp_api, package, ac
     assert job["no_catchup"] is True
     assert job["mode"] == "ENABLE"
     assert job["display_name"] == "pogona-nightly"
-    assert job["pipeline_version_reference"]["pipeline_version_id"] == uploaded["version id"]
+    # only the pipeline: each run takes the newest version uploaded by then (backend >= 2.5)
+    assert job["pipeline_version_reference"] == {"pipeline_id": uploaded["pipeline id"]}
     assert job["runtime_config"]["parameters"] == {"epochs": 60}
     assert _fields(out)["recurring run id"] in kfp_api.state.recurring_runs
+    assert "CRON_SCHEDULE_TIMEZONE" in out
+
+
+def test_schedule_create_again_replaces_the_nightly_run_instead_of_adding_one(capsys, kfp_api, package):
+    uploaded = _upload(capsys, kfp_api, package)
+    _, first, _ = pogona(capsys, "schedule", "--host", kfp_api.url, "--cron", NIGHTLY)
+    pogona(capsys, "schedule", "--host", kfp_api.url, "--cron", NIGHTLY, "--job-name", "weekly")
+
+    code, out, err = pogona(capsys, "schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *",
+                            "--version-id", uploaded["version id"])
+
+    assert code == 0, err
+    nightly = [job for job in kfp_api.state.recurring_runs.values() if job.display_name == "pogona-nightly"]
+    assert [job.recurring_run_id for job in nightly] == [_fields(out)["recurring run id"]]
+    assert nightly[0].trigger.cron_schedule.cron == "0 0 3 * * *"
+    assert nightly[0].pipeline_version_reference.pipeline_version_id == uploaded["version id"]
+    assert _fields(out)["replaced recurring run"] == _fields(first)["recurring run id"]
+    assert len(kfp_api.state.recurring_runs) == 2  # the schedule of another name stays
+
+
+def test_multi_user_kfp_finds_the_namespaced_pipeline_on_every_lookup(capsys, package, monkeypatch):
+    for variable in ("KFP_TOKEN", "KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_SA_TOKEN_PATH"):
+        monkeypatch.delenv(variable, raising=False)
+    with KfpApiStub(multi_user=True) as kfp_api:
+        namespaced = ("--host", kfp_api.url, "--namespace", "team-a")
+        first = _fields(pogona(capsys, "upload", *namespaced, "--package", str(package))[1])
+        code, out, err = pogona(capsys, "upload", *namespaced, "--package", str(package), "--version", "v2")
+        assert code == 0, err
+        assert _fields(out)["pipeline id"] == first["pipeline id"]  # a new version, not a second pipeline
+        assert pogona(capsys, "submit", *namespaced)[0] == 0
+        for _ in range(2):
+            assert pogona(capsys, "schedule", *namespaced, "--cron", NIGHTLY)[0] == 0
+
+        assert len(kfp_api.state.recurring_runs) == 1
+        [experiment] = kfp_api.state.experiments.values()
+        assert experiment.namespace == "team-a"
+        lookups = kfp_api.requests_to("GET", "/pipelines") + kfp_api.requests_to("GET", "/recurringruns")
+        assert len(lookups) >= 5 and all(request.query["namespace"] == ["team-a"] for request in lookups)
 
 
 def test_schedule_with_catchup_and_more_concurrency(capsys, kfp_api, package):

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from components.config import RunParameters, run_parameter_types
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.storage import open_store
+from pipelines.cli import build_parser
 from pipelines.local import run_local, summary_table
 
 TINY = dict(model="yolo11n", epochs=2, patience=2, imgsz=96, batch=16.0, sanity_epochs=3, sanity_imgsz=96,
@@ -44,3 +46,13 @@ def test_local_run_publishes_a_complete_run_then_skips_an_unchanged_dataset(loca
     assert not any(store.list("runs/second/"))
     assert store.get_json("models/pogona-head/production.json")["run_id"] == "first"
     assert "training skipped" in summary_table(second)
+
+
+def test_pogona_run_takes_every_run_parameter_it_does_not_set_itself_as_a_typed_flag():
+    args = build_parser().parse_args(["run", "--local", "--sanity-batch", "4", "--batch", "0.5",
+                                      "--sanity-min-map50", "0.3", "--export-formats", ""])
+    assert (args.sanity_batch, args.batch, args.sanity_min_map50, args.export_formats) == (4, 0.5, 0.3, "")
+    flags = {name for name in vars(args) if name in run_parameter_types()}  # model_name, run_id: own flags
+    assert flags == set(run_parameter_types()) - {"dataset_uri", "store_uri", "skip_if_unchanged",
+                                                  "training_device", "num_gpus", "s3_secret_name"}
+    assert args.model_name == RunParameters.model_name

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import yaml
+from google.protobuf import json_format, struct_pb2
 
+from components.config import RunParameters, run_parameter_types
 from pipelines.cli import main
+from pipelines.client import parameter_types, parse_params
 from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline
 from pipelines.images import cpu_image, cuda_image
 from pipelines.pipeline import Placement
@@ -37,13 +42,51 @@ def test_training_is_placed_on_nvidia_nodes(gpu_pipeline):
     assert container["image"] == cuda_image()
     accelerator = container["resources"]["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu"
-    assert accelerator["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--num_gpus']}}"
     train = k8s["exec-train-detector"]
     assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train["tolerations"]
-    shm = [m for m in train["emptyDirMounts"] if m["mountPath"] == "/dev/shm"]
-    assert shm and shm[0]["medium"] == "Memory"
-    assert container["resources"]["resourceCpuRequest"] and container["resources"]["resourceMemoryRequest"]
+
+
+def _driver_gpu_limit(spec: dict, arguments: dict) -> str:
+    """The `nvidia.com/gpu` limit the KFP backend's driver (2.17, driver.go and resolve.go) puts on the
+    training pod: a runtime `resourceCount` is the executor input parameter read with GetStringValue(),
+    which is empty for any value that is not a string, and an empty count sets no limit."""
+    count = spec["deploymentSpec"]["executors"]["exec-train-detector"]["container"]["resources"]["accelerator"][
+        "resourceCount"]
+    placeholder = re.fullmatch(r"\{\{\$\.inputs\.parameters\['pipelinechannel--(\w+)'\]\}\}", count)
+    if placeholder is None:
+        return count
+    name = placeholder.group(1)
+    value = arguments.get(name, spec["root"]["inputDefinitions"]["parameters"][name].get("defaultValue"))
+    return json_format.ParseDict(value, struct_pb2.Value()).string_value
+
+
+def test_the_backend_gives_the_training_pod_the_gpus_the_run_asks_for(gpu_pipeline):
+    spec, _ = gpu_pipeline
+    assert _driver_gpu_limit(spec, {}) == "1"
+    arguments = parse_params(["num_gpus=4"], parameter_types(spec))  # as `pogona submit --param` sends it
+    assert _driver_gpu_limit(spec, arguments) == "4"
+
+
+def test_steps_that_load_data_with_workers_get_a_memory_backed_shm(gpu_pipeline):
+    _, k8s = gpu_pipeline
+    for executor in ("exec-sanity-gate", "exec-train-detector", "exec-evaluate-and-report"):
+        shm = [m for m in k8s[executor].get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        assert shm and shm[0]["medium"] == "Memory" and shm[0]["sizeLimit"], executor
+
+
+def test_every_step_has_a_timeout_and_the_run_a_deadline(gpu_pipeline, tmp_path):
+    _, k8s = gpu_pipeline
+    for name, config in k8s.items():
+        assert int(config["activeDeadlineSeconds"]) > 0, name
+    train_timeout = int(k8s["exec-train-detector"]["activeDeadlineSeconds"])
+
+    def run_config(placement: Placement) -> dict:
+        _, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", placement).read_text())
+        return platform["platforms"]["kubernetes"].get("pipelineConfig", {})
+
+    assert run_config(Placement.for_profile("gpu"))["activeDeadlineSeconds"] > train_timeout
+    assert run_config(replace(Placement.for_profile("gpu"), run_deadline_s=0)) == {}  # for backends before 2.17
 
 
 def test_cpu_steps_use_the_cpu_image_and_no_gpu(gpu_pipeline):
@@ -75,6 +118,14 @@ def test_pods_install_nothing_at_start(gpu_pipeline):
         assert "pip install" not in command and "pip3 install" not in command, name
 
 
+def test_the_run_form_offers_exactly_the_run_parameters_with_their_defaults(gpu_pipeline):
+    spec, _ = gpu_pipeline
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert {name: parameter.get("defaultValue") for name, parameter in parameters.items()} == asdict(RunParameters())
+    kfp_types = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
+    assert parameter_types(spec) == {name: kfp_types[kind] for name, kind in run_parameter_types().items()}
+
+
 def test_parameters_carry_defaults_and_descriptions(gpu_pipeline):
     spec, _ = gpu_pipeline
     parameters = spec["root"]["inputDefinitions"]["parameters"]
@@ -88,10 +139,11 @@ def test_parameters_carry_defaults_and_descriptions(gpu_pipeline):
     assert parameters["training_device"]["defaultValue"] == "cuda"
 
 
-def test_training_retries_and_sync_is_never_cached(gpu_pipeline):
+def test_only_training_retries_and_sync_is_never_cached(gpu_pipeline):
     spec, _ = gpu_pipeline
     tasks = _tasks(spec)
     assert int(tasks["train-detector"]["retryPolicy"]["maxRetryCount"]) >= 1
+    assert [name for name, task in tasks.items() if "retryPolicy" in task] == ["train-detector"]
     assert tasks["validate-dataset"]["cachingOptions"] == {}
     assert tasks["sanity-gate"]["cachingOptions"] == {"enableCache": True}
 

@@ -2,33 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from components.config import SanityConfig
+from components.attempts import record_attempt
+from components.config import SanityConfig, TrainConfig
 from components.errors import UserError
 from components.storage import open_store
 from components.validate import validate_dataset
 from components.sync import sync_snapshot
 from components.weights import default_cache_dir
 from pipelines.steps import (dataset_cache_root, decide_training, materialize, sanity_step, snapshot_cache,
-                             training_device, validate_step)
+                             train_step, training_attempt, training_device, validate_step)
 
 
-def _champion(store_dir: Path, fingerprint: str) -> None:
-    open_store(str(store_dir)).put_json("models/pogona-head/production.json",
-                                        {"run_id": "night-1", "dataset_fingerprint": fingerprint})
-
-
-def test_training_is_skipped_only_when_the_champion_saw_this_exact_snapshot(tmp_path):
+def test_a_nightly_run_skips_only_what_an_earlier_run_already_trained(tmp_path):
     store = str(tmp_path)
-    assert decide_training(store, "pogona-head", "abc", skip_if_unchanged=True).train
-    _champion(tmp_path, "abc")
-    unchanged = decide_training(store, "pogona-head", "abc", skip_if_unchanged=True)
-    assert not unchanged.train and "night-1" in unchanged.note and "skipped" in unchanged.note
-    assert decide_training(store, "pogona-head", "def", skip_if_unchanged=True).train
-    assert decide_training(store, "pogona-head", "abc", skip_if_unchanged=False).train
+    code = "ghcr.io/pogona-lab/pogona-cuda:0.1.0-06b51dbe004e"
+    attempt = training_attempt("fp-abc", code, TrainConfig(), "1")
+    assert decide_training(store, "pogona-head", attempt, skip_if_unchanged=True).train
+    # a run that trained it and was not promoted: the next night has nothing new to learn
+    record_attempt(open_store(store), "pogona-head", attempt, "night-1", promoted=False,
+                   reason="mAP50 0.912 is below the floor 0.95")
+    again = decide_training(store, "pogona-head", training_attempt("fp-abc", code, TrainConfig(), "1"), True)
+    assert not again.train
+    assert again.note.startswith("run night-1 (not promoted: mAP50 0.912 is below the floor 0.95; ")
+    assert "training skipped" in again.note
+    for changed in (training_attempt("fp-new", code, TrainConfig(), "1"),  # new labels
+                    training_attempt("fp-abc", code.replace("06b5", "9f2e"), TrainConfig(), "1"),  # new code
+                    training_attempt("fp-abc", code, TrainConfig(epochs=60), "1"),
+                    training_attempt("fp-abc", code, TrainConfig(), "2")):
+        assert decide_training(store, "pogona-head", changed, skip_if_unchanged=True).train
+    forced = decide_training(store, "pogona-head", attempt, skip_if_unchanged=False)
+    assert forced.train and "skip_if_unchanged is off" in forced.note
 
 
 def test_validation_leaves_the_snapshot_cached_so_later_steps_download_nothing(demo_dataset_dir, tmp_path,
@@ -46,9 +54,28 @@ def test_validation_leaves_the_snapshot_cached_so_later_steps_download_nothing(d
 
 
 def test_gpu_count_becomes_a_ddp_device_list():
-    assert training_device("cuda", 1) == "cuda"
-    assert training_device("cuda", 4) == "0,1,2,3"
-    assert training_device("cpu", 4) == "cpu"
+    assert training_device("cuda", "1") == "cuda"
+    assert training_device("cuda", "4") == "0,1,2,3"
+    assert training_device("cpu", "4") == "cpu"
+    for bad in ("0", "two", "1.5", ""):
+        with pytest.raises(UserError, match="whole number of GPUs"):
+            training_device("cuda", bad)
+
+
+def test_a_failure_no_retry_can_fix_ends_the_retries_of_that_run_at_once(demo_dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    manifest = tmp_path / "manifest.json"
+    validate_step(str(demo_dataset_dir), str(manifest), str(tmp_path / "report.md"))
+    config = TrainConfig(model="yolo11n", epochs=1, imgsz=64, batch=8, device="cuda")
+    store = str(tmp_path / "store")
+    with pytest.raises(UserError, match="CUDA is not available"):
+        train_step(str(manifest), str(tmp_path / "a1"), config, "1", store, "night-1", "kfp-run-7")
+    # KFP's retry of the same run: refused before any training, naming the first cause
+    with pytest.raises(UserError, match="not trained again: .*CUDA is not available"):
+        train_step(str(manifest), str(tmp_path / "a2"), replace(config, device="cpu"), "1", store, "night-1",
+                   "kfp-run-7")
+    assert not (tmp_path / "a2").exists()
 
 
 def test_an_unusable_dataset_fails_the_validate_step_naming_it(empty_label_dataset, tmp_path):
@@ -70,5 +97,5 @@ def test_datasets_and_weights_are_cached_under_one_root(tmp_path, monkeypatch):
     monkeypatch.delenv("POGONA_CACHE_DIR", raising=False)
     assert dataset_cache_root() == tmp_path / "xdg" / "pogona" / "datasets"
     assert default_cache_dir() == tmp_path / "xdg" / "pogona" / "weights"
-    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "pvc"))  # a pod's mounted cache wins for datasets
-    assert dataset_cache_root() == tmp_path / "pvc"
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "pod"))  # a pod's mounted cache wins for datasets
+    assert dataset_cache_root() == tmp_path / "pod"

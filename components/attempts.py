@@ -1,0 +1,61 @@
+"""Training attempts: what a run trained on, kept so a nightly run does not train it again.
+
+An attempt is the dataset snapshot (its fingerprint), the code (the images the pipeline was
+compiled with) and the parameters that shape the trained model. A run that reaches publish,
+promoted or not, records its attempt under `models/<name>/attempts/<key>.json`; a later run
+with the same attempt has nothing new to learn and skips training unless forced. A run that
+failed earlier records nothing, so the next night tries again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from components.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class Attempt:
+    dataset_fingerprint: str
+    code_version: str
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """sha256 of the attempt's canonical JSON: equal attempts, equal keys."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Attempt:
+        return cls(**json.loads(text))
+
+
+def _attempt_key(model_name: str, attempt: Attempt) -> str:
+    return f"models/{model_name}/attempts/{attempt.key}.json"
+
+
+def find_attempt(store: ObjectStore, model_name: str, attempt: Attempt) -> dict[str, Any] | None:
+    """The record of an earlier run with exactly this attempt, or None."""
+    key = _attempt_key(model_name, attempt)
+    return store.get_json(key) if store.exists(key) else None
+
+
+def record_attempt(store: ObjectStore, model_name: str, attempt: Attempt, run_id: str, promoted: bool,
+                   reason: str) -> None:
+    """Remember that `run_id` trained this attempt and how its promotion went."""
+    store.put_json(_attempt_key(model_name, attempt), {
+        **asdict(attempt), "run_id": run_id, "promoted": promoted, "reason": reason,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def describe(record: dict[str, Any]) -> str:
+    """`run night-3 (not promoted: ..., 2026-11-20T02:41:07+00:00)` for a skip note."""
+    outcome = "promoted" if record.get("promoted") else "not promoted"
+    return f"run {record.get('run_id')} ({outcome}: {record.get('reason')}; {record.get('finished_at')})"
