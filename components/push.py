@@ -49,7 +49,7 @@ def push_dataset(source_dir: Path, dest: str, workers: int = 16) -> PushSummary:
     store = open_store(dest)
     remote = {info.key: info for info in store.list()}
     changed = [key for key, path in files.items()
-               if key not in remote or not file_matches(path, remote[key].size, remote[key].etag)]
+               if key not in remote or not file_matches(path, remote[key])]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         sizes = list(pool.map(lambda key: store.upload_file(files[key], key).size, changed))
     return PushSummary(len(changed), len(files) - len(changed), sum(sizes), time.monotonic() - started)
