@@ -13,7 +13,6 @@ to the write itself.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from components.config import PromotionConfig
 from components.errors import UserError
 from components.report import headline_metrics, read_json
 from components.results_csv import read_history, summarize_metrics
-from components.storage import ObjectStore, PreconditionFailed, StorageError, file_matches, open_store
+from components.storage import ObjectStore, PreconditionFailed, StorageError, file_matches, open_store, sha256_file
 
 # Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
 # (data/ is the synced dataset and never re-uploaded; sanity/ and evaluation/ keep scratch runs in sub-folders).
@@ -59,14 +58,6 @@ def _pointer_key(model_name: str) -> str:
 def _history_key(model_name: str, record: dict[str, Any]) -> str:
     stamp = datetime.fromisoformat(record["promoted_at"]).strftime("%Y%m%dT%H%M%S%fZ")
     return f"models/{model_name}/history/{stamp}-{record['run_id']}.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def code_version() -> dict[str, str | None]:
@@ -147,7 +138,7 @@ def promote(store: ObjectStore, model_name: str, candidate: dict[str, Any],
             promotion: PromotionConfig) -> tuple[Decision, dict[str, Any] | None]:
     """Decide against the champion and swap the pointer conditionally; on a lost race, re-read and decide again."""
     key = _pointer_key(model_name)
-    decision, record = None, None
+    attempted: tuple[Decision, dict[str, Any]] | None = None  # the last pointer write that lost its condition
     for _ in range(MAX_DECISION_ATTEMPTS):
         current = store.head(key)  # the ETag first: content read after it can only be newer, never older
         champion = store.get_json(key) if current else None
@@ -155,8 +146,8 @@ def promote(store: ObjectStore, model_name: str, candidate: dict[str, Any],
             # This run is in production: by this call's write (applied, though its reply was lost and
             # the retry failed its own condition) or by an earlier publish of the same run.
             _keep_history(store, model_name, champion)
-            if champion == record:
-                return decision, champion  # type: ignore[return-value]
+            if attempted is not None and attempted[1] == champion:
+                return attempted
             return Decision(True, f"run {candidate['run_id']} is already the champion"), champion
         decision = decide(candidate["metrics"], champion, promotion)
         if not decision.promote:
@@ -168,6 +159,7 @@ def promote(store: ObjectStore, model_name: str, candidate: dict[str, Any],
         try:
             store.put_json(key, record, **({"if_match": current.etag} if current else {"if_none_match": True}))
         except PreconditionFailed:
+            attempted = (decision, record)
             continue
         store.put_json(_history_key(model_name, record), record)
         return decision, record
@@ -193,7 +185,7 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
         if held is None or not file_matches(path, held):
             store.upload_file(path, key)
         if path.suffix in HASHED_SUFFIXES:
-            hashes[relative] = _sha256(path)
+            hashes[relative] = sha256_file(path)
 
     args_path = train_dir / "args.yaml"
     metrics = {

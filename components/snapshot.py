@@ -1,7 +1,7 @@
 """The snapshot manifest: exactly which objects a run trains on, and a fingerprint of them.
 
 Validation writes it from a bucket listing; every later step materializes exactly these
-objects (verified by size and ETag), so a run is reproducible while the bucket changes under
+objects (verified by size, ETag and the content's sha256), so a run is reproducible while the bucket changes under
 it, and an unchanged fingerprint tells a nightly run that there is nothing new to learn.
 """
 

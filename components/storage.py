@@ -2,7 +2,8 @@
 
 Every step reads and writes through `open_store(uri)`, so the same code runs against AWS,
 MinIO, moto on loopback, or a folder on a laptop. Downloads and writes are atomic (temporary
-name, verified, then renamed); conditional writes guard the production pointer.
+name, verified, then renamed) and checked by content without assuming that ETags are MD5s;
+conditional writes guard the production pointer.
 """
 
 from __future__ import annotations
@@ -66,9 +67,8 @@ def md5_etag(path: Path, part_size: int | None = None) -> str:
 
 def _file_digest(path: Path, new_hasher: Callable[[], Any]) -> Any:
     hasher = new_hasher()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_READ_CHUNK), b""):
-            hasher.update(block)
+    for block in _file_chunks(path):
+        hasher.update(block)
     return hasher
 
 

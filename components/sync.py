@@ -1,9 +1,10 @@
 """Materialize exactly one snapshot into a local folder that ultralytics can train on.
 
 Downloads run in parallel through one shared client; a file already present with the
-snapshot's size and ETag is kept, every download is verified and renamed into place, so a
-killed sync resumes where it stopped. Files of other snapshots are removed, so the folder
-holds that snapshot and nothing else.
+snapshot's size and content (its sha256, else an MD5 ETag) is kept, every download is verified
+and renamed into place, so a killed sync resumes where it stopped. Files of other snapshots
+are removed, so the folder holds that snapshot and nothing else; several syncs may share the
+folder.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import yaml
 
 from components.errors import UserError
 from components.snapshot import Manifest, ManifestEntry
-from components.storage import TEMPORARY_SUFFIXES, ObjectStore, file_matches, open_store, remove_if_abandoned, write_atomic
+from components.storage import (TEMPORARY_SUFFIXES, ObjectStore, file_matches, open_store, remove_if_abandoned,
+                                write_atomic)
 
 _DATASET_DIRS = ("images", "labels")
 
