@@ -163,7 +163,7 @@ def _base64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def etag_is_md5(etag: str, headers: Mapping[str, str]) -> bool:
+def _etag_is_md5(etag: str, headers: Mapping[str, str]) -> bool:
     """An ETag is the content's MD5 only for a single-part object without SSE-KMS or SSE-C encryption."""
     encryption = headers.get("x-amz-server-side-encryption", "")
     return (bool(_MD5_HEX.fullmatch(etag.strip('"'))) and not encryption.startswith("aws:kms")
@@ -186,7 +186,7 @@ def content_checks(etag: str, headers: Mapping[str, str], sha256: str | None) ->
             break
     if sha256:
         checks.append(ContentCheck("snapshot sha256", bytes.fromhex(sha256), hashlib.sha256, bytes.hex))
-    if etag_is_md5(etag, headers):
+    if _etag_is_md5(etag, headers):
         checks.append(ContentCheck("MD5 ETag", bytes.fromhex(etag.strip('"')), hashlib.md5, bytes.hex))
     return checks
 
@@ -209,20 +209,25 @@ def _atomic_target(dest: Path) -> tuple[int, Path]:
 
 
 def remove_if_abandoned(path: Path) -> bool:
-    """Delete a temporary file that no writer holds (left by a killed process); True when it was deleted."""
+    """Delete a temporary file that no writer holds (left by a killed process); True when it was deleted.
+
+    An empty one is kept: its writer may have created it and not yet locked it.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False  # in flight: its writer renames it soon
-    else:
-        path.unlink(missing_ok=True)
-        return True
+        held, named = os.fstat(fd), os.stat(path)
+    except (BlockingIOError, FileNotFoundError):
+        return False  # in flight, or renamed into place meanwhile
     finally:
         os.close(fd)
+    if held.st_size == 0 or held.st_ino != named.st_ino:
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def write_verified(dest: Path, chunks: Iterable[bytes], where: str, size: int | None = None,
