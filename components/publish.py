@@ -27,7 +27,7 @@ from components.config import PromotionConfig
 from components.errors import UserError
 from components.report import headline_metrics, read_json
 from components.results_csv import read_history, summarize_metrics
-from components.storage import ObjectStore, PreconditionFailed, StorageError, file_matches, open_store, sha256_file
+from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store, sha256_file
 
 # Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
 # (data/ is the synced dataset and never re-uploaded; sanity/ and evaluation/ keep scratch runs in sub-folders).
@@ -181,8 +181,8 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
     published = {info.key: info for info in store.list(f"{prefix}/")}  # a publish run again after a failure
     hashes = {}
     for relative, path in files.items():
-        key, held = f"{prefix}/{relative}", published.get(f"{prefix}/{relative}")
-        if held is None or not file_matches(path, held):
+        key = f"{prefix}/{relative}"
+        if not store.holds(path, published.get(key)):
             store.upload_file(path, key)
         if path.suffix in HASHED_SUFFIXES:
             hashes[relative] = sha256_file(path)

@@ -48,6 +48,7 @@ class ObjectInfo:
     size: int
     etag: str
     sha256: str | None = None  # the content hash a snapshot recorded; None where nobody has read the object yet
+    checksum: str | None = None  # the object's full-object S3 checksum, "<algorithm>:<base64>", where known
 
 
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
@@ -99,8 +100,8 @@ def _part_size_candidates(size: int, parts: int) -> list[int]:
 def file_matches(path: Path, expected: ObjectInfo) -> bool:
     """True when a local file provably holds the object's content (so it need not be transferred).
 
-    Proof is the snapshot's sha256 where recorded, else an ETag that is an MD5 (plain or
-    multipart). An ETag that is neither (SSE-KMS, SSE-C, an unguessable part size) proves
+    Proof is the snapshot's sha256 where recorded, else the server's checksum, else an ETag
+    that is an MD5 (plain or multipart). An ETag that is neither (SSE-KMS, SSE-C, an unguessable part size) proves
     nothing, and the answer is False: the file is transferred again, never wrongly kept.
     """
     try:
@@ -110,6 +111,9 @@ def file_matches(path: Path, expected: ObjectInfo) -> bool:
         return False
     if expected.sha256:
         return sha256_file(path) == expected.sha256
+    if expected.checksum:
+        algorithm, value = expected.checksum.split(":", 1)
+        return _base64(_file_digest(path, _CHECKSUM_HASHERS[algorithm]).digest()) == value
     etag = expected.etag.strip('"')
     if _MD5_HEX.fullmatch(etag):
         return md5_etag(path) == etag
@@ -170,20 +174,32 @@ def _etag_is_md5(etag: str, headers: Mapping[str, str]) -> bool:
             and "x-amz-server-side-encryption-customer-algorithm" not in headers)
 
 
+def server_checksum(headers: Mapping[str, str]) -> str | None:
+    """The object's full-object S3 additional checksum, "<algorithm>:<base64>", of an algorithm
+    computable here; None when the reply carries none (or only a composite one of the parts).
+
+    `headers` are the reply's, with lower-case names.
+    """
+    if headers.get("x-amz-checksum-type", "FULL_OBJECT").upper() != "FULL_OBJECT":
+        return None
+    for algorithm in _CHECKSUM_HASHERS:
+        value = headers.get(f"x-amz-checksum-{algorithm}", "")
+        if value and "-" not in value:
+            return f"{algorithm}:{value}"
+    return None
+
+
 def content_checks(etag: str, headers: Mapping[str, str], sha256: str | None) -> list[ContentCheck]:
-    """What a download is verified against: the object's S3 additional checksum (full-object, of an
-    algorithm computable here), the snapshot's sha256, and the ETag when it is a plain MD5.
+    """What a download is verified against: the object's S3 additional checksum (`server_checksum`),
+    the snapshot's sha256, and the ETag when it is a plain MD5.
 
     `headers` are the response's, with lower-case names.
     """
     checks = []
-    whole_object = headers.get("x-amz-checksum-type", "FULL_OBJECT").upper() == "FULL_OBJECT"
-    for algorithm, new_hasher in _CHECKSUM_HASHERS.items():
-        value = headers.get(f"x-amz-checksum-{algorithm}", "")
-        if value and whole_object and "-" not in value:
-            checks.append(ContentCheck(f"{algorithm.upper()} checksum", base64.b64decode(value), new_hasher,
-                                       _base64))
-            break
+    if checksum := server_checksum(headers):
+        algorithm, value = checksum.split(":", 1)
+        checks.append(ContentCheck(f"{algorithm.upper()} checksum", base64.b64decode(value),
+                                   _CHECKSUM_HASHERS[algorithm], _base64))
     if sha256:
         checks.append(ContentCheck("snapshot sha256", bytes.fromhex(sha256), hashlib.sha256, bytes.hex))
     if _etag_is_md5(etag, headers):
@@ -305,6 +321,19 @@ class ObjectStore:
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def holds(self, path: Path, listed: ObjectInfo | None) -> bool:
+        """True when the object `listed` already has the content of the local file `path` (an upload may
+        be skipped): by its size and ETag, else, where the listed ETag proves nothing (SSE-KMS, SSE-C),
+        by the checksum its HEAD returns."""
+        if listed is None:
+            return False
+        if file_matches(path, listed):
+            return True
+        if path.stat().st_size != listed.size:
+            return False
+        held = self.head(listed.key)
+        return held is not None and held.checksum is not None and file_matches(path, held)
 
     def get_json(self, key: str) -> Any:
         data = self.get_bytes(key)
@@ -483,12 +512,13 @@ class S3Store(ObjectStore):
 
         def action() -> ObjectInfo | None:
             try:
-                reply = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+                reply = self._client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                     return None
                 raise
-            return ObjectInfo(key, reply["ContentLength"], reply["ETag"].strip('"'))
+            return ObjectInfo(key, reply["ContentLength"], reply["ETag"].strip('"'),
+                              checksum=server_checksum(reply["ResponseMetadata"]["HTTPHeaders"]))
 
         return self._call(self.url(key), action)
 
@@ -565,7 +595,7 @@ class S3Store(ObjectStore):
                    else encrypted or etag == _multipart_etag(part_digests))
         if not arrived:
             raise StorageError(f"upload of {src} to {where} did not arrive whole (CRC32 or ETag differs)")
-        return ObjectInfo(key, size, etag)
+        return ObjectInfo(key, size, etag, checksum=f"crc32:{crc32}")  # the full-object CRC32 the completion set
 
     def get_bytes(self, key: str) -> bytes:
         return self._call(self.url(key), lambda: self._client.get_object(
@@ -589,7 +619,8 @@ class S3Store(ObjectStore):
                 if code in {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}:
                     raise PreconditionFailed(f"{self.url(key)} changed since it was read") from exc
                 raise
-            return ObjectInfo(key, len(data), reply["ETag"].strip('"'))
+            return ObjectInfo(key, len(data), reply["ETag"].strip('"'),
+                              checksum=server_checksum(reply["ResponseMetadata"]["HTTPHeaders"]))
 
         return self._call(self.url(key), action)
 
