@@ -14,7 +14,7 @@ LATEST := .venv-latest
 # the isolated build of an sdist would take whatever setuptools is newest.
 define install_locked
 	$(1)/pip install --quiet --constraint $(LOCK) pip
-	$(1)/pip install --quiet --constraint $(LOCK) --build-constraint $(LOCK) -e '.[test]'
+	$(1)/pip install --quiet --constraint $(LOCK) --build-constraint $(LOCK) -e '.[test,bench]'
 endef
 
 define check_venv
@@ -43,7 +43,7 @@ test-latest: tools
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --quiet --upgrade pip
-	$(LATEST)/bin/pip install --quiet --upgrade -e '.[test]'
+	$(LATEST)/bin/pip install --quiet --upgrade -e '.[test,bench]'
 	$(call check_venv,$(LATEST))
 	$(LATEST)/bin/pip freeze --all --exclude-editable > $(LATEST)/versions.txt
 	@echo "versions that differ from $(LOCK) (< locked, > newest):"

@@ -6,11 +6,13 @@ written, conditionally on the version that was read (S3 If-Match / If-None-Match
 folder backend's locked compare-and-swap). A failure before the pointer leaves the champion
 untouched; two runs that finish together cannot both win: the loser of the conditional write
 re-reads the champion and decides again. Each promotion is also kept under `history/`.
+The outcome is exact under retries: a run is reported promoted if and only if the pointer names
+it, including when its conditional write was applied but the reply was lost and the retry lost
+to the write itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from components.config import PromotionConfig
 from components.errors import UserError
 from components.report import headline_metrics, read_json
 from components.results_csv import read_history, summarize_metrics
-from components.storage import ObjectStore, PreconditionFailed, StorageError, file_matches, open_store
+from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store, sha256_file
 
 # Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
 # (data/ is the synced dataset and never re-uploaded; sanity/ and evaluation/ keep scratch runs in sub-folders).
@@ -56,14 +58,6 @@ def _pointer_key(model_name: str) -> str:
 def _history_key(model_name: str, record: dict[str, Any]) -> str:
     stamp = datetime.fromisoformat(record["promoted_at"]).strftime("%Y%m%dT%H%M%S%fZ")
     return f"models/{model_name}/history/{stamp}-{record['run_id']}.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def code_version() -> dict[str, str | None]:
@@ -112,16 +106,13 @@ def _challenger_metrics(run_dir: Path, train_dir: Path) -> tuple[dict[str, float
     return headline_metrics(evaluation, best_epoch), (evaluation or {}).get("by_modality", {})
 
 
-def decide(challenger: dict[str, float], champion: dict[str, Any] | None, run_id: str,
-           promotion: PromotionConfig) -> Decision:
+def decide(challenger: dict[str, float], champion: dict[str, Any] | None, promotion: PromotionConfig) -> Decision:
     """Promote only above the absolute mAP50 floor and strictly better than the champion by the margin."""
     map50, map50_95 = challenger.get("map50", 0.0), challenger.get("map50_95", 0.0)
     if map50 < promotion.min_map50:
         return Decision(False, f"mAP50 {map50:.4f} is below the floor {promotion.min_map50:.4f}")
     if champion is None:
         return Decision(True, f"no champion yet; mAP50 {map50:.4f} passes the floor")
-    if champion.get("run_id") == run_id:
-        return Decision(False, f"run {run_id} is already the champion")
     gain = map50_95 - float(champion["metrics"]["map50_95"])
     if gain <= 0 or gain < promotion.min_margin_map50_95:
         return Decision(False, f"mAP50-95 {map50_95:.4f} vs champion {champion['run_id']} "
@@ -137,23 +128,38 @@ def read_champion(store: str | ObjectStore, model_name: str) -> dict[str, Any] |
     return store.get_json(key) if store.exists(key) else None
 
 
+def _keep_history(store: ObjectStore, model_name: str, record: dict[str, Any]) -> None:
+    """Write a promotion's history record unless it is already there."""
+    if not store.exists(_history_key(model_name, record)):
+        store.put_json(_history_key(model_name, record), record)
+
+
 def promote(store: ObjectStore, model_name: str, candidate: dict[str, Any],
             promotion: PromotionConfig) -> tuple[Decision, dict[str, Any] | None]:
     """Decide against the champion and swap the pointer conditionally; on a lost race, re-read and decide again."""
     key = _pointer_key(model_name)
+    attempted: tuple[Decision, dict[str, Any]] | None = None  # the last pointer write that lost its condition
     for _ in range(MAX_DECISION_ATTEMPTS):
         current = store.head(key)  # the ETag first: content read after it can only be newer, never older
         champion = store.get_json(key) if current else None
-        decision = decide(candidate["metrics"], champion, candidate["run_id"], promotion)
+        if champion is not None and champion.get("run_id") == candidate["run_id"]:
+            # This run is in production: by this call's write (applied, though its reply was lost and
+            # the retry failed its own condition) or by an earlier publish of the same run.
+            _keep_history(store, model_name, champion)
+            if attempted is not None and attempted[1] == champion:
+                return attempted
+            return Decision(True, f"run {candidate['run_id']} is already the champion"), champion
+        decision = decide(candidate["metrics"], champion, promotion)
         if not decision.promote:
             return decision, champion
-        if champion is not None and not store.exists(_history_key(model_name, champion)):
-            store.put_json(_history_key(model_name, champion), champion)  # the champion's record, if it was lost
+        if champion is not None:
+            _keep_history(store, model_name, champion)  # the champion's record, if it was lost
         record = {**candidate, "promoted_at": datetime.now(timezone.utc).isoformat(),
                   "previous_run_id": champion["run_id"] if champion else None}
         try:
             store.put_json(key, record, **({"if_match": current.etag} if current else {"if_none_match": True}))
         except PreconditionFailed:
+            attempted = (decision, record)
             continue
         store.put_json(_history_key(model_name, record), record)
         return decision, record
@@ -175,11 +181,11 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
     published = {info.key: info for info in store.list(f"{prefix}/")}  # a publish run again after a failure
     hashes = {}
     for relative, path in files.items():
-        key, held = f"{prefix}/{relative}", published.get(f"{prefix}/{relative}")
-        if held is None or not file_matches(path, held.size, held.etag):
+        key = f"{prefix}/{relative}"
+        if not store.holds(path, published.get(key)):
             store.upload_file(path, key)
         if path.suffix in HASHED_SUFFIXES:
-            hashes[relative] = _sha256(path)
+            hashes[relative] = sha256_file(path)
 
     args_path = train_dir / "args.yaml"
     metrics = {

@@ -1,7 +1,7 @@
 """Upload a local labeled dataset into the object store, sending only files that changed.
 
-A re-push after labeling a few more images uploads those few: a file whose size and ETag
-already match the object at its key is skipped.
+A re-push after labeling a few more images uploads those few: a file whose size and content
+already match the object at its key (by ETag, or by checksum where the ETag is no MD5) is skipped.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.errors import UserError
-from components.storage import TEMPORARY_SUFFIXES, file_matches, open_store
+from components.storage import TEMPORARY_SUFFIXES, open_store
 
 _SKIPPED_SUFFIXES = (".cache", *TEMPORARY_SUFFIXES)
 
@@ -48,8 +48,8 @@ def push_dataset(source_dir: Path, dest: str, workers: int = 16) -> PushSummary:
     files = dataset_files(Path(source_dir))
     store = open_store(dest)
     remote = {info.key: info for info in store.list()}
-    changed = [key for key, path in files.items()
-               if key not in remote or not file_matches(path, remote[key].size, remote[key].etag)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        held = list(pool.map(lambda key: store.holds(files[key], remote.get(key)), files))
+        changed = [key for key, unchanged in zip(files, held) if not unchanged]
         sizes = list(pool.map(lambda key: store.upload_file(files[key], key).size, changed))
     return PushSummary(len(changed), len(files) - len(changed), sum(sizes), time.monotonic() - started)

@@ -1,7 +1,7 @@
 """The snapshot manifest: exactly which objects a run trains on, and a fingerprint of them.
 
 Validation writes it from a bucket listing; every later step materializes exactly these
-objects (verified by size and ETag), so a run is reproducible while the bucket changes under
+objects (verified by size, ETag and the content's sha256), so a run is reproducible while the bucket changes under
 it, and an unchanged fingerprint tells a nightly run that there is nothing new to learn.
 """
 
@@ -30,6 +30,10 @@ class ManifestEntry:
     split: str
     modality: str
     role: str
+    sha256: str | None = None  # the content hash validation read; checks copies where the ETag is no MD5
+
+    def object_info(self) -> ObjectInfo:
+        return ObjectInfo(self.key, self.size, self.etag, self.sha256)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class DatasetKey:
 
     def entry(self, info: ObjectInfo) -> ManifestEntry:
         """The manifest entry of the listed object that sits here."""
-        return ManifestEntry(info.key, info.size, info.etag, self.split, self.modality, self.role)
+        return ManifestEntry(info.key, info.size, info.etag, self.split, self.modality, self.role, info.sha256)
 
 
 def parse_key(key: str) -> DatasetKey | None:

@@ -1,9 +1,10 @@
 """Materialize exactly one snapshot into a local folder that ultralytics can train on.
 
 Downloads run in parallel through one shared client; a file already present with the
-snapshot's size and ETag is kept, every download is verified and renamed into place, so a
-killed sync resumes where it stopped. Files of other snapshots are removed, so the folder
-holds that snapshot and nothing else.
+snapshot's size and content (its sha256, else an MD5 ETag) is kept, every download is verified
+and renamed into place, so a killed sync resumes where it stopped. Files of other snapshots
+are removed, so the folder holds that snapshot and nothing else; several syncs may share the
+folder.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import yaml
 
 from components.errors import UserError
 from components.snapshot import Manifest, ManifestEntry
-from components.storage import ObjectInfo, ObjectStore, file_matches, open_store, write_atomic
+from components.storage import (TEMPORARY_SUFFIXES, ObjectStore, file_matches, open_store, remove_if_abandoned,
+                                write_atomic)
 
 _DATASET_DIRS = ("images", "labels")
 
@@ -94,10 +96,10 @@ def fetch_entries(store: ObjectStore, entries: Iterable[ManifestEntry], dest: Pa
     bar = Progress(label, len(targets), progress)
 
     def fetch(entry: ManifestEntry, path: Path) -> None:
-        if file_matches(path, entry.size, entry.etag):
+        if file_matches(path, entry.object_info()):
             bar.advance(None)
         else:
-            bar.advance(store.download(entry.key, path, ObjectInfo(entry.key, entry.size, entry.etag)))
+            bar.advance(store.download(entry.key, path, entry.object_info()))
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=label) as pool:
         futures = [pool.submit(fetch, entry, path) for entry, path in targets]
@@ -110,12 +112,21 @@ def fetch_entries(store: ObjectStore, entries: Iterable[ManifestEntry], dest: Pa
 
 
 def _remove_strays(dest: Path, wanted: set[Path]) -> int:
-    """Delete files under images/ and labels/ that are not in the snapshot (torn temporary files among them)."""
+    """Delete files under images/ and labels/ that are not in the snapshot, and torn temporary files.
+
+    Another sync into the same folder (a shared cache) may be writing its temporary files and
+    renaming files into place meanwhile: a temporary file still held by its writer is left alone,
+    and a file that vanishes under the walk is not an error.
+    """
     removed = 0
     for folder in _DATASET_DIRS:
         for path in (dest / folder).rglob("*") if (dest / folder).is_dir() else ():
-            if path.is_file() and path.suffix != ".cache" and path not in wanted:
-                path.unlink()
+            if path in wanted or path.suffix == ".cache" or not path.is_file():
+                continue
+            if path.name.endswith(TEMPORARY_SUFFIXES):
+                removed += remove_if_abandoned(path)
+            else:
+                path.unlink(missing_ok=True)
                 removed += 1
     return removed
 

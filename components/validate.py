@@ -15,7 +15,7 @@ import tempfile
 import warnings as python_warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from components.config import CLASS_NAMES, SPLITS
 from components.errors import UserError
 from components.snapshot import IMAGE_ROLE, LABEL_ROLE, DatasetKey, Manifest, ManifestEntry, parse_key
-from components.storage import ObjectStore, open_store, write_atomic
+from components.storage import ObjectStore, open_store, sha256_file, write_atomic
 from components.sync import fetch_entries
 
 _LISTED_PROBLEMS = 200
@@ -160,16 +160,20 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
             continue
         places[info.key] = place
         entries.append(place.entry(info))
-    manifest = Manifest.build(store.uri, names, entries)
+    entries.sort(key=lambda e: e.key)
 
     with tempfile.TemporaryDirectory(prefix="pogona-validate-") as scratch:
         local = Path(cache_dir) if cache_dir else Path(scratch)
-        fetch_entries(store, manifest.entries, local, workers, progress=False, label="validate")
-        images = [e for e in manifest.entries if e.role == IMAGE_ROLE]
+        fetch_entries(store, entries, local, workers, progress=False, label="validate")
+        images = [e for e in entries if e.role == IMAGE_ROLE]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             decoded = list(pool.map(lambda e: check_image(e.key, local / e.key), images))
         labels = {(e.split, places[e.key].stem): (e, (local / e.key).read_text(errors="replace"))
-                  for e in manifest.entries if e.role == LABEL_ROLE}
+                  for e in entries if e.role == LABEL_ROLE}
+        content = {e.key: sha256_file(local / e.key) for e in entries if e.role == LABEL_ROLE}
+    content.update((image.key, digest) for image, (digest, _) in zip(images, decoded))
+    # The hashes of what was read make the snapshot checkable wherever the bucket's ETags are not MD5s.
+    manifest = Manifest.build(store.uri, names, [replace(e, sha256=content[e.key]) for e in entries])
 
     counts: dict[str, dict[str, GroupCounts]] = defaultdict(lambda: defaultdict(GroupCounts))
     hashes: dict[str, dict[str, str]] = defaultdict(dict)

@@ -29,7 +29,7 @@ def resolve_weights(weights: str, model: str, cache_dir: Path) -> str:
         if info is None:
             raise UserError(f"base weights {weights} do not exist")
         local = cache_dir / store.url(name).split("://", 1)[1].lstrip("/")
-        if not file_matches(local, info.size, info.etag):
+        if not file_matches(local, info):
             store.download(name, local, expected=info)
         return str(local)
     path = Path(weights).expanduser()

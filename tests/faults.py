@@ -1,14 +1,24 @@
 """A fault-injecting HTTP proxy for tests: sits in front of the moto server and fails requests on demand.
 
 Faults are consumed one per request, in order: "500" and "503" answer with an S3 error,
-"403" with AccessDenied, "drop" closes the connection without a reply, and "truncate" sends
-the real headers and half of the real body, then closes. `fail_after(n)` lets n requests
-through and answers 403 to every later one (a sync dying part-way through); `heal()` ends that.
+"403" with AccessDenied, "drop" closes the connection without a reply, "truncate" sends
+the real headers and half of the real body, then closes, "applied-drop" lets the server apply
+the request and then closes without a reply, "corrupt" flips one byte of the real body, and
+"hold" sends the headers and half the body, then waits for `release()`. `inject_on(method,
+path_part, fault)` saves a fault for the first request of that method whose path contains
+`path_part`. `fail_after(n)` lets n requests through and answers 403 to every later one (a sync
+dying part-way through); `heal()` ends that.
+
+`encrypted = True` makes the proxy answer as a bucket with SSE-KMS does: every ETag becomes a
+value that is not the content's MD5 (consistently, so conditional requests still work) and
+replies carry `x-amz-server-side-encryption: aws:kms`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import re
 import socket
 import threading
 from collections import deque
@@ -24,6 +34,11 @@ class FaultProxy:
         self.faults: deque[str] = deque()
         self.requests = 0
         self.passed_limit: int | None = None
+        self.targeted: list[tuple[str, str, str]] = []
+        self.encrypted = False
+        self.held = threading.Event()  # set when a "hold" fault has sent half its body
+        self._release = threading.Event()
+        self._real_etags: dict[str, str] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -36,6 +51,14 @@ class FaultProxy:
     def inject(self, *faults: str) -> None:
         with self._lock:
             self.faults.extend(faults)
+
+    def inject_on(self, method: str, path_part: str, fault: str) -> None:
+        with self._lock:
+            self.targeted.append((method, path_part, fault))
+
+    def release(self) -> None:
+        """Let a held reply finish."""
+        self._release.set()
 
     def fail_after(self, passed: int) -> None:
         with self._lock:
@@ -54,9 +77,13 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def _next_fault(self) -> str | None:
+    def _next_fault(self, method: str, path: str) -> str | None:
         with self._lock:
             self.requests += 1
+            for index, (wanted_method, path_part, fault) in enumerate(self.targeted):
+                if method == wanted_method and path_part in path:
+                    del self.targeted[index]
+                    return fault
             if self.faults:
                 return self.faults.popleft()
             if self.passed_limit is not None and self.requests > self.passed_limit:
@@ -94,7 +121,7 @@ class FaultProxy:
 
             def _forward(self) -> None:
                 body = self._read_body()
-                fault = proxy._next_fault()
+                fault = proxy._next_fault(self.command, self.path)
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -104,6 +131,10 @@ class FaultProxy:
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
                 headers["Content-Length"] = str(len(body))
+                if self.command == "POST":  # CompleteMultipartUpload names its parts by the ETags they were given
+                    body = proxy._real_etags_in(body)
+                if "If-Match" in headers:
+                    headers["If-Match"] = proxy._real_etags_in(headers["If-Match"].encode()).decode()
                 upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
                 try:
                     upstream.request(self.command, self.path, body=body, headers=headers)
@@ -111,13 +142,28 @@ class FaultProxy:
                     payload = reply.read()
                 finally:
                     upstream.close()
+                if fault == "applied-drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                reply_headers = reply.getheaders()
+                if proxy.encrypted:
+                    reply_headers, payload = proxy._encrypted_reply(reply_headers, payload)
+                if fault == "corrupt" and payload:
+                    payload = bytes([payload[0] ^ 0xFF]) + payload[1:]
                 self.send_response(reply.status)
                 length = reply.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(payload))
-                for name, value in reply.getheaders():
+                for name, value in reply_headers:
                     if name.lower() not in {"transfer-encoding", "content-length", "connection", "date", "server"}:
                         self.send_header(name, value)
                 self.send_header("Content-Length", length)
                 self.end_headers()
+                if fault == "hold":
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
+                    proxy.held.set()
+                    proxy._release.wait(timeout=60)
+                    payload = payload[len(payload) // 2:]
                 if fault == "truncate" and self.command != "HEAD":
                     self.wfile.write(payload[: len(payload) // 2])
                     self.wfile.flush()
@@ -130,3 +176,21 @@ class FaultProxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
         return Handler
+
+    def _real_etags_in(self, data: bytes) -> bytes:
+        for fake, real in self._real_etags.items():
+            data = data.replace(fake.encode(), real.encode())
+        return data
+
+    def _encrypted_reply(self, headers: list[tuple[str, str]], payload: bytes) -> tuple[list[tuple[str, str]], bytes]:
+        """The reply as SSE-KMS gives it: each ETag replaced by one that is not the content's MD5."""
+        def opaque(etag: str) -> str:
+            fake = hashlib.sha256(etag.encode()).hexdigest()[:32] + (etag[32:] if "-" in etag else "")
+            self._real_etags[fake] = etag
+            return fake
+
+        headers = [(name, f'"{opaque(value.strip(chr(34)))}"' if name.lower() == "etag" else value)
+                   for name, value in headers] + [("x-amz-server-side-encryption", "aws:kms")]
+        payload = re.sub(rb"(<ETag>(?:&quot;|&#34;|\")?)([0-9a-f]{32}(?:-[0-9]+)?)",
+                         lambda m: m.group(1) + opaque(m.group(2).decode()).encode(), payload)
+        return headers, payload

@@ -186,6 +186,22 @@ def test_publish_cut_off_on_s3_leaves_the_champion_as_it_was(tmp_path: Path, s3_
     assert open_store(s3_bucket).get_bytes("models/pogona-head/production.json") == pointer_before
 
 
+def test_a_pointer_write_applied_before_a_reset_is_reported_as_promoted(tmp_path: Path, s3_bucket: str,
+                                                                       s3_faults) -> None:
+    # S3 applies each conditional PUT of the pointer, the reply is lost, and the retry fails its own condition
+    for run_id, map50_95, previous in (("first", 0.80, None), ("better", 0.90, "first")):
+        s3_faults.inject_on("PUT", "production.json", "applied-drop")
+        result = publish_run(make_run(tmp_path / run_id, 0.97, map50_95), s3_bucket, run_id)
+        assert not s3_faults.targeted, "the fault was not used"
+        assert result.promoted and ("passes the floor" in result.reason or "beats champion" in result.reason)
+        assert read_champion(s3_bucket, "pogona-head")["run_id"] == run_id
+    assert [(r["run_id"], r["previous_run_id"]) for r in history(open_store(s3_bucket))] == [
+        ("first", None), ("better", "first")]
+
+    again = publish_run(tmp_path / "better", s3_bucket, "better")
+    assert again.promoted and again.reason == "run better is already the champion"
+
+
 def test_bad_names_and_missing_weights_are_refused(tmp_path: Path) -> None:
     from components.errors import UserError
 

@@ -28,3 +28,19 @@ def test_push_uploads_once_then_only_what_changed(demo_dataset_dir: Path, s3_buc
 def test_cli_push_of_a_missing_folder_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert main(["dataset", "push", "--from", str(tmp_path / "nope"), "--to", str(tmp_path / "store")]) == 2
     assert f"dataset folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+
+
+def test_a_push_to_an_sse_kms_bucket_skips_unchanged_files_by_their_checksum(demo_dataset_dir: Path, s3_bucket: str,
+                                                                             s3_faults, tmp_path: Path):
+    s3_faults.encrypted = True  # listed ETags are not MD5s: only the objects' CRC32s can prove a file unchanged
+    local = tmp_path / "dataset"
+    shutil.copytree(demo_dataset_dir, local, ignore=shutil.ignore_patterns("*.cache"))
+    dest = f"{s3_bucket}/datasets/pogona"
+    total = push_dataset(local, dest).uploaded
+    label = next(p for p in (local / "labels" / "val").rglob("*.txt") if p.stat().st_size > 2)
+    content = label.read_bytes()
+    label.write_bytes(content[:-2] + (b"2\n" if content.endswith(b"1\n") else b"1\n"))  # same size, other content
+    assert label.stat().st_size == len(content)
+    again = push_dataset(local, dest)
+    assert (again.uploaded, again.skipped) == (1, total - 1)
+    assert open_store(dest).get_bytes(label.relative_to(local).as_posix()) == label.read_bytes()

@@ -1,10 +1,14 @@
+import hashlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from components.storage import (PreconditionFailed, S3Store, StorageError, file_matches, md5_etag, open_store)
+from components.storage import (ObjectInfo, PreconditionFailed, S3Store, StorageError, file_matches, md5_etag,
+                                open_store, write_atomic)
 from pipelines.cli import main
 
 
@@ -68,7 +72,7 @@ def test_large_files_go_up_in_verified_parts(s3_bucket: str, tmp_path: Path):
     source.write_bytes(bytes(range(256)) * (12 * mib // 256 + 7))
     info = store.upload_file(source, "weights/big.pt")
     assert info.etag.endswith("-3") and store.head("weights/big.pt") == info
-    assert file_matches(source, info.size, info.etag)
+    assert file_matches(source, info)
     dest = tmp_path / "copy.pt"
     store.download("weights/big.pt", dest, info)
     assert dest.read_bytes() == source.read_bytes()
@@ -129,6 +133,82 @@ def test_folder_store_refuses_keys_outside_its_root(tmp_path: Path):
     with pytest.raises(StorageError, match=r"\.\./escape"):
         store.put_bytes("../escape.txt", b"x")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_an_sse_kms_bucket_is_verified_by_its_checksums_not_its_etags(s3_bucket: str, s3_faults, tmp_path: Path):
+    s3_faults.encrypted = True  # every ETag is now opaque, as with SSE-KMS
+    mib = 1024 * 1024
+    store = S3Store(s3_bucket, multipart_threshold=5 * mib, multipart_chunk=5 * mib)
+    small, large = tmp_path / "small.bin", tmp_path / "large.pt"
+    small.write_bytes(os.urandom(30_000))
+    large.write_bytes(os.urandom(11 * mib))
+    for source in (small, large):  # neither upload "fails" after it succeeded
+        info = store.upload_file(source, f"data/{source.name}")
+        assert info.etag != md5_etag(source) and not file_matches(source, replace(info, checksum=None))
+        assert file_matches(source, info), "the object's CRC32 proves what its ETag cannot"
+        dest = tmp_path / "copy" / source.name
+        assert store.download(f"data/{source.name}", dest, store.head(f"data/{source.name}")) == info.size
+        assert dest.read_bytes() == source.read_bytes()
+
+    snapshot = store.head("data/small.bin")
+    s3_faults.inject("corrupt")  # one byte flipped on the way
+    with pytest.raises(StorageError, match=r"data/small\.bin: downloaded content does not match its CRC32 checksum"):
+        store.download("data/small.bin", tmp_path / "tampered.bin", snapshot)
+    assert not (tmp_path / "tampered.bin").exists()
+
+
+def test_without_server_checksums_the_snapshot_sha256_catches_a_tampered_copy(s3_bucket: str, s3_faults,
+                                                                              tmp_path: Path):
+    import boto3
+    from botocore.config import Config
+
+    content = os.urandom(20_000)  # uploaded by a client that adds no checksum, to an SSE-KMS bucket
+    boto3.client("s3", config=Config(request_checksum_calculation="when_required")).put_object(
+        Bucket=s3_bucket.removeprefix("s3://"), Key="old.jpg", Body=content)
+    s3_faults.encrypted = True
+    store = open_store(s3_bucket)
+    listed = store.head("old.jpg")
+    snapshot = ObjectInfo(listed.key, listed.size, listed.etag, hashlib.sha256(content).hexdigest())
+    s3_faults.inject("corrupt")
+    with pytest.raises(StorageError, match=r"old\.jpg: downloaded content does not match its snapshot sha256"):
+        store.download("old.jpg", tmp_path / "old.jpg", snapshot)
+    assert store.download("old.jpg", tmp_path / "old.jpg", snapshot) == len(content)
+    assert file_matches(tmp_path / "old.jpg", snapshot)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_files_written_atomically_get_the_mode_the_umask_gives(umask: int, s3_bucket: str, tmp_path: Path):
+    previous = os.umask(umask)
+    try:
+        store = open_store(tmp_path / "store")
+        store.put_bytes("models/m/production.json", b"{}")
+        (tmp_path / "best.pt").write_bytes(b"weights")
+        store.upload_file(tmp_path / "best.pt", "runs/r/best.pt")
+        write_atomic(tmp_path / "local" / "report.md", b"# report")
+        open_store(s3_bucket).put_bytes("x.jpg", b"jpg")
+        open_store(s3_bucket).download("x.jpg", tmp_path / "synced" / "x.jpg")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "store/models/m/production.json", tmp_path / "store/runs/r/best.pt",
+                 tmp_path / "local/report.md", tmp_path / "synced/x.jpg"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_a_folder_store_of_symlinks_reads_through_them_but_keys_never_climb_out(tmp_path: Path):
+    cache = tmp_path / "repo" / ".dvc" / "cache"  # DVC and git-annex keep content outside the data folder
+    cache.mkdir(parents=True)
+    (cache / "ab12").write_bytes(b"image bytes")
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    root = tmp_path / "repo" / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.jpg").symlink_to(Path("../../.dvc/cache/ab12"))
+    store = open_store(root)
+    assert [(o.key, o.size) for o in store.list()] == [("images/a.jpg", 11)]
+    assert store.get_bytes("images/a.jpg") == b"image bytes"
+    assert store.download("images/a.jpg", tmp_path / "copy.jpg", store.head("images/a.jpg")) == 11
+    for key in ("../secret.txt", "images/../../secret.txt", "../../secret.txt"):
+        with pytest.raises(StorageError, match="points outside the store"):
+            store.get_bytes(key)
 
 
 def test_unknown_scheme_is_refused():
