@@ -3,6 +3,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from PIL import Image
 
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
@@ -92,12 +93,10 @@ def _no_val_instances(root: Path) -> str:
 
 @pytest.mark.parametrize("mutate, message", [
     (_broken_image, "image does not decode"),
-    (_label_line("0 0.5 0.5 0.2"), "line 1: expected 5 numbers"),
-    (_label_line("0 0.5 0.5 0.2 wide"), "line 1: expected 5 numbers"),
-    (_label_line("3 0.5 0.5 0.2 0.2"), "line 1: class id 3 is not one of [0]"),
-    (_label_line("0.5 0.5 0.5 0.2 0.2"), "line 1: class id 0.5 is not one of [0]"),
-    (_label_line("0 1.2 0.5 0.2 0.2"), "line 1: centre and size must lie within [0, 1]"),
-    (_label_line("0 0.5 0.5 0 0.2"), "line 1: box width and height must be positive"),
+    (_label_line("0 0.5 0.5 0.2"), "line 1: expected 5 values"),
+    (_label_line("0 0.5 0.5 0.2 wide"), "line 1: 'wide' is not a number"),
+    (_label_line("3 0.5 0.5 0.2 0.2"), "line 1: class id 3 is not one of the 1 classes"),
+    (_label_line("0 1.2 0.5 0.2 0.2"), "line 1: coordinates must be fractions of the image size"),
     (_orphan_label, "label without an image"),
     (_leak, "leakage"),
     (_no_val, "the val split has no images"),
@@ -134,6 +133,7 @@ def test_class_names_come_from_the_dataset_else_the_contract(dataset: Path):
 @pytest.mark.parametrize("data_yaml, message", [
     (b"names:\n  0: pogona_h\xe9ad\n", "data.yaml is not UTF-8 text"),
     (b"names: []\n", "data.yaml has no `names`"),
+    (b"names:\n  0: pogona_head\n  2: pogona_tail\n", "class ids in `names` must be 0 to 1"),
 ])
 def test_unreadable_class_names_are_one_line_naming_data_yaml(dataset: Path, data_yaml: bytes, message: str,
                                                                capsys: pytest.CaptureFixture):
@@ -182,3 +182,15 @@ def test_s3_dataset_validates_and_its_cached_copy_makes_sync_free(pristine: Path
     assert result.usable and result.manifest.source == source
     summary = sync_snapshot(manifest, cache, progress=False)
     assert (summary.downloaded, summary.skipped) == (0, 24)
+
+
+def test_two_images_with_one_stem_both_get_its_boxes(dataset: Path):
+    before = validate_dataset(str(dataset)).counts["train"]["thermal"]
+    key = _first(dataset, "images/train/thermal/*.jpg")
+    label = (dataset / key.replace("images/", "labels/", 1)).with_suffix(".txt")
+    Image.open(dataset / key).save((dataset / key).with_suffix(".png"))
+    after = validate_dataset(str(dataset))
+    assert after.usable, after.errors
+    boxes = len([line for line in label.read_text().splitlines() if line.strip()])
+    assert after.counts["train"]["thermal"].images == before.images + 1
+    assert after.counts["train"]["thermal"].instances == before.instances + boxes
