@@ -72,9 +72,10 @@ def modality_of(path_below_split: PurePosixPath) -> str:
     return next((m for m in MODALITIES if name.startswith(f"{m}_")), UNKNOWN_MODALITY)
 
 
-def fingerprint(entries: list[ManifestEntry] | tuple[ManifestEntry, ...]) -> str:
-    """sha256 over the sorted entries: equal fingerprints mean the same bytes in the same places."""
-    digest = hashlib.sha256()
+def fingerprint(entries: list[ManifestEntry] | tuple[ManifestEntry, ...], names: dict[int, str]) -> str:
+    """sha256 over the class names and the sorted entries: equal fingerprints mean the same classes and
+    the same bytes in the same places; where the dataset lives and when it was read do not count."""
+    digest = hashlib.sha256(json.dumps(sorted(names.items())).encode() + b"\n")
     for entry in sorted(entries, key=lambda e: e.key):
         digest.update("\t".join(str(v) for v in (entry.key, entry.size, entry.etag, entry.split,
                                                   entry.modality, entry.role)).encode() + b"\n")
@@ -88,12 +89,18 @@ class Manifest:
     entries: tuple[ManifestEntry, ...]
     fingerprint: str
     created: str
+    errors: tuple[str, ...] = ()  # what validation found wrong; any error makes the snapshot unusable
 
     @classmethod
-    def build(cls, source: str, names: dict[int, str], entries: list[ManifestEntry]) -> Manifest:
+    def build(cls, source: str, names: dict[int, str], entries: list[ManifestEntry],
+              errors: list[str] | tuple[str, ...] = ()) -> Manifest:
         ordered = tuple(sorted(entries, key=lambda e: e.key))
-        return cls(source, dict(names), ordered, fingerprint(ordered),
-                   datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        return cls(source, dict(names), ordered, fingerprint(ordered, names),
+                   datetime.now(timezone.utc).isoformat(timespec="seconds"), tuple(errors))
+
+    @property
+    def usable(self) -> bool:
+        return not self.errors
 
     @property
     def splits(self) -> list[str]:
@@ -111,11 +118,11 @@ class Manifest:
             document = json.loads(Path(path).read_text())
             entries = tuple(ManifestEntry(**entry) for entry in document["entries"])
             manifest = cls(document["source"], {int(i): n for i, n in document["names"].items()}, entries,
-                           document["fingerprint"], document["created"])
+                           document["fingerprint"], document["created"], tuple(document.get("errors", ())))
         except FileNotFoundError:
             raise UserError(f"manifest {path} does not exist (write one with `pogona dataset validate`)") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"manifest {path} is not a snapshot manifest: {exc!r}") from None
-        if fingerprint(entries) != manifest.fingerprint:
+        if fingerprint(entries, manifest.names) != manifest.fingerprint:
             raise UserError(f"manifest {path}: entries do not match its fingerprint (edited by hand?)")
         return manifest

@@ -159,15 +159,15 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
             continue
         places[info.key] = place
         entries.append(place.entry(info))
-    manifest = Manifest.build(store.uri, names, entries)
+    entries.sort(key=lambda e: e.key)
 
     with tempfile.TemporaryDirectory(prefix="pogona-validate-") as scratch:
         local = Path(cache_dir) if cache_dir else Path(scratch)
-        fetch_entries(store, manifest.entries, local, workers, progress=False, label="validate")
-        images = [e for e in manifest.entries if e.role == IMAGE_ROLE]
+        fetch_entries(store, entries, local, workers, progress=False, label="validate")
+        images = [e for e in entries if e.role == IMAGE_ROLE]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             checked_images = list(pool.map(lambda e: check_image(e.key, local / e.key), images))
-        labels = [(e, (local / e.key).read_bytes()) for e in manifest.entries if e.role == LABEL_ROLE]
+        labels = [(e, (local / e.key).read_bytes()) for e in entries if e.role == LABEL_ROLE]
 
     label_verdicts = {(e.split, places[e.key].stem): (e, read_label(e.key, data, len(names)))
                       for e, data in labels}
@@ -201,6 +201,7 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
             errors.append(f"{store.url(f'labels/{split}')}: the {split} split has no labeled instances")
 
     frozen_counts = {split: dict(groups) for split, groups in counts.items()}
+    manifest = Manifest.build(store.uri, names, entries, errors)
     report = render_report(manifest, frozen_counts, box_sizes, errors, warnings)
     result = ValidationResult(not errors, errors, warnings, frozen_counts, manifest)
     if manifest_path:

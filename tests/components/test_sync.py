@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,22 @@ def test_cli_sync_prints_one_summary_line_and_progress_on_stderr(manifest: Path,
     assert out.count("\n") == 1 and "0 skipped" in out and " downloaded" in out and " MB in " in out
     total = len(Manifest.load(manifest).entries)
     assert f"sync: {total}/{total} files" in err
+
+
+def test_a_snapshot_validation_found_unusable_is_refused_unless_allowed(demo_dataset_dir: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture):
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_dataset_dir, broken, ignore=shutil.ignore_patterns("*.cache"))
+    label = sorted((broken / "labels/train").rglob("*.txt"))[0]
+    label.write_text("0 320 240 64 48\n")
+    manifest = tmp_path / "manifest.json"
+    assert not validate_dataset(str(broken), manifest).usable
+    dest = tmp_path / "data"
+    with pytest.raises(UserError, match="validation found this dataset unusable .*--allow-unusable"):
+        sync_snapshot(manifest, dest, progress=False)
+    assert not dest.exists()
+    assert main(["dataset", "sync", "--manifest", str(manifest), "--dest", str(dest), "--quiet"]) == 2
+    assert f"{label.relative_to(broken).as_posix()} line 1: coordinates" in capsys.readouterr().err
+    assert main(["dataset", "sync", "--manifest", str(manifest), "--dest", str(dest), "--quiet",
+                 "--allow-unusable"]) == 0
+    assert (dest / label.relative_to(broken)).read_text() == "0 320 240 64 48\n"

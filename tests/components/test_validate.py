@@ -121,6 +121,51 @@ def test_image_without_label_is_a_counted_background(dataset: Path):
     assert after.counts["train"]["thermal"].images == before.images
 
 
+def _rename_class(root: Path) -> None:
+    _write(root, "data.yaml", "names:\n  0: pogona_face\n")
+
+
+def _add_class(root: Path) -> None:
+    _write(root, "data.yaml", "names: [pogona_head, pogona_tail]\n")
+
+
+def _edit_label(root: Path) -> None:
+    key = _first(root, "labels/val/thermal/*.txt")
+    _write(root, key, (root / key).read_text().replace("0.", "0.0", 1))
+
+
+def _reencode_image(root: Path) -> None:
+    key = _first(root, "images/train/visible/*.jpg")
+    Image.open(root / key).save(root / key, quality=70)
+
+
+def _same_names_written_otherwise(root: Path) -> None:
+    _write(root, "data.yaml", "# the one class\nnames: [pogona_head]\npath: /elsewhere\n")
+
+
+def _unrelated_object(root: Path) -> None:
+    _write(root, "notes/todo.txt", "relabel 12")
+
+
+def _copied_as_it_is(root: Path) -> None:
+    """The same dataset in another place (the test copies it)."""
+
+
+@pytest.mark.parametrize("change, counts", [
+    (_rename_class, True), (_add_class, True), (_edit_label, True), (_reencode_image, True),
+    (_same_names_written_otherwise, False), (_unrelated_object, False), (_copied_as_it_is, False),
+])
+def test_the_fingerprint_changes_with_images_labels_and_class_names_only(dataset: Path, tmp_path: Path,
+                                                                          change: Callable[[Path], None],
+                                                                          counts: bool):
+    before = validate_dataset(str(dataset)).manifest.fingerprint
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(dataset, elsewhere)
+    change(elsewhere)
+    after = validate_dataset(str(elsewhere)).manifest.fingerprint
+    assert (after != before) == counts
+
+
 def test_class_names_come_from_the_dataset_else_the_contract(dataset: Path):
     _write(dataset, "data.yaml", "names:\n  0: pogona_head\n  1: pogona_tail\n")
     _write(dataset, _first(dataset, "labels/train/visible/*.txt"), "1 0.5 0.5 0.2 0.2\n")
