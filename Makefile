@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/sanity.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/validate.py
 
 clean:
 	rm -rf $(VENV) .pogona

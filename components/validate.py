@@ -19,12 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
 from components.config import CLASS_NAMES, SPLITS
 from components.errors import UserError
 from components.labels import LabelVerdict, read_label
+from components.near_duplicates import appearance, near_duplicate_leakage
 from components.snapshot import IMAGE_ROLE, LABEL_ROLE, DatasetKey, Manifest, ManifestEntry, parse_key
 from components.storage import ObjectStore, open_store, write_atomic
 from components.sync import fetch_entries
@@ -96,10 +98,12 @@ class ImageCheck:
     digest: str
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    looks: np.ndarray | None = None  # appearance signature (components.near_duplicates) of an image that decodes
 
 
-def check_image(key: str, path: Path) -> ImageCheck:
-    """The image's sha256 and what ultralytics would make of it, naming `key` (not the local copy)."""
+def check_image(key: str, path: Path, near_duplicates: bool = True) -> ImageCheck:
+    """The image's sha256, its appearance signature (when `near_duplicates`) and what ultralytics would make of
+    it, naming `key` (not the local copy)."""
     content = path.read_bytes()
     digest = hashlib.sha256(content).hexdigest()
     try:
@@ -110,6 +114,7 @@ def check_image(key: str, path: Path) -> ImageCheck:
             with Image.open(io.BytesIO(content)) as image:  # verify() leaves the image unusable: open again
                 image.load()
                 image_format, size = image.format or "unknown", image.size
+                looks = appearance(image) if near_duplicates else None
     except Exception as exc:  # PIL raises many types for broken files; all mean "cannot train on it"
         reason = type(exc).__name__
         if not isinstance(exc, UnidentifiedImageError):  # whose message names only the in-memory buffer
@@ -123,8 +128,8 @@ def check_image(key: str, path: Path) -> ImageCheck:
                                    f"{MIN_IMAGE_SIDE} pixels a side",))
     if image_format == "JPEG" and not content.endswith(b"\xff\xd9"):
         return ImageCheck(digest, (), (f"{key}: does not end with the JPEG end marker; ultralytics re-saves "
-                                       "its local copy on first read",))
-    return ImageCheck(digest)
+                                       "its local copy on first read",), looks)
+    return ImageCheck(digest, looks=looks)
 
 
 def _leakage(hashes: dict[str, dict[str, str]]) -> list[str]:
@@ -139,10 +144,13 @@ def _leakage(hashes: dict[str, dict[str, str]]) -> list[str]:
 
 
 def validate_dataset(source: str, manifest_path: Path | None = None, report_path: Path | None = None,
-                     cache_dir: Path | None = None, workers: int = 16) -> ValidationResult:
+                     cache_dir: Path | None = None, workers: int = 16,
+                     near_duplicates: bool = True) -> ValidationResult:
     """List, download and check the dataset at `source`; write its manifest and Markdown report.
 
     `cache_dir` keeps the downloaded copy (a later sync into the same folder downloads nothing).
+    `near_duplicates=False` leaves only byte-identical copies to catch across splits (the benchmark's
+    baseline).
     """
     store = open_store(source)
     listing = list(store.list())
@@ -166,19 +174,22 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
         fetch_entries(store, entries, local, workers, progress=False, label="validate")
         images = [e for e in entries if e.role == IMAGE_ROLE]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            checked_images = list(pool.map(lambda e: check_image(e.key, local / e.key), images))
+            checked_images = list(pool.map(lambda e: check_image(e.key, local / e.key, near_duplicates), images))
         labels = [(e, (local / e.key).read_bytes()) for e in entries if e.role == LABEL_ROLE]
 
     label_verdicts = {(e.split, places[e.key].stem): (e, read_label(e.key, data, len(names)))
                       for e, data in labels}
     counts: dict[str, dict[str, GroupCounts]] = defaultdict(lambda: defaultdict(GroupCounts))
     hashes: dict[str, dict[str, str]] = defaultdict(dict)
+    looks: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     box_sizes: list[float] = []
     read: set[str] = set()  # label keys that belong to an image (two images with one stem share it, as in ultralytics)
     for entry, checked in zip(images, checked_images):
         errors.extend(checked.errors)
         warnings.extend(checked.warnings)
         hashes[entry.split][entry.key] = checked.digest
+        if checked.looks is not None:
+            looks[entry.split][entry.key] = checked.looks
         label_entry, verdict = label_verdicts.get((entry.split, places[entry.key].stem), (None, LabelVerdict(())))
         if label_entry is not None and label_entry.key not in read:
             read.add(label_entry.key)
@@ -193,6 +204,8 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
                   f"{places[entry.key].stem}.jpg or .png)" for entry, _ in label_verdicts.values()
                   if entry.key not in read)
     errors.extend(_leakage(hashes))
+    if near_duplicates:
+        errors.extend(near_duplicate_leakage(looks, {k: d for split in hashes.values() for k, d in split.items()}))
     for split in ("train", "val"):
         if split not in counts:
             errors.append(f"{store.url(f'images/{split}')}: the {split} split has no images")

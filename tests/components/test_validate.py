@@ -112,6 +112,36 @@ def test_each_broken_dataset_is_refused_naming_the_key(dataset: Path, mutate: Ca
     assert culprit in capsys.readouterr().err
 
 
+def _jpeg_quality_40(image: Image.Image, path: Path) -> Path:
+    image.save(path.with_suffix(".jpg"), quality=40)
+    return path.with_suffix(".jpg")
+
+
+def _png_at_half_size(image: Image.Image, path: Path) -> Path:
+    image.resize((image.width // 2, image.height // 2)).save(path.with_suffix(".png"))
+    return path.with_suffix(".png")
+
+
+def _jpeg_enlarged(image: Image.Image, path: Path) -> Path:
+    image.resize((image.width * 3 // 2, image.height * 3 // 2)).save(path.with_suffix(".jpg"), quality=85)
+    return path.with_suffix(".jpg")
+
+
+@pytest.mark.parametrize("resave", [_jpeg_quality_40, _png_at_half_size, _jpeg_enlarged])
+def test_a_picture_resaved_or_resized_in_another_split_is_leakage_naming_both_keys(
+        tmp_path: Path, resave: Callable[[Image.Image, Path], Path]):
+    dataset = tmp_path / "dataset"  # 160 px: a copy at half size still has the 64 px the signature compares
+    generate_demo_dataset(str(dataset), DemoSpec(images=12, size=160, seed=5), progress=False)
+    original = _first(dataset, "images/train/visible/*.jpg")
+    copy = resave(Image.open(dataset / original), dataset / "images/val/visible/visible_resaved")
+    copy_key = copy.relative_to(dataset).as_posix()
+    result = validate_dataset(str(dataset))
+    assert not result.usable
+    assert [e for e in result.errors if "leakage" in e] == [
+        next(e for e in result.errors if e.startswith(f"{copy_key}: leakage, looks like {original} in train"))]
+    assert validate_dataset(str(dataset), near_duplicates=False).usable
+
+
 def test_image_without_label_is_a_counted_background(dataset: Path):
     before = validate_dataset(str(dataset)).counts["train"]["thermal"]
     (dataset / _first(dataset, "labels/train/thermal/*.txt")).unlink()
