@@ -474,16 +474,37 @@ def _find_pr_curve(evaluation: Path | None) -> Path | None:
     return candidates[0] if candidates else None
 
 
+_CHANGE_COLUMNS = ("images_added", "images_removed", "images_changed", "labels_added", "labels_removed",
+                   "labels_edited")
+
+
+def _changes_blocks(changes: dict[str, Any]) -> list[Block]:
+    """Why this run trained: the dataset's changes since the champion's snapshot (components.changes)."""
+    blocks: list[Block] = [Heading("What changed since the champion"), Paragraph(f"Compared with {changes['baseline']}.")]
+    if changes["groups"]:
+        blocks.append(_table(("split", "modality", *(c.replace("_", " ") for c in _CHANGE_COLUMNS)),
+                             [(g["split"], g["modality"], *(g[c] for c in _CHANGE_COLUMNS)) for g in changes["groups"]]))
+    if changes["names_before"] != changes["names_after"]:
+        before, after = (", ".join(f"{index}: {name}" for index, name in sorted(names.items(), key=lambda i: int(i[0])))
+                         for names in (changes["names_before"], changes["names_after"]))
+        blocks.append(Paragraph(f"Class names were {before}; now {after}."))
+    if changes["compared"] and not changes["groups"] and changes["names_before"] == changes["names_after"]:
+        blocks.append(Paragraph("No image, label or class name differs from that snapshot."))
+    return blocks
+
+
 def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[Recommendation],
              assessment: str, results: Path, evaluation: dict[str, Any] | None, sanity: dict[str, Any] | None,
              champion: dict[str, Any] | None, exports: dict[str, Any] | None,
-             pr_curve: Path | None) -> list[Block]:
+             pr_curve: Path | None, changes: dict[str, Any] | None = None) -> list[Block]:
     args = history.args
     blocks: list[Block] = [Heading("Training report", 1), Paragraph(
         f"Source: {results}. Model {args.get('model', '?')}, imgsz {args.get('imgsz', '?')}, epochs "
         f"{analysis.epochs_run} run of {args.get('epochs', '?')} configured, patience {args.get('patience', '?')}, "
         f"optimizer {args.get('optimizer', '?')}, lr0 {args.get('lr0', '?')}, batch {args.get('batch', '?')}.")]
     blocks += [Heading("Overall assessment"), Paragraph(assessment)]
+    if changes is not None:
+        blocks += _changes_blocks(changes)
     blocks += [Heading("Recommendations"), Bullets(tuple(f"{r.action} (because {r.trigger})" for r in recommendations))
                if recommendations else Paragraph("None: no number in this run calls for a change.")]
 
@@ -557,10 +578,11 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
 
 def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champion: Path | None = None,
                  evaluation: Path | None = None, exports: Path | None = None,
-                 promotion: PromotionConfig = PromotionConfig()) -> ReportResult:
+                 promotion: PromotionConfig = PromotionConfig(), changes: Path | None = None) -> ReportResult:
     """Analyse results.csv (+ the optional inputs) and write report.md, its PNGs and a self-contained report.html.
 
-    `results` may also be the run dir holding results.csv.
+    `results` may also be the run dir holding results.csv; `changes` is the dataset's changes since the
+    champion's snapshot (components.changes), which say why the run trained.
     """
     results = find_run_files(Path(results)).results
     history = read_history(results)
@@ -572,7 +594,7 @@ def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champ
     recommendations = recommend(analysis, evaluation_data, exports_data)
     assessment = assess(analysis, evaluation_data, sanity_data, champion_data, promotion.min_map50)
     blocks = _compose(history, analysis, recommendations, assessment, Path(results), evaluation_data, sanity_data,
-                      champion_data, exports_data, _find_pr_curve(evaluation))
+                      champion_data, exports_data, _find_pr_curve(evaluation), read_json(changes, "dataset changes"))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for block in blocks:

@@ -115,14 +115,21 @@ class Manifest:
     @classmethod
     def load(cls, path: Path) -> Manifest:
         try:
-            document = json.loads(Path(path).read_text())
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise UserError(f"manifest {path} does not exist (write one with `pogona dataset validate`)") from None
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Manifest:
+        """A manifest from its JSON text; `where` names it in errors."""
+        try:
+            document = json.loads(text)
             entries = tuple(ManifestEntry(**entry) for entry in document["entries"])
             manifest = cls(document["source"], {int(i): n for i, n in document["names"].items()}, entries,
                            document["fingerprint"], document["created"], tuple(document.get("errors", ())))
-        except FileNotFoundError:
-            raise UserError(f"manifest {path} does not exist (write one with `pogona dataset validate`)") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UserError(f"manifest {path} is not a snapshot manifest: {exc!r}") from None
+            raise UserError(f"manifest {where} is not a snapshot manifest: {exc!r}") from None
         if fingerprint(entries, manifest.names) != manifest.fingerprint:
-            raise UserError(f"manifest {path}: entries do not match its fingerprint (edited by hand?)")
+            raise UserError(f"manifest {where}: entries do not match its fingerprint (edited by hand?)")
         return manifest

@@ -71,16 +71,20 @@ class TrainingDecision:
 def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool) -> TrainingDecision:
     """Skip training when the champion was trained on exactly this dataset snapshot."""
     from components.publish import read_champion
+    from components.storage import open_store
 
     if not skip_if_unchanged:
         return TrainingDecision(True, "skip-if-unchanged is off: training")
     champion = read_champion(store_uri, model_name)
     if champion is None:
         return TrainingDecision(True, f"no production model for {model_name} yet: training")
+    snapshot = open_store(store_uri).url(f"runs/{champion.get('run_id')}/manifest.json")
     if champion.get("dataset_fingerprint") == fingerprint:
         return TrainingDecision(False, f"dataset fingerprint {fingerprint[:16]} equals the one production run "
-                                       f"{champion.get('run_id')} was trained on: training skipped")
-    return TrainingDecision(True, f"dataset changed since production run {champion.get('run_id')}: training")
+                                       f"{champion.get('run_id')} was trained on (its snapshot {snapshot}): "
+                                       "training skipped")
+    return TrainingDecision(True, f"dataset changed since production run {champion.get('run_id')} (its snapshot "
+                                  f"{snapshot}, fingerprint {str(champion.get('dataset_fingerprint'))[:16]}): training")
 
 
 def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, model: str,
@@ -113,7 +117,9 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, store_uri:
 def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,
                   model_name: str, export_formats: str,
                   promotion: PromotionConfig = PromotionConfig()) -> dict[str, float]:
-    """Evaluate per modality, export, and write the report (judged against the run's promotion floors)."""
+    """Evaluate per modality, export, and write the report (judged against the run's promotion floors; saying
+    what changed in the dataset since the champion's snapshot)."""
+    from components.changes import changes_since_champion
     from components.evaluate import evaluate_model
     from components.export import export_model
     from components.publish import read_champion
@@ -133,8 +139,10 @@ def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analy
     if champion is not None:
         champion_path = out / "champion.json"
         champion_path.write_text(json.dumps(champion, indent=2))
+    changes_since_champion(store_uri, champion, Path(manifest_path)).save(out / "changes.json")
     write_report(Path(trained_dir), out / "report", sanity=Path(verdict_path), champion=champion_path,
-                 evaluation=out / "evaluation" / "evaluation.json", exports=exports_json, promotion=promotion)
+                 evaluation=out / "evaluation" / "evaluation.json", exports=exports_json, promotion=promotion,
+                 changes=out / "changes.json")
     return {key: float(value) for key, value in evaluation["overall"].items()}
 
 
