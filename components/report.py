@@ -459,7 +459,8 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>")
         elif block.png is not None:
             encoded = base64.b64encode(block.png).decode()
-            parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{encoded}'>"
+            mime = "image/jpeg" if block.name.endswith(".jpg") else "image/png"
+            parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:{mime};base64,{encoded}'>"
                          f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
         else:
             parts.append(f"<p><em>{html.escape(block.caption)}</em></p>")
@@ -493,10 +494,29 @@ def _changes_blocks(changes: dict[str, Any]) -> list[Block]:
     return blocks
 
 
+def _failure_blocks(evaluation: dict[str, Any] | None, evaluation_path: Path | None) -> list[Block]:
+    """The evaluation's worst validation images per modality (components.failures), drawn."""
+    worst = (evaluation or {}).get("worst_images")
+    if worst is None or evaluation_path is None:
+        return []
+    blocks: list[Block] = [Heading("Where the model fails"), Paragraph(
+        "The validation images with the most missed heads and false detections (confidence 0.25 or more, "
+        "IoU 0.5), per modality. Ground truth in green, thick where missed; detections in blue; false "
+        "detections in red; numbers are confidences.")]
+    if not any(worst.values()):
+        blocks.append(Paragraph("No validation image has a missed head or a false detection."))
+    for modality, records in sorted(worst.items()):
+        blocks.append(Heading(modality, 3))
+        blocks += [Figure(f"worst-{Path(r['drawing']).name}", r["caption"],
+                          (Path(evaluation_path).parent / r["drawing"]).read_bytes()) for r in records]
+    return blocks
+
+
 def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[Recommendation],
              assessment: str, results: Path, evaluation: dict[str, Any] | None, sanity: dict[str, Any] | None,
              champion: dict[str, Any] | None, exports: dict[str, Any] | None,
-             pr_curve: Path | None, changes: dict[str, Any] | None = None) -> list[Block]:
+             pr_curve: Path | None, changes: dict[str, Any] | None = None,
+             failures: Sequence[Block] = ()) -> list[Block]:
     args = history.args
     blocks: list[Block] = [Heading("Training report", 1), Paragraph(
         f"Source: {results}. Model {args.get('model', '?')}, imgsz {args.get('imgsz', '?')}, epochs "
@@ -542,6 +562,7 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
     blocks.append(_table(("modality", *METRICS), [(name, *(values.get(key) for key in METRICS))
                                                   for name, values in sorted(modalities.items())])
                   if modalities else Paragraph("No evaluation given: per-modality numbers are absent."))
+    blocks += failures
 
     headline = headline_metrics(evaluation, analysis.metrics)
     baseline = _sanity_metrics(sanity)
@@ -594,7 +615,8 @@ def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champ
     recommendations = recommend(analysis, evaluation_data, exports_data)
     assessment = assess(analysis, evaluation_data, sanity_data, champion_data, promotion.min_map50)
     blocks = _compose(history, analysis, recommendations, assessment, Path(results), evaluation_data, sanity_data,
-                      champion_data, exports_data, _find_pr_curve(evaluation), read_json(changes, "dataset changes"))
+                      champion_data, exports_data, _find_pr_curve(evaluation), read_json(changes, "dataset changes"),
+                      _failure_blocks(evaluation_data, evaluation))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for block in blocks:
