@@ -11,6 +11,7 @@ with their confidence.
 from __future__ import annotations
 
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,8 @@ def _iou(a: XYXY, b: XYXY) -> float:
     return overlap / union if union > 0 else 0.0
 
 
-def match(truth: list[tuple[int, XYXY]], predictions: list[tuple[int, XYXY, float]]) -> tuple[list[bool], list[Detection]]:
+def match(truth: list[tuple[int, XYXY]],
+          predictions: list[tuple[int, XYXY, float]]) -> tuple[list[bool], list[Detection]]:
     """Which ground-truth boxes are missed, and which predictions are correct (greedy by confidence)."""
     missed = [True] * len(truth)
     detections = []
@@ -137,6 +139,7 @@ def draw(failures: ImageFailures) -> bytes:
 def worst_images(model: Any, dataset: Dataset, imgsz: int, device: str, out_dir: Path) -> dict[str, list[dict]]:
     """Draw the SHOWN_PER_MODALITY worst validation images of each modality into `out_dir`; their records
     (key, counts, caption, the drawing's path relative to out_dir's parent) per modality, for evaluation.json."""
+    shutil.rmtree(out_dir, ignore_errors=True)  # no drawing of an earlier evaluation stays beside these
     shown: dict[str, list[dict]] = {}
     for failures in find_failures(model, dataset, imgsz, device):
         records = shown.setdefault(failures.modality, [])

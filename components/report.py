@@ -481,10 +481,12 @@ _CHANGE_COLUMNS = ("images_added", "images_removed", "images_changed", "labels_a
 
 def _changes_blocks(changes: dict[str, Any]) -> list[Block]:
     """Why this run trained: the dataset's changes since the champion's snapshot (components.changes)."""
-    blocks: list[Block] = [Heading("What changed since the champion"), Paragraph(f"Compared with {changes['baseline']}.")]
+    blocks: list[Block] = [Heading("What changed since the champion"),
+                           Paragraph(f"Compared with {changes['baseline']}.")]
     if changes["groups"]:
         blocks.append(_table(("split", "modality", *(c.replace("_", " ") for c in _CHANGE_COLUMNS)),
-                             [(g["split"], g["modality"], *(g[c] for c in _CHANGE_COLUMNS)) for g in changes["groups"]]))
+                             [(g["split"], g["modality"], *(g[c] for c in _CHANGE_COLUMNS))
+                              for g in changes["groups"]]))
     if changes["names_before"] != changes["names_after"]:
         before, after = (", ".join(f"{index}: {name}" for index, name in sorted(names.items(), key=lambda i: int(i[0])))
                          for names in (changes["names_before"], changes["names_after"]))
@@ -503,10 +505,11 @@ def _failure_blocks(evaluation: dict[str, Any] | None, evaluation_path: Path | N
         "The validation images with the most missed heads and false detections (confidence 0.25 or more, "
         "IoU 0.5), per modality. Ground truth in green, thick where missed; detections in blue; false "
         "detections in red; numbers are confidences.")]
-    if not any(worst.values()):
-        blocks.append(Paragraph("No validation image has a missed head or a false detection."))
-    for modality, records in sorted(worst.items()):
+    for modality in sorted(set(worst) | set((evaluation or {}).get("by_modality") or {})):
+        records = worst.get(modality, [])
         blocks.append(Heading(modality, 3))
+        if not records:
+            blocks.append(Paragraph("No validation image has a missed head or a false detection."))
         blocks += [Figure(f"worst-{Path(r['drawing']).name}", r["caption"],
                           (Path(evaluation_path).parent / r["drawing"]).read_bytes()) for r in records]
     return blocks

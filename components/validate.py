@@ -32,7 +32,8 @@ from components.storage import ObjectStore, open_store, write_atomic
 from components.sync import fetch_entries
 
 _LISTED_PROBLEMS = 200
-TRAINABLE_FORMATS = frozenset({"BMP", "JPEG", "JPEG2000", "MPO", "PNG", "TIFF", "WEBP"})  # PIL's names of ultralytics' formats
+# PIL's names of the formats ultralytics reads (ultralytics.data.utils.IMG_FORMATS)
+TRAINABLE_FORMATS = frozenset({"BMP", "JPEG", "JPEG2000", "MPO", "PNG", "TIFF", "WEBP"})
 MIN_IMAGE_SIDE = 10  # ultralytics skips smaller images
 
 
