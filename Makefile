@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sanity.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/int8.py
+	$(BIN)/python bench/validate.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pogona

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import UserError
+from components.failures import worst_images
 from components.train import YOLO, Dataset, image_modality, load_dataset
 
+WORST_DIR = "worst"  # beside evaluation.json: the drawn worst validation images
 PLOTS = {"BoxPR_curve.png": "pr_curve.png", "confusion_matrix.png": "confusion_matrix.png"}
 
 
@@ -45,8 +47,9 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
 
 
 def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu") -> dict:
-    """Write evaluation JSON (overall: the val split, by_modality, speed_ms, and splits: the test split when the
-    dataset has one) plus PR-curve and confusion-matrix PNGs."""
+    """Write evaluation JSON (overall: the val split, by_modality, speed_ms, worst_images: the validation images
+    with most missed heads and false detections per modality, drawn into worst/, and splits: the test split when
+    the dataset has one) plus PR-curve and confusion-matrix PNGs."""
     if not weights.is_file():  # else ultralytics takes the name for one to download
         raise UserError(f"weights {weights} do not exist")
     model = YOLO(str(weights))
@@ -61,6 +64,7 @@ def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu
         "overall": _scores(overall),
         "by_modality": _by_modality(model, dataset, work, imgsz, device),
         "speed_ms": {stage: float(ms) for stage, ms in overall.speed.items()},
+        "worst_images": worst_images(model, dataset, imgsz, device, out_dir / WORST_DIR),
     }
     if "test" in dataset.splits:
         result["splits"] = {"test": _scores(_validate(model, data_yaml, "test", imgsz, device, work / "test"))}

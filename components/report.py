@@ -458,7 +458,8 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
             parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>")
         elif block.png is not None:
             encoded = base64.b64encode(block.png).decode()
-            parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:image/png;base64,{encoded}'>"
+            mime = "image/jpeg" if block.name.endswith(".jpg") else "image/png"
+            parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:{mime};base64,{encoded}'>"
                          f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
         else:
             parts.append(f"<p><em>{html.escape(block.caption)}</em></p>")
@@ -473,10 +474,51 @@ def _find_pr_curve(evaluation: Path | None) -> Path | None:
     return candidates[0] if candidates else None
 
 
+_CHANGE_COLUMNS = ("images_added", "images_removed", "images_changed", "labels_added", "labels_removed",
+                   "labels_edited")
+
+
+def _changes_blocks(changes: dict[str, Any]) -> list[Block]:
+    """Why this run trained: the dataset's changes since the champion's snapshot (components.changes)."""
+    blocks: list[Block] = [Heading("What changed since the champion"),
+                           Paragraph(f"Compared with {changes['baseline']}.")]
+    if changes["groups"]:
+        blocks.append(_table(("split", "modality", *(c.replace("_", " ") for c in _CHANGE_COLUMNS)),
+                             [(g["split"], g["modality"], *(g[c] for c in _CHANGE_COLUMNS))
+                              for g in changes["groups"]]))
+    if changes["names_before"] != changes["names_after"]:
+        before, after = (", ".join(f"{index}: {name}" for index, name in sorted(names.items(), key=lambda i: int(i[0])))
+                         for names in (changes["names_before"], changes["names_after"]))
+        blocks.append(Paragraph(f"Class names were {before}; now {after}."))
+    if changes["compared"] and not changes["groups"] and changes["names_before"] == changes["names_after"]:
+        blocks.append(Paragraph("No image, label or class name differs from that snapshot."))
+    return blocks
+
+
+def _failure_blocks(evaluation: dict[str, Any] | None, evaluation_path: Path | None) -> list[Block]:
+    """The evaluation's worst validation images per modality (components.failures), drawn."""
+    worst = (evaluation or {}).get("worst_images")
+    if worst is None or evaluation_path is None:
+        return []
+    blocks: list[Block] = [Heading("Where the model fails"), Paragraph(
+        "The validation images with the most missed heads and false detections (confidence 0.25 or more, "
+        "IoU 0.5), per modality. Ground truth in green, thick where missed; detections in blue; false "
+        "detections in red; numbers are confidences.")]
+    for modality in sorted(set(worst) | set((evaluation or {}).get("by_modality") or {})):
+        records = worst.get(modality, [])
+        blocks.append(Heading(modality, 3))
+        if not records:
+            blocks.append(Paragraph("No validation image has a missed head or a false detection."))
+        blocks += [Figure(f"worst-{Path(r['drawing']).name}", r["caption"],
+                          (Path(evaluation_path).parent / r["drawing"]).read_bytes()) for r in records]
+    return blocks
+
+
 def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[Recommendation],
              assessment: str, results: Path, evaluation: dict[str, Any] | None, sanity: dict[str, Any] | None,
              champion: dict[str, Any] | None, exports: dict[str, Any] | None,
-             pr_curve: Path | None) -> list[Block]:
+             pr_curve: Path | None, changes: dict[str, Any] | None = None,
+             failures: Sequence[Block] = ()) -> list[Block]:
     # matplotlib only when a report is drawn: publish and the CLI import this module for its readers
     from components.report_plots import plot_learning_rate, plot_losses, plot_metrics
 
@@ -486,6 +528,8 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
         f"{analysis.epochs_run} run of {args.get('epochs', '?')} configured, patience {args.get('patience', '?')}, "
         f"optimizer {args.get('optimizer', '?')}, lr0 {args.get('lr0', '?')}, batch {args.get('batch', '?')}.")]
     blocks += [Heading("Overall assessment"), Paragraph(assessment)]
+    if changes is not None:
+        blocks += _changes_blocks(changes)
     blocks += [Heading("Recommendations"), Bullets(tuple(f"{r.action} (because {r.trigger})" for r in recommendations))
                if recommendations else Paragraph("None: no number in this run calls for a change.")]
 
@@ -523,6 +567,7 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
     blocks.append(_table(("modality", *METRICS), [(name, *(values.get(key) for key in METRICS))
                                                   for name, values in sorted(modalities.items())])
                   if modalities else Paragraph("No evaluation given: per-modality numbers are absent."))
+    blocks += failures
 
     headline = headline_metrics(evaluation, analysis.metrics)
     baseline = _sanity_metrics(sanity)
@@ -559,10 +604,11 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
 
 def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champion: Path | None = None,
                  evaluation: Path | None = None, exports: Path | None = None,
-                 promotion: PromotionConfig = PromotionConfig()) -> ReportResult:
+                 promotion: PromotionConfig = PromotionConfig(), changes: Path | None = None) -> ReportResult:
     """Analyse results.csv (+ the optional inputs) and write report.md, its PNGs and a self-contained report.html.
 
-    `results` may also be the run dir holding results.csv.
+    `results` may also be the run dir holding results.csv; `changes` is the dataset's changes since the
+    champion's snapshot (components.changes), which say why the run trained.
     """
     results = find_run_files(Path(results)).results
     history = read_history(results)
@@ -574,7 +620,8 @@ def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champ
     recommendations = recommend(analysis, evaluation_data, exports_data)
     assessment = assess(analysis, evaluation_data, sanity_data, champion_data, promotion.min_map50)
     blocks = _compose(history, analysis, recommendations, assessment, Path(results), evaluation_data, sanity_data,
-                      champion_data, exports_data, _find_pr_curve(evaluation))
+                      champion_data, exports_data, _find_pr_curve(evaluation), read_json(changes, "dataset changes"),
+                      _failure_blocks(evaluation_data, evaluation))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for block in blocks:

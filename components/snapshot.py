@@ -76,11 +76,14 @@ def modality_of(path_below_split: PurePosixPath) -> str:
     return next((m for m in MODALITIES if name.startswith(f"{m}_")), UNKNOWN_MODALITY)
 
 
-def fingerprint(entries: list[ManifestEntry] | tuple[ManifestEntry, ...]) -> str:
-    """sha256 over the sorted entries: equal fingerprints mean the same bytes in the same places."""
-    digest = hashlib.sha256()
+def fingerprint(entries: list[ManifestEntry] | tuple[ManifestEntry, ...], names: dict[int, str]) -> str:
+    """sha256 over the class names and the sorted entries: equal fingerprints mean the same classes and
+    the same bytes in the same places; where the dataset lives, when it was read and how the bucket
+    computes ETags do not count (an entry's content sha256 stands for it; the ETag only where a
+    manifest written before content hashes has none)."""
+    digest = hashlib.sha256(json.dumps(sorted(names.items())).encode() + b"\n")
     for entry in sorted(entries, key=lambda e: e.key):
-        digest.update("\t".join(str(v) for v in (entry.key, entry.size, entry.etag, entry.split,
+        digest.update("\t".join(str(v) for v in (entry.key, entry.size, entry.sha256 or entry.etag, entry.split,
                                                   entry.modality, entry.role)).encode() + b"\n")
     return digest.hexdigest()
 
@@ -92,12 +95,18 @@ class Manifest:
     entries: tuple[ManifestEntry, ...]
     fingerprint: str
     created: str
+    errors: tuple[str, ...] = ()  # what validation found wrong; any error makes the snapshot unusable
 
     @classmethod
-    def build(cls, source: str, names: dict[int, str], entries: list[ManifestEntry]) -> Manifest:
+    def build(cls, source: str, names: dict[int, str], entries: list[ManifestEntry],
+              errors: list[str] | tuple[str, ...] = ()) -> Manifest:
         ordered = tuple(sorted(entries, key=lambda e: e.key))
-        return cls(source, dict(names), ordered, fingerprint(ordered),
-                   datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        return cls(source, dict(names), ordered, fingerprint(ordered, names),
+                   datetime.now(timezone.utc).isoformat(timespec="seconds"), tuple(errors))
+
+    @property
+    def usable(self) -> bool:
+        return not self.errors
 
     @property
     def splits(self) -> list[str]:
@@ -112,14 +121,21 @@ class Manifest:
     @classmethod
     def load(cls, path: Path) -> Manifest:
         try:
-            document = json.loads(Path(path).read_text())
-            entries = tuple(ManifestEntry(**entry) for entry in document["entries"])
-            manifest = cls(document["source"], {int(i): n for i, n in document["names"].items()}, entries,
-                           document["fingerprint"], document["created"])
+            text = Path(path).read_text()
         except FileNotFoundError:
             raise UserError(f"manifest {path} does not exist (write one with `pogona dataset validate`)") from None
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Manifest:
+        """A manifest from its JSON text; `where` names it in errors."""
+        try:
+            document = json.loads(text)
+            entries = tuple(ManifestEntry(**entry) for entry in document["entries"])
+            manifest = cls(document["source"], {int(i): n for i, n in document["names"].items()}, entries,
+                           document["fingerprint"], document["created"], tuple(document.get("errors", ())))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UserError(f"manifest {path} is not a snapshot manifest: {exc!r}") from None
-        if fingerprint(entries) != manifest.fingerprint:
-            raise UserError(f"manifest {path}: entries do not match its fingerprint (edited by hand?)")
+            raise UserError(f"manifest {where} is not a snapshot manifest: {exc!r}") from None
+        if fingerprint(entries, manifest.names) != manifest.fingerprint:
+            raise UserError(f"manifest {where}: entries do not match its fingerprint (edited by hand?)")
         return manifest

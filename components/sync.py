@@ -142,10 +142,18 @@ def write_data_yaml(dest: Path, manifest: Manifest) -> Path:
     return path
 
 
-def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: bool = True) -> SyncSummary:
-    """Make `dest` hold exactly the snapshot in `manifest_path` and return what it took."""
+def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: bool = True,
+                  allow_unusable: bool = False) -> SyncSummary:
+    """Make `dest` hold exactly the snapshot in `manifest_path` and return what it took.
+
+    A snapshot that validation found unusable is refused unless `allow_unusable` (to look at it).
+    """
     started = time.monotonic()
     manifest = Manifest.load(manifest_path)
+    if not manifest.usable and not allow_unusable:
+        raise UserError(f"manifest {manifest_path}: validation found this dataset unusable "
+                        f"({len(manifest.errors)} errors, the first: {manifest.errors[0]}); fix the dataset and "
+                        "validate it again, or sync it anyway with --allow-unusable")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     wanted = {local_path(dest, entry.key) for entry in manifest.entries}

@@ -1,9 +1,10 @@
 """Check a dataset in the contract layout before anything trains on it, and write its snapshot.
 
-Every image is downloaded (in parallel) and decoded, every label line parsed, and the
-problems that wasted runs in the field notes are caught here in seconds: labels without
-images, boxes outside the image, class ids beyond the names, the same picture in train and
-val, a split with nothing to learn. Each error names the object key.
+Every image is downloaded (in parallel) and decoded, every label file read as ultralytics
+reads it (components.labels), and the problems that wasted runs in the field notes are
+caught here in seconds: labels without images, boxes outside the image, class ids beyond the
+names, the same picture in train and val, a split with nothing to learn. Each error names
+the object key.
 """
 
 from __future__ import annotations
@@ -18,16 +19,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
 from components.config import CLASS_NAMES, SPLITS
 from components.errors import UserError
+from components.labels import LabelVerdict, read_label
+from components.near_duplicates import appearance, near_duplicate_leakage
 from components.snapshot import IMAGE_ROLE, LABEL_ROLE, DatasetKey, Manifest, ManifestEntry, parse_key
-from components.storage import ObjectStore, open_store, sha256_file, write_atomic
+from components.storage import ObjectStore, open_store, write_atomic
 from components.sync import fetch_entries
 
 _LISTED_PROBLEMS = 200
+# PIL's names of the formats ultralytics reads (ultralytics.data.utils.IMG_FORMATS)
+TRAINABLE_FORMATS = frozenset({"BMP", "JPEG", "JPEG2000", "MPO", "PNG", "TIFF", "WEBP"})
+MIN_IMAGE_SIDE = 10  # ultralytics skips smaller images
 
 
 @dataclass
@@ -66,9 +73,13 @@ def parse_names(text: str, where: str) -> dict[int, str]:
         return dict(enumerate(str(n) for n in names))
     if isinstance(names, dict) and names:
         try:
-            return {int(index): str(name) for index, name in names.items()}
+            numbered = {int(index): str(name) for index, name in names.items()}
         except ValueError:
             raise UserError(f"{where}: class ids in `names` must be integers") from None
+        if sorted(numbered) != list(range(len(numbered))):
+            raise UserError(f"{where}: class ids in `names` must be 0 to {len(numbered) - 1} (ultralytics requires "
+                            f"it), got {sorted(numbered)}")
+        return numbered
     raise UserError(f"{where} has no `names` (expected e.g. names: {{0: pogona_head}})")
 
 
@@ -83,34 +94,17 @@ def class_names(store: ObjectStore, keys: set[str]) -> dict[int, str]:
     return parse_names(text, store.url("data.yaml"))
 
 
-def check_label(key: str, text: str, names: dict[int, str]) -> tuple[list[tuple[float, float]], list[str]]:
-    """The (width, height) of each box in a YOLO label file, and one error per bad line."""
-    boxes, errors = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split()
-        try:
-            values = [float(v) for v in fields]
-        except ValueError:
-            values = []
-        if len(fields) != 5 or len(values) != 5:
-            errors.append(f"{key} line {number}: expected 5 numbers (class cx cy w h), got {line.strip()!r}")
-            continue
-        class_id, cx, cy, w, h = values
-        if not class_id.is_integer() or int(class_id) not in names:
-            errors.append(f"{key} line {number}: class id {fields[0]} is not one of {sorted(names)}")
-        elif not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
-            errors.append(f"{key} line {number}: centre and size must lie within [0, 1], got {line.strip()!r}")
-        elif w <= 0 or h <= 0:
-            errors.append(f"{key} line {number}: box width and height must be positive, got {line.strip()!r}")
-        else:
-            boxes.append((w, h))
-    return boxes, errors
+@dataclass(frozen=True)
+class ImageCheck:
+    digest: str
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    looks: np.ndarray | None = None  # appearance signature (components.near_duplicates) of an image that decodes
 
 
-def check_image(key: str, path: Path) -> tuple[str, str | None]:
-    """The image's sha256 and an error naming `key` (not the local copy) when it does not decode."""
+def check_image(key: str, path: Path, near_duplicates: bool = True) -> ImageCheck:
+    """The image's sha256, its appearance signature (when `near_duplicates`) and what ultralytics would make of
+    it, naming `key` (not the local copy)."""
     content = path.read_bytes()
     digest = hashlib.sha256(content).hexdigest()
     try:
@@ -120,12 +114,23 @@ def check_image(key: str, path: Path) -> tuple[str, str | None]:
                 image.verify()
             with Image.open(io.BytesIO(content)) as image:  # verify() leaves the image unusable: open again
                 image.load()
+                image_format, size = image.format or "unknown", image.size
+                looks = appearance(image) if near_duplicates else None
     except Exception as exc:  # PIL raises many types for broken files; all mean "cannot train on it"
         reason = type(exc).__name__
         if not isinstance(exc, UnidentifiedImageError):  # whose message names only the in-memory buffer
             reason += f": {exc}"
-        return digest, f"{key}: image does not decode ({reason})"
-    return digest, None
+        return ImageCheck(digest, (f"{key}: image does not decode ({reason})",))
+    if image_format not in TRAINABLE_FORMATS:
+        return ImageCheck(digest, (f"{key}: a {image_format} image; ultralytics skips it (it reads "
+                                   f"{', '.join(sorted(TRAINABLE_FORMATS))})",))
+    if min(size) < MIN_IMAGE_SIDE:
+        return ImageCheck(digest, (f"{key}: {size[0]}x{size[1]} pixels; ultralytics skips images under "
+                                   f"{MIN_IMAGE_SIDE} pixels a side",))
+    if image_format == "JPEG" and not content.endswith(b"\xff\xd9"):
+        return ImageCheck(digest, (), (f"{key}: does not end with the JPEG end marker; ultralytics re-saves "
+                                       "its local copy on first read",), looks)
+    return ImageCheck(digest, looks=looks)
 
 
 def _leakage(hashes: dict[str, dict[str, str]]) -> list[str]:
@@ -140,10 +145,13 @@ def _leakage(hashes: dict[str, dict[str, str]]) -> list[str]:
 
 
 def validate_dataset(source: str, manifest_path: Path | None = None, report_path: Path | None = None,
-                     cache_dir: Path | None = None, workers: int = 16) -> ValidationResult:
+                     cache_dir: Path | None = None, workers: int = 16,
+                     near_duplicates: bool = True) -> ValidationResult:
     """List, download and check the dataset at `source`; write its manifest and Markdown report.
 
     `cache_dir` keeps the downloaded copy (a later sync into the same folder downloads nothing).
+    `near_duplicates=False` leaves only byte-identical copies to catch across splits (the benchmark's
+    baseline).
     """
     store = open_store(source)
     listing = list(store.list())
@@ -167,32 +175,42 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
         fetch_entries(store, entries, local, workers, progress=False, label="validate")
         images = [e for e in entries if e.role == IMAGE_ROLE]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            decoded = list(pool.map(lambda e: check_image(e.key, local / e.key), images))
-        labels = {(e.split, places[e.key].stem): (e, (local / e.key).read_text(errors="replace"))
-                  for e in entries if e.role == LABEL_ROLE}
-        content = {e.key: sha256_file(local / e.key) for e in entries if e.role == LABEL_ROLE}
-    content.update((image.key, digest) for image, (digest, _) in zip(images, decoded))
+            checked_images = list(pool.map(lambda e: check_image(e.key, local / e.key, near_duplicates), images))
+        labels = [(e, (local / e.key).read_bytes()) for e in entries if e.role == LABEL_ROLE]
     # The hashes of what was read make the snapshot checkable wherever the bucket's ETags are not MD5s.
-    manifest = Manifest.build(store.uri, names, [replace(e, sha256=content[e.key]) for e in entries])
+    content = {e.key: hashlib.sha256(data).hexdigest() for e, data in labels}
+    content.update((image.key, checked.digest) for image, checked in zip(images, checked_images))
+    entries = [replace(e, sha256=content[e.key]) for e in entries]
 
+    label_verdicts = {(e.split, places[e.key].stem): (e, read_label(e.key, data, len(names)))
+                      for e, data in labels}
     counts: dict[str, dict[str, GroupCounts]] = defaultdict(lambda: defaultdict(GroupCounts))
     hashes: dict[str, dict[str, str]] = defaultdict(dict)
+    looks: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     box_sizes: list[float] = []
-    for entry, (digest, decode_error) in zip(images, decoded):
-        if decode_error:
-            errors.append(decode_error)
-        hashes[entry.split][entry.key] = digest
-        label = labels.pop((entry.split, places[entry.key].stem), None)
-        boxes, label_errors = check_label(label[0].key, label[1], names) if label else ([], [])
-        errors.extend(label_errors)
+    read: set[str] = set()  # label keys that belong to an image (two images with one stem share it, as in ultralytics)
+    for entry, checked in zip(images, checked_images):
+        errors.extend(checked.errors)
+        warnings.extend(checked.warnings)
+        hashes[entry.split][entry.key] = checked.digest
+        if checked.looks is not None:
+            looks[entry.split][entry.key] = checked.looks
+        label_entry, verdict = label_verdicts.get((entry.split, places[entry.key].stem), (None, LabelVerdict(())))
+        if label_entry is not None and label_entry.key not in read:
+            read.add(label_entry.key)
+            errors.extend(verdict.errors)
+            warnings.extend(verdict.warnings)
         group = counts[entry.split][entry.modality]
         group.images += 1
-        group.instances += len(boxes)
-        group.backgrounds += not boxes
-        box_sizes.extend((w * h) ** 0.5 for w, h in boxes)
+        group.instances += len(verdict.boxes)
+        group.backgrounds += not verdict.boxes
+        box_sizes.extend((w * h) ** 0.5 for _, _, _, w, h in verdict.boxes)
     errors.extend(f"{entry.key}: label without an image (expected images/{entry.split}/"
-                  f"{places[entry.key].stem}.jpg or .png)" for entry, _ in labels.values())
+                  f"{places[entry.key].stem}.jpg or .png)" for entry, _ in label_verdicts.values()
+                  if entry.key not in read)
     errors.extend(_leakage(hashes))
+    if near_duplicates:
+        errors.extend(near_duplicate_leakage(looks, {k: d for split in hashes.values() for k, d in split.items()}))
     for split in ("train", "val"):
         if split not in counts:
             errors.append(f"{store.url(f'images/{split}')}: the {split} split has no images")
@@ -201,6 +219,7 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
             errors.append(f"{store.url(f'labels/{split}')}: the {split} split has no labeled instances")
 
     frozen_counts = {split: dict(groups) for split, groups in counts.items()}
+    manifest = Manifest.build(store.uri, names, entries, errors)
     report = render_report(manifest, frozen_counts, box_sizes, errors, warnings)
     result = ValidationResult(not errors, errors, warnings, frozen_counts, manifest)
     if manifest_path:

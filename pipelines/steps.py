@@ -83,11 +83,13 @@ def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_u
         return TrainingDecision(True, "skip_if_unchanged is off: training")
     what = (f"dataset {attempt.dataset_fingerprint[:16]} with code {attempt.code_version} "
             "and these training parameters")
-    earlier = find_attempt(open_store(store_uri), model_name, attempt)
+    store = open_store(store_uri)
+    earlier = find_attempt(store, model_name, attempt)
     if earlier is None:
         return TrainingDecision(True, f"no run of {model_name} has trained {what} yet: training")
-    return TrainingDecision(False, f"{describe(earlier)} already trained {what}: training skipped "
-                                   "(skip_if_unchanged=false trains anyway)")
+    snapshot = store.url(f"runs/{earlier.get('run_id')}/manifest.json")
+    return TrainingDecision(False, f"{describe(earlier)} already trained {what} (its snapshot {snapshot}): "
+                                   "training skipped (skip_if_unchanged=false trains anyway)")
 
 
 def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, model: str,
@@ -141,7 +143,9 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
 def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,
                   model_name: str, export_formats: str,
                   promotion: PromotionConfig = PromotionConfig()) -> dict[str, float]:
-    """Evaluate per modality, export, and write the report (judged against the run's promotion floors)."""
+    """Evaluate per modality, export, and write the report (judged against the run's promotion floors; saying
+    what changed in the dataset since the champion's snapshot)."""
+    from components.changes import changes_since_champion
     from components.evaluate import evaluate_model
     from components.export import export_model
     from components.publish import read_champion
@@ -161,8 +165,10 @@ def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analy
     if champion is not None:
         champion_path = out / "champion.json"
         champion_path.write_text(json.dumps(champion, indent=2))
+    changes_since_champion(store_uri, champion, Path(manifest_path)).save(out / "changes.json")
     write_report(Path(trained_dir), out / "report", sanity=Path(verdict_path), champion=champion_path,
-                 evaluation=out / "evaluation" / "evaluation.json", exports=exports_json, promotion=promotion)
+                 evaluation=out / "evaluation" / "evaluation.json", exports=exports_json, promotion=promotion,
+                 changes=out / "changes.json")
     return {key: float(value) for key, value in evaluation["overall"].items()}
 
 

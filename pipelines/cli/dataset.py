@@ -36,7 +36,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    summary = sync_snapshot(args.manifest, args.dest, workers=args.workers, progress=not args.quiet)
+    summary = sync_snapshot(args.manifest, args.dest, workers=args.workers, progress=not args.quiet,
+                            allow_unusable=args.allow_unusable)
     print(summary.line())
     return 0
 
@@ -73,4 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sync.add_argument("--dest", type=Path, required=True, help="local folder; gets the files and data.yaml")
     sync.add_argument("--workers", type=int, default=16, help="parallel downloads (default %(default)s)")
     sync.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    sync.add_argument("--allow-unusable", action="store_true",
+                      help="sync a snapshot that validation found unusable (refused by default)")
     sync.set_defaults(handler=_sync)

@@ -1,13 +1,19 @@
 """Evaluation of the tiny trained run: agreement with ultralytics' validator, per-modality figures, plots."""
 
+import base64
+import html
+import io
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from components.errors import UserError
 from components.evaluate import evaluate_model
+from components.failures import Detection, ImageFailures, draw, match
+from components.report import write_report
 from components.snapshot import parse_key
 from components.train import YOLO, image_modality, load_dataset
 
@@ -85,3 +91,60 @@ def test_missing_weights_are_refused_naming_them(demo_dataset_dir: Path, tmp_pat
     with pytest.raises(UserError, match=f"weights {tmp_path / 'best.pt'} do not exist"):
         evaluate_model(tmp_path / "best.pt", demo_dataset_dir, tmp_path / "evaluation.json")
     assert not (tmp_path / "evaluation.json").exists()
+
+
+def test_matching_counts_missed_heads_and_false_detections_as_map50_does():
+    truth = [(0, (0.1, 0.1, 0.3, 0.3)), (0, (0.6, 0.6, 0.8, 0.8))]
+    predictions = [(0, (0.11, 0.1, 0.31, 0.3), 0.9),  # finds the first head
+                   (0, (0.1, 0.12, 0.3, 0.31), 0.6),  # the same head again: false
+                   (0, (0.4, 0.0, 0.5, 0.1), 0.5)]  # nothing there: false
+    missed, detections = match(truth, predictions)
+    assert missed == [False, True]
+    assert [(d.confidence, d.correct) for d in detections] == [(0.9, True), (0.6, False), (0.5, False)]
+
+
+def test_the_worst_validation_images_are_drawn_per_modality_worst_first(evaluation: Path, demo_dataset_dir: Path):
+    worst = json.loads(evaluation.read_text())["worst_images"]
+    assert set(worst) <= {"thermal", "visible"} and any(worst.values())
+    for modality, records in worst.items():
+        assert 1 <= len(records) <= 3
+        errors = [r["missed"] + r["false_detections"] for r in records]
+        assert errors == sorted(errors, reverse=True) and min(errors) > 0
+        for record in records:
+            assert record["key"].startswith(f"images/val/{modality}/")
+            assert (demo_dataset_dir / record["key"]).is_file() and record["key"] in record["caption"]
+            with Image.open(evaluation.parent / record["drawing"]) as drawing:
+                assert drawing.format == "JPEG" and max(drawing.size) == 320
+
+
+def test_the_report_shows_the_worst_images_in_its_one_page(evaluation: Path, tmp_path: Path):
+    worst = json.loads(evaluation.read_text())["worst_images"]
+    result = write_report(Path(__file__).parent / "fixtures" / "converged_early" / "results.csv", tmp_path,
+                          evaluation=evaluation)
+    page, markdown = result.html.read_text(), result.markdown.read_text()
+    assert "<h2>Where the model fails</h2>" in page and "## Where the model fails" in markdown
+    for records in worst.values():
+        for record in records:
+            assert html.escape(record["caption"]) in page and record["caption"] in markdown
+            encoded = base64.b64encode((evaluation.parent / record["drawing"]).read_bytes()).decode()
+            assert f"data:image/jpeg;base64,{encoded}" in page
+
+
+def test_ground_truth_detections_and_false_detections_are_drawn_in_their_own_colours(tmp_path: Path):
+    Image.new("RGB", (128, 96), (128, 128, 128)).save(tmp_path / "frame.jpg")
+    failures = ImageFailures(tmp_path / "frame.jpg", "images/val/thermal/frame.jpg", "thermal",
+                             truth=((0.1, 0.1, 0.4, 0.5), (0.55, 0.1, 0.9, 0.5)), missed=(True, False),
+                             detections=(Detection((0.56, 0.1, 0.9, 0.5), 0.91, True),
+                                         Detection((0.1, 0.6, 0.4, 0.95), 0.42, False)))
+    with Image.open(io.BytesIO(draw(failures))) as drawing:
+        assert drawing.size == (320, 240)
+        pixel = drawing.convert("RGB").getpixel
+
+        def dominant(x: float, y: float) -> int:
+            return max(range(3), key=lambda channel: pixel((round(x * 320), round(y * 240)))[channel])
+
+        assert dominant(0.1, 0.3) == 1  # missed head: green
+        assert dominant(0.9, 0.3) == 2  # detection: blue (drawn over its ground truth's green)
+        assert dominant(0.1, 0.8) == 0  # false detection: red
+    assert failures.caption() == ("images/val/thermal/frame.jpg: 1 of 2 heads missed, 1 false detections "
+                                  "(confidence 0.42)")

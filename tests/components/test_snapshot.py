@@ -31,11 +31,13 @@ def test_fingerprint_follows_content_not_order_or_time():
     assert Manifest.build(manifest.source, manifest.names, changed).fingerprint != manifest.fingerprint
 
 
-def test_a_hand_edited_manifest_is_refused(tmp_path: Path):
+@pytest.mark.parametrize("edit", [lambda d: d["entries"][0].update(size=1), lambda d: d["names"].update({"0": "x"})],
+                         ids=["entry", "class name"])
+def test_a_hand_edited_manifest_is_refused(tmp_path: Path, edit):
     path = tmp_path / "manifest.json"
     _manifest().save(path)
     document = json.loads(path.read_text())
-    document["entries"][0]["size"] = 1
+    edit(document)
     path.write_text(json.dumps(document))
     with pytest.raises(UserError, match="fingerprint"):
         Manifest.load(path)

@@ -1,6 +1,8 @@
 import shutil
 import threading
 import time
+
+
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,22 @@ def test_a_symlinked_folder_dataset_validates_pushes_and_syncs(demo_dataset_dir:
     push_dataset(root, f"{s3_bucket}/datasets/annexed")
     assert validate_dataset(f"{s3_bucket}/datasets/annexed").manifest.fingerprint == \
         Manifest.load(manifest_path).fingerprint
+
+
+def test_a_snapshot_validation_found_unusable_is_refused_unless_allowed(demo_dataset_dir: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture):
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_dataset_dir, broken, ignore=shutil.ignore_patterns("*.cache"))
+    label = sorted((broken / "labels/train").rglob("*.txt"))[0]
+    label.write_text("0 320 240 64 48\n")
+    manifest = tmp_path / "manifest.json"
+    assert not validate_dataset(str(broken), manifest).usable
+    dest = tmp_path / "data"
+    with pytest.raises(UserError, match="validation found this dataset unusable .*--allow-unusable"):
+        sync_snapshot(manifest, dest, progress=False)
+    assert not dest.exists()
+    assert main(["dataset", "sync", "--manifest", str(manifest), "--dest", str(dest), "--quiet"]) == 2
+    assert f"{label.relative_to(broken).as_posix()} line 1: coordinates" in capsys.readouterr().err
+    assert main(["dataset", "sync", "--manifest", str(manifest), "--dest", str(dest), "--quiet",
+                 "--allow-unusable"]) == 0
+    assert (dest / label.relative_to(broken)).read_text() == "0 320 240 64 48\n"

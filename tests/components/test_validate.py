@@ -3,6 +3,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from PIL import Image
 
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
@@ -92,12 +93,10 @@ def _no_val_instances(root: Path) -> str:
 
 @pytest.mark.parametrize("mutate, message", [
     (_broken_image, "image does not decode"),
-    (_label_line("0 0.5 0.5 0.2"), "line 1: expected 5 numbers"),
-    (_label_line("0 0.5 0.5 0.2 wide"), "line 1: expected 5 numbers"),
-    (_label_line("3 0.5 0.5 0.2 0.2"), "line 1: class id 3 is not one of [0]"),
-    (_label_line("0.5 0.5 0.5 0.2 0.2"), "line 1: class id 0.5 is not one of [0]"),
-    (_label_line("0 1.2 0.5 0.2 0.2"), "line 1: centre and size must lie within [0, 1]"),
-    (_label_line("0 0.5 0.5 0 0.2"), "line 1: box width and height must be positive"),
+    (_label_line("0 0.5 0.5 0.2"), "line 1: expected 5 values"),
+    (_label_line("0 0.5 0.5 0.2 wide"), "line 1: 'wide' is not a number"),
+    (_label_line("3 0.5 0.5 0.2 0.2"), "line 1: class id 3 is not one of the 1 classes"),
+    (_label_line("0 1.2 0.5 0.2 0.2"), "line 1: coordinates must be fractions of the image size"),
     (_orphan_label, "label without an image"),
     (_leak, "leakage"),
     (_no_val, "the val split has no images"),
@@ -113,6 +112,36 @@ def test_each_broken_dataset_is_refused_naming_the_key(dataset: Path, mutate: Ca
     assert culprit in capsys.readouterr().err
 
 
+def _jpeg_quality_40(image: Image.Image, path: Path) -> Path:
+    image.save(path.with_suffix(".jpg"), quality=40)
+    return path.with_suffix(".jpg")
+
+
+def _png_at_half_size(image: Image.Image, path: Path) -> Path:
+    image.resize((image.width // 2, image.height // 2)).save(path.with_suffix(".png"))
+    return path.with_suffix(".png")
+
+
+def _jpeg_enlarged(image: Image.Image, path: Path) -> Path:
+    image.resize((image.width * 3 // 2, image.height * 3 // 2)).save(path.with_suffix(".jpg"), quality=85)
+    return path.with_suffix(".jpg")
+
+
+@pytest.mark.parametrize("resave", [_jpeg_quality_40, _png_at_half_size, _jpeg_enlarged])
+def test_a_picture_resaved_or_resized_in_another_split_is_leakage_naming_both_keys(
+        tmp_path: Path, resave: Callable[[Image.Image, Path], Path]):
+    dataset = tmp_path / "dataset"  # 160 px: a copy at half size still has the 64 px the signature compares
+    generate_demo_dataset(str(dataset), DemoSpec(images=12, size=160, seed=5), progress=False)
+    original = _first(dataset, "images/train/visible/*.jpg")
+    copy = resave(Image.open(dataset / original), dataset / "images/val/visible/visible_resaved")
+    copy_key = copy.relative_to(dataset).as_posix()
+    result = validate_dataset(str(dataset))
+    assert not result.usable
+    assert [e for e in result.errors if "leakage" in e] == [
+        next(e for e in result.errors if e.startswith(f"{copy_key}: leakage, looks like {original} in train"))]
+    assert validate_dataset(str(dataset), near_duplicates=False).usable
+
+
 def test_image_without_label_is_a_counted_background(dataset: Path):
     before = validate_dataset(str(dataset)).counts["train"]["thermal"]
     (dataset / _first(dataset, "labels/train/thermal/*.txt")).unlink()
@@ -120,6 +149,51 @@ def test_image_without_label_is_a_counted_background(dataset: Path):
     assert after.usable
     assert after.counts["train"]["thermal"].backgrounds == before.backgrounds + 1
     assert after.counts["train"]["thermal"].images == before.images
+
+
+def _rename_class(root: Path) -> None:
+    _write(root, "data.yaml", "names:\n  0: pogona_face\n")
+
+
+def _add_class(root: Path) -> None:
+    _write(root, "data.yaml", "names: [pogona_head, pogona_tail]\n")
+
+
+def _edit_label(root: Path) -> None:
+    key = _first(root, "labels/val/thermal/*.txt")
+    _write(root, key, (root / key).read_text().replace("0.", "0.0", 1))
+
+
+def _reencode_image(root: Path) -> None:
+    key = _first(root, "images/train/visible/*.jpg")
+    Image.open(root / key).save(root / key, quality=70)
+
+
+def _same_names_written_otherwise(root: Path) -> None:
+    _write(root, "data.yaml", "# the one class\nnames: [pogona_head]\npath: /elsewhere\n")
+
+
+def _unrelated_object(root: Path) -> None:
+    _write(root, "notes/todo.txt", "relabel 12")
+
+
+def _copied_as_it_is(root: Path) -> None:
+    """The same dataset in another place (the test copies it)."""
+
+
+@pytest.mark.parametrize("change, counts", [
+    (_rename_class, True), (_add_class, True), (_edit_label, True), (_reencode_image, True),
+    (_same_names_written_otherwise, False), (_unrelated_object, False), (_copied_as_it_is, False),
+])
+def test_the_fingerprint_changes_with_images_labels_and_class_names_only(dataset: Path, tmp_path: Path,
+                                                                          change: Callable[[Path], None],
+                                                                          counts: bool):
+    before = validate_dataset(str(dataset)).manifest.fingerprint
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(dataset, elsewhere)
+    change(elsewhere)
+    after = validate_dataset(str(elsewhere)).manifest.fingerprint
+    assert (after != before) == counts
 
 
 def test_class_names_come_from_the_dataset_else_the_contract(dataset: Path):
@@ -134,6 +208,7 @@ def test_class_names_come_from_the_dataset_else_the_contract(dataset: Path):
 @pytest.mark.parametrize("data_yaml, message", [
     (b"names:\n  0: pogona_h\xe9ad\n", "data.yaml is not UTF-8 text"),
     (b"names: []\n", "data.yaml has no `names`"),
+    (b"names:\n  0: pogona_head\n  2: pogona_tail\n", "class ids in `names` must be 0 to 1"),
 ])
 def test_unreadable_class_names_are_one_line_naming_data_yaml(dataset: Path, data_yaml: bytes, message: str,
                                                                capsys: pytest.CaptureFixture):
@@ -182,3 +257,15 @@ def test_s3_dataset_validates_and_its_cached_copy_makes_sync_free(pristine: Path
     assert result.usable and result.manifest.source == source
     summary = sync_snapshot(manifest, cache, progress=False)
     assert (summary.downloaded, summary.skipped) == (0, 24)
+
+
+def test_two_images_with_one_stem_both_get_its_boxes(dataset: Path):
+    before = validate_dataset(str(dataset)).counts["train"]["thermal"]
+    key = _first(dataset, "images/train/thermal/*.jpg")
+    label = (dataset / key.replace("images/", "labels/", 1)).with_suffix(".txt")
+    Image.open(dataset / key).save((dataset / key).with_suffix(".png"))
+    after = validate_dataset(str(dataset))
+    assert after.usable, after.errors
+    boxes = len([line for line in label.read_text().splitlines() if line.strip()])
+    assert after.counts["train"]["thermal"].images == before.images + 1
+    assert after.counts["train"]["thermal"].instances == before.instances + boxes

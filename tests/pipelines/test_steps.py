@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def test_a_nightly_run_skips_only_what_an_earlier_run_already_trained(tmp_path):
     assert not again.train
     assert again.note.startswith("run night-1 (not promoted: mAP50 0.912 is below the floor 0.95; ")
     assert "training skipped" in again.note
+    assert f"its snapshot {open_store(store).url('runs/night-1/manifest.json')}" in again.note
     for changed in (training_attempt("fp-new", code, TrainConfig(), "1"),  # new labels
                     training_attempt("fp-abc", code.replace("06b5", "9f2e"), TrainConfig(), "1"),  # new code
                     training_attempt("fp-abc", code, TrainConfig(epochs=60), "1"),
@@ -86,7 +88,10 @@ def test_an_unusable_dataset_fails_the_validate_step_naming_it(empty_label_datas
 def test_a_dead_sanity_verdict_fails_the_step_with_its_reasons(empty_label_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "cache"))
     manifest = tmp_path / "manifest.json"
-    validate_dataset(str(empty_label_dataset), manifest)  # a snapshot of the broken data, as a stale run might hold
+    validate_dataset(str(empty_label_dataset), manifest)
+    document = json.loads(manifest.read_text())
+    del document["errors"]  # a snapshot of the broken data as a manifest from before validation recorded errors
+    manifest.write_text(json.dumps(document))
     config = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
     with pytest.raises(UserError, match="sanity gate: dead: .*box and DFL loss stayed exactly 0"):
         sanity_step(str(manifest), str(tmp_path / "verdict.json"), config, "yolo11n", "")
