@@ -137,8 +137,9 @@ class _Crc:
 
 
 def _checksum_hashers() -> dict[str, Callable[[], Any]]:
-    """S3 additional checksum algorithms this process can compute: CRC32, SHA-1, SHA-256 always;
-    CRC32C and CRC64NVME where the AWS CRT is installed."""
+    """S3 additional checksum algorithms this process can compute: CRC32, SHA-1, SHA-256 from the standard
+    library; CRC32C and CRC64NVME (S3's checksum for objects uploaded without one) from the AWS CRT, a
+    dependency, which a stripped-down install may lack."""
     hashers: dict[str, Callable[[], Any]] = {"crc32": lambda: _Crc(zlib.crc32, 4), "sha256": hashlib.sha256,
                                              "sha1": hashlib.sha1}
     try:

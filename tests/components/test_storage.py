@@ -214,3 +214,22 @@ def test_a_folder_store_of_symlinks_reads_through_them_but_keys_never_climb_out(
 def test_unknown_scheme_is_refused():
     with pytest.raises(StorageError, match="gs://bucket"):
         open_store("gs://bucket/x")
+
+
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "CRC32C"])
+def test_objects_with_crt_checksums_are_verified_by_them(algorithm: str, s3_bucket: str, s3_faults, tmp_path: Path):
+    """CRC64NVME (what S3 gives objects uploaded without a checksum) and CRC32C need the AWS CRT: it is a dependency."""
+    import boto3
+
+    content = os.urandom(20_000)
+    boto3.client("s3").put_object(Bucket=s3_bucket.removeprefix("s3://"), Key="crt.bin", Body=content,
+                                  ChecksumAlgorithm=algorithm)
+    s3_faults.encrypted = True  # the ETag proves nothing: only the CRC can
+    store = open_store(s3_bucket)
+    info = store.head("crt.bin")
+    assert info.checksum and info.checksum.startswith(f"{algorithm.lower()}:"), info
+    assert store.download("crt.bin", tmp_path / "crt.bin", info) == len(content)
+    assert file_matches(tmp_path / "crt.bin", info)
+    s3_faults.inject("corrupt")
+    with pytest.raises(StorageError, match=rf"crt\.bin: downloaded content does not match its {algorithm} checksum"):
+        store.download("crt.bin", tmp_path / "tampered.bin", info)
