@@ -2,7 +2,9 @@
 
 `GuardedDetectionTrainer` carries the dead-run detector and the checkpoint upload in the
 trainer class itself, because ultralytics runs DDP by re-creating the trainer from its class
-in fresh worker processes, where callbacks added to a `YOLO` object do not follow.
+in fresh worker processes, where callbacks added to a `YOLO` object do not follow. Checkpoints
+upload in the background (`components.checkpoints`) and are all stored before the final
+validation, or before an error leaves the trainer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from components.checkpoints import CheckpointUploads
 from components.config import CLASS_NAMES, IMAGE_SUFFIXES, SPLITS, TrainConfig
 from components.deadrun import DeadRunDetector
 from components.errors import UserError
@@ -46,14 +49,13 @@ def _watch_epoch(trainer: GuardedDetectionTrainer) -> None:
 
 
 def _upload_checkpoint(trainer: GuardedDetectionTrainer) -> None:
-    """After every saved epoch, put last.pt, results.csv and a new best.pt where a restarted run finds them."""
-    if not trainer.checkpoint_uri or RANK not in {-1, 0}:
+    """After every saved epoch, queue last.pt, results.csv and a new best.pt for where a restarted run finds them."""
+    if trainer.checkpoint_uploads is None or RANK not in {-1, 0}:
         return
-    store = open_store(trainer.checkpoint_uri)
+    files = {"results.csv": trainer.csv, "last.pt": trainer.last}
     if trainer.best_fitness == trainer.fitness and trainer.best.is_file():  # ultralytics just wrote a new best.pt
-        store.upload_file(trainer.best, "best.pt")
-    store.upload_file(trainer.csv, "results.csv")
-    store.upload_file(trainer.last, "last.pt")
+        files["best.pt"] = trainer.best
+    trainer.checkpoint_uploads.submit(files)
 
 
 class GuardedDetectionTrainer(DetectionTrainer):
@@ -66,7 +68,10 @@ class GuardedDetectionTrainer(DetectionTrainer):
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None):
         super().__init__(cfg, overrides, _callbacks)
         self.dead_run_detector = DeadRunDetector()
-        self.checkpoint_uri = os.environ.get(CHECKPOINT_URI_ENV, "")
+        checkpoint_uri = os.environ.get(CHECKPOINT_URI_ENV, "")
+        # staged beside the save dir, not in it: ultralytics empties the save dir before it launches DDP workers
+        self.checkpoint_uploads = CheckpointUploads(open_store(checkpoint_uri), self.save_dir.parent,
+                                                    LOGGER.info) if checkpoint_uri else None
         hooks = [("on_train_batch_end", _watch_batch), ("on_train_epoch_end", _watch_epoch),
                  ("on_model_save", _upload_checkpoint)]
         for event, hook in hooks:
@@ -76,6 +81,32 @@ class GuardedDetectionTrainer(DetectionTrainer):
     def optimizer_step(self) -> None:
         super().optimizer_step()
         self.dead_run_detector.count_optimizer_step()
+
+    def final_eval(self) -> None:
+        """Store the last checkpoint before the final validation rewrites last.pt and best.pt without their
+        training state; an upload that failed for good fails the step here."""
+        if self.checkpoint_uploads is not None:
+            self.checkpoint_uploads.wait()
+        super().final_eval()
+
+    def train(self) -> None:
+        """Train; on an error, still store the checkpoints already queued, so a retry resumes from the newest."""
+        try:
+            super().train()
+        except BaseException as error:
+            if self.checkpoint_uploads is not None:
+                _wait_beside(self.checkpoint_uploads, error)
+            raise
+
+
+def _wait_beside(uploads: CheckpointUploads, error: BaseException) -> None:
+    """Wait for the queued uploads while `error` is on its way out; an upload failure is logged, never raised
+    in its place."""
+    try:
+        uploads.wait()
+    except Exception as failure:
+        if failure is not error:
+            LOGGER.error(f"pogona: {failure}")
 
 
 @dataclass(frozen=True)

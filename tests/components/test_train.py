@@ -1,4 +1,5 @@
-"""Training on CPU at tiny sizes: outputs, the CUDA refusal, DDP-proof guarding, resume after kill -9, weights."""
+"""Training on CPU at tiny sizes: outputs, the CUDA refusal, DDP-proof guarding, resume after kill -9, checkpoint
+uploads in the background, weights."""
 
 import csv
 import json
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +17,8 @@ import yaml
 
 from components.config import TrainConfig
 from components.errors import UserError
-from components.storage import open_store
+from components.checkpoints import CheckpointUploadError
+from components.storage import FolderStore, ObjectInfo, open_store
 from components.train import GuardedDetectionTrainer, train_model
 from components.weights import resolve_weights
 
@@ -110,6 +113,128 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
     assert yaml.safe_load(third.args_yaml.read_text())["epochs"] == epochs
     assert (second_out / "weights" / "last.pt").is_file()
     assert open_store(str(store)).head("runs/r1/checkpoints/results.csv").size > 0
+
+
+class WatchedStore(FolderStore):
+    """A folder store that counts uploads in flight and runs `before_upload(key)` inside each one."""
+
+    def __init__(self, root: Path, before_upload, watch: dict):
+        super().__init__(root)
+        self.before_upload, self.watch = before_upload, watch
+
+    def upload_file(self, src: Path, key: str) -> ObjectInfo:
+        with self.watch["lock"]:
+            self.watch["in_flight"] += 1
+            self.watch["most_in_flight"] = max(self.watch["most_in_flight"], self.watch["in_flight"])
+        try:
+            self.before_upload(key)
+            return super().upload_file(src, key)
+        finally:
+            with self.watch["lock"]:
+                self.watch["in_flight"] -= 1
+
+
+def _watched_store(monkeypatch: pytest.MonkeyPatch, before_upload) -> dict:
+    """Make training open every store as a WatchedStore; returns what the stores saw."""
+    watch = {"lock": threading.Lock(), "in_flight": 0, "most_in_flight": 0}
+    monkeypatch.setattr("components.train.open_store",
+                        lambda uri: WatchedStore(open_store(uri).root, before_upload, watch))
+    return watch
+
+
+def _stored_epoch(store: Path, run_id: str) -> int:
+    import torch
+
+    return torch.load(store / "runs" / run_id / "checkpoints" / "last.pt", map_location="cpu",
+                      weights_only=False)["epoch"] + 1
+
+
+def test_training_goes_on_while_a_checkpoint_uploads_one_upload_at_a_time(demo_dataset_dir: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    out, store, epochs = tmp_path / "train", tmp_path / "store", 3
+    first_upload_outlived_its_epoch = []
+
+    def slow_first_upload(key: str) -> None:
+        """Epoch 1's last.pt upload lasts until the trainer has finished epoch 2, or gives up after 120 s."""
+        if key == "last.pt" and not first_upload_outlived_its_epoch:
+            deadline = time.monotonic() + 120
+            while len(_rows(out / "results.csv")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            first_upload_outlived_its_epoch.append(len(_rows(out / "results.csv")) >= 2)
+
+    watch = _watched_store(monkeypatch, slow_first_upload)
+    result = train_model(demo_dataset_dir, out, replace(TINY, epochs=epochs, batch=16), store=str(store), run_id="r")
+    assert first_upload_outlived_its_epoch == [True]  # epoch 2 ran while epoch 1's checkpoint uploaded
+    assert watch["most_in_flight"] == 1 and watch["in_flight"] == 0
+    stored = store / "runs" / "r" / "checkpoints"
+    assert _rows(stored / "results.csv") == list(range(1, epochs + 1)) == _rows(result.results_csv)
+    assert _stored_epoch(store, "r") == epochs and (stored / "best.pt").is_file()
+    assert not list(tmp_path.glob("checkpoint-uploads-*"))  # the staged copies are gone
+
+
+def test_a_failed_checkpoint_upload_is_retried_until_it_lands(demo_dataset_dir: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture):
+    failures = []
+
+    def fail_twice(key: str) -> None:
+        if key == "last.pt" and len(failures) < 2:
+            failures.append(key)
+            raise OSError("store unreachable")
+
+    _watched_store(monkeypatch, fail_twice)
+    train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, batch=16), store=str(tmp_path / "store"),
+                run_id="r")
+    assert len(failures) == 2 and _stored_epoch(tmp_path / "store", "r") == TINY.epochs
+    retries = [line for line in caplog.messages if "failed (store unreachable)" in line]
+    assert len(retries) == 2 and "runs/r/checkpoints/last.pt" in retries[0] and "attempt 2 of 4 in 1 s" in retries[0]
+    assert any(line.startswith("pogona: waited ") and "for checkpoint uploads" in line for line in caplog.messages)
+
+
+def test_a_checkpoint_that_never_uploads_fails_training_naming_the_object(demo_dataset_dir: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    def always_fail(key: str) -> None:
+        if key == "last.pt":
+            raise OSError("No space left on device")
+
+    _watched_store(monkeypatch, always_fail)
+    with pytest.raises(CheckpointUploadError, match=r"runs/r/checkpoints/last\.pt failed after 4 attempts: "
+                                                    "No space left on device"):
+        train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, batch=16), store=str(tmp_path / "store"),
+                    run_id="r")
+
+
+def test_an_error_in_training_waits_for_the_queued_checkpoint_and_stays_the_error(demo_dataset_dir: Path,
+                                                                                 tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                                 caplog: pytest.LogCaptureFixture):
+    failed = threading.Event()
+
+    def fail_in_epoch_2(trainer: GuardedDetectionTrainer) -> None:
+        if trainer.epoch == 1:
+            failed.set()
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    def last_upload_outlasts_the_error(key: str) -> None:
+        if key == "last.pt":
+            failed.wait(timeout=120)
+            time.sleep(1)  # still uploading when the error leaves the trainer
+
+    monkeypatch.setattr("components.train._watch_epoch", fail_in_epoch_2)
+    _watched_store(monkeypatch, last_upload_outlasts_the_error)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, epochs=3, batch=16),
+                    store=str(tmp_path / "store"), run_id="r")
+    assert _stored_epoch(tmp_path / "store", "r") == 1  # epoch 1's checkpoint landed before the error left
+
+    def never_lands(key: str) -> None:
+        raise OSError("No space left on device")
+
+    _watched_store(monkeypatch, never_lands)
+    with pytest.raises(RuntimeError, match="illegal memory access"):  # not the upload failure beside it
+        train_model(demo_dataset_dir, tmp_path / "train2", replace(TINY, epochs=3, batch=16),
+                    store=str(tmp_path / "store"), run_id="r2")
+    assert any("runs/r2/checkpoints/best.pt failed after 4 attempts" in line for line in caplog.messages)
 
 
 def test_weights_come_from_object_storage_or_the_model_yaml_never_by_name(cpu_run, s3_bucket: str, tmp_path: Path):

@@ -1,0 +1,120 @@
+"""Checkpoint uploads in the background, so that a slow store never stalls the training loop.
+
+A checkpoint is copied to a staging folder when it is handed over (ultralytics rewrites
+last.pt in place the next epoch) and uploaded by one worker thread, one checkpoint at a time.
+A checkpoint that arrives while another uploads waits; a waiting one that a newer checkpoint
+reaches first is superseded, file by file, so the store always ends with the newest of each.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from components.storage import ObjectStore, StorageError
+
+# Files in the order they are uploaded: a restarted run reads last.pt first, and must never find
+# one newer than the best.pt and results.csv beside it.
+UPLOAD_ORDER = ("best.pt", "results.csv", "last.pt")
+
+
+class CheckpointUploadError(StorageError):
+    """A checkpoint file that could not be stored after every attempt."""
+
+
+class CheckpointUploads:
+    """At most one upload in flight and at most one checkpoint waiting; `wait` returns when all are stored."""
+
+    def __init__(self, store: ObjectStore, staging_parent: Path, log: Callable[[str], None], attempts: int = 4,
+                 first_delay: float = 1.0):
+        self.store = store
+        self.staging_parent = staging_parent
+        self.log = log
+        self.attempts = attempts
+        self.first_delay = first_delay
+        self._staging: Path | None = None
+        self._pending: dict[str, Path] = {}
+        self._busy = False
+        self._failure: CheckpointUploadError | None = None
+        self._done = threading.Condition()
+
+    def submit(self, files: dict[str, Path]) -> None:
+        """Snapshot `files` (object key -> local file) and queue them; raises an earlier upload's failure."""
+        self._raise_failure()
+        snapshot = self._snapshot(files)
+        with self._done:
+            superseded = self._pending.keys() & snapshot.keys()
+            for key in superseded:
+                self._pending[key].unlink(missing_ok=True)
+            self._pending.update(snapshot)
+            if superseded:
+                self.log(f"pogona: a checkpoint waiting for upload was superseded by a newer one "
+                         f"({', '.join(sorted(superseded))})")
+            if not self._busy:
+                self._busy = True
+                threading.Thread(target=self._work, name="checkpoint-uploads", daemon=True).start()
+
+    def wait(self) -> None:
+        """Block until every queued checkpoint is stored (or has failed), then raise the first failure."""
+        started = time.monotonic()
+        with self._done:
+            if self._busy:
+                self._done.wait_for(lambda: not self._busy)
+                self.log(f"pogona: waited {time.monotonic() - started:.1f} s for checkpoint uploads to finish")
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _snapshot(self, files: dict[str, Path]) -> dict[str, Path]:
+        if self._staging is None:
+            self.staging_parent.mkdir(parents=True, exist_ok=True)
+            self._staging = Path(tempfile.mkdtemp(prefix="checkpoint-uploads-", dir=self.staging_parent))
+        copies = {}
+        for key, path in files.items():
+            copy = Path(tempfile.mkstemp(prefix=f"{key}.", dir=self._staging)[1])
+            shutil.copyfile(path, copy)
+            copies[key] = copy
+        return copies
+
+    def _work(self) -> None:
+        """The worker: upload what is pending, checkpoint after checkpoint, until nothing is left."""
+        while True:
+            with self._done:
+                checkpoint, self._pending = self._pending, {}
+                if not checkpoint:
+                    self._busy = False
+                    self._done.notify_all()
+                    return
+            try:
+                for key in sorted(checkpoint, key=UPLOAD_ORDER.index):
+                    self._upload(checkpoint[key], key)
+            except CheckpointUploadError as failure:
+                with self._done:
+                    self._failure = self._failure or failure
+            finally:
+                for copy in checkpoint.values():
+                    copy.unlink(missing_ok=True)
+
+    def _upload(self, path: Path, key: str) -> None:
+        """Upload one file, trying again with doubling pauses; the last failure is raised with the key."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self.store.upload_file(path, key)
+                return
+            except Exception as exc:
+                if attempt == self.attempts:
+                    raise CheckpointUploadError(f"checkpoint upload of {self.store.url(key)} failed after "
+                                                f"{attempt} attempts: {exc}") from exc
+                delay = self.first_delay * 2 ** (attempt - 1)
+                self.log(f"pogona: checkpoint upload of {self.store.url(key)} failed ({exc}); "
+                         f"attempt {attempt + 1} of {self.attempts} in {delay:.0f} s")
+                time.sleep(delay)
