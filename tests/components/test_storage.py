@@ -144,8 +144,10 @@ def test_an_sse_kms_bucket_is_verified_by_its_checksums_not_its_etags(s3_bucket:
     large.write_bytes(os.urandom(11 * mib))
     for source in (small, large):  # neither upload "fails" after it succeeded
         info = store.upload_file(source, f"data/{source.name}")
-        assert info.etag != md5_etag(source) and not file_matches(source, replace(info, checksum=None))
-        assert file_matches(source, info), "the object's CRC32 proves what its ETag cannot"
+        stored = store.head(f"data/{source.name}")  # what the server reports, not what the client computed
+        assert info.checksum == stored.checksum and stored.checksum.startswith("crc32:")
+        assert stored.etag != md5_etag(source) and not file_matches(source, replace(stored, checksum=None))
+        assert file_matches(source, stored), "the object's CRC32 proves what its ETag cannot"
         dest = tmp_path / "copy" / source.name
         assert store.download(f"data/{source.name}", dest, store.head(f"data/{source.name}")) == info.size
         assert dest.read_bytes() == source.read_bytes()
