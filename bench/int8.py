@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
 from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.export import (INT8, ULTRALYTICS_EXPORTS, Int8Recipe, calibration_images, export_weights,
-                               latency_ms, quantize_int8, validate)
+from components.export import (INT8, Int8Recipe, calibration_images, export_weights, latency_ms, quantize_int8,
+                               validate)
 from components.train import YOLO, load_dataset
 
 TRAINING_SET = DemoSpec(images=80, size=96)
@@ -51,22 +51,15 @@ def train_detector(dataset: Path, work: Path, seed: int, epochs: int) -> Path:
     return weights
 
 
-def onnx_at(weights: Path, imgsz: int, out: Path) -> Path:
-    """FP32 ONNX of the same weights at another input size (latency only)."""
-    with tempfile.TemporaryDirectory(dir=out) as scratch:
-        local = Path(shutil.copyfile(weights, Path(scratch) / weights.name))
-        exported = Path(YOLO(str(local), task="detect").export(imgsz=imgsz, **ULTRALYTICS_EXPORTS["onnx"]))
-        return Path(shutil.move(exported, out / f"fp32-{imgsz}.onnx"))
-
-
 def measure_seed(seed: int, weights: Path, training: Path, held_out: Path, out: Path, latency_imgsz: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     imgsz, files = export_weights(weights, out, ("onnx",))
-    images = calibration_images(load_dataset(training))
+    training_set = load_dataset(training)
+    images = calibration_images(training_set)
     models = {"fp32": files["onnx"]}
     models.update({name: quantize_int8(files["onnx"], out / f"int8-{index}.onnx", images, imgsz, recipe)
                    for index, (name, recipe) in enumerate(RECIPES.items())})
-    sample = load_dataset(training).images("val")[0]
+    sample = training_set.images("val")[0]
     row: dict = {"seed": seed}
     for val_name, root in (("val16", training), ("held200", held_out)):
         data_yaml = load_dataset(root).write_yaml(out / f"{val_name}.yaml")
@@ -75,7 +68,10 @@ def measure_seed(seed: int, weights: Path, training: Path, held_out: Path, out: 
     for name, path in models.items():
         row[("ms", imgsz, name)] = latency_ms(path, imgsz, sample)
     if latency_imgsz:
-        large = {"fp32": onnx_at(weights, latency_imgsz, out)}
+        large_dir = out / str(latency_imgsz)
+        large_dir.mkdir(exist_ok=True)
+        _, exported = export_weights(weights, large_dir, ("onnx",), imgsz=latency_imgsz)
+        large = {"fp32": exported["onnx"]}
         large.update({name: quantize_int8(large["fp32"], out / f"int8-{index}-{latency_imgsz}.onnx",
                                           images[:16], latency_imgsz, recipe)
                       for index, (name, recipe) in enumerate(RECIPES.items())})
@@ -97,10 +93,9 @@ def report(rows: list[dict], latency_sizes: list[int]) -> bool:
             print(f"{row['seed']:>5} {label:>15} {fp32:7.3f} "
                   + " ".join(f"{row[(val_name, name)]:7.3f} ({loss:+.3f})".rjust(22) for name, loss in losses.items()))
     for size in latency_sizes:
-        fp32 = [row[("ms", size, "fp32")] for row in rows]
-        print(f"latency at {size} px, 1 thread, median over seeds' medians: FP32 {sorted(fp32)[len(fp32) // 2]:.1f} ms; "
-              + "; ".join(f"{name} {sorted(r[('ms', size, name)] for r in rows)[len(rows) // 2]:.1f} ms"
-                          for name in RECIPES))
+        print(f"latency at {size} px, 1 thread, median over the seeds: "
+              + "; ".join(f"{name} {statistics.median(row[('ms', size, name)] for row in rows):.1f} ms"
+                          for name in ("fp32", *RECIPES)))
     for name, loss in worst.items():
         print(f"{name}: worst loss on the held-out images {loss:+.3f} (target <= {TARGET_LOSS})")
     return worst["shipped"] <= TARGET_LOSS

@@ -28,6 +28,7 @@ from components.train import Dataset, load_dataset
 from components.yolo_env import offline_ultralytics
 
 SUPPORTED_FORMATS = ("onnx", "int8", "engine")
+CALIBRATION_IMAGES = 64
 LATENCY_WARMUP_RUNS = 3
 LATENCY_RUNS = 20
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
@@ -46,7 +47,6 @@ class Int8Recipe:
     """
 
     float_stem: bool = True
-    calibration_images: int = 64
 
 
 INT8 = Int8Recipe()
@@ -74,7 +74,7 @@ def split_images(dataset: Dataset, split: str, purpose: str) -> list[Path]:
     return images
 
 
-def calibration_images(dataset: Dataset, limit: int = INT8.calibration_images) -> list[Path]:
+def calibration_images(dataset: Dataset, limit: int = CALIBRATION_IMAGES) -> list[Path]:
     """Training images, evenly spread over the split, at most `limit`."""
     images = split_images(dataset, "train", "to calibrate INT8 on")
     step = max(1, len(images) // limit)
@@ -118,10 +118,12 @@ def _calibration_reader(images: list[Path], imgsz: int, input_name: str) -> Any:
     return LetterboxCalibrationReader()
 
 
-def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...]) -> tuple[int, dict[str, Path]]:
-    """The image size the model was trained at, and ultralytics' exports of it at that size (one load of the .pt).
+def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...],
+                   imgsz: int | None = None) -> tuple[int, dict[str, Path]]:
+    """The image size of the exports, and ultralytics' exports at that size (one load of the .pt).
 
-    Exports use the training size so their numbers compare with training's. "onnx" is FP32, fixed shape,
+    Exports use the training size unless `imgsz` says otherwise, so their numbers compare with training's.
+    "onnx" is FP32, fixed shape,
     slimmed by onnxslim, with the metadata ultralytics needs to load it; "engine" is FP16 TensorRT, built
     on (and tied to) the GPU it will run on.
     """
@@ -132,7 +134,7 @@ def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...]) -> tu
         local = Path(scratch) / weights.name
         shutil.copyfile(weights, local)
         model = YOLO(str(local), task="detect")
-        imgsz = int(model.overrides.get("imgsz") or 640)
+        imgsz = imgsz or int(model.overrides.get("imgsz") or 640)
         files = {}
         for name in formats:
             exported = Path(model.export(imgsz=imgsz, **ULTRALYTICS_EXPORTS[name]))
