@@ -159,7 +159,8 @@ def load_dataset(data: Path) -> Dataset:
             continue
         if not isinstance(entry, str):
             raise UserError(f"{yaml_path}: '{split}' must be one folder or one .txt list, not {entry!r}")
-        source = Path(entry) if Path(entry).is_absolute() else root / entry
+        # relative to `path`, `..` collapsed without following links (a symlinked split keeps its labels beside it)
+        source = Path(entry) if Path(entry).is_absolute() else Path(os.path.normpath(root / entry))
         if not source.exists():
             raise UserError(f"{yaml_path}: {split} images {source} do not exist")
         splits[split] = source

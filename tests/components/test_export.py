@@ -52,14 +52,15 @@ def held_out_val(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def exported(detector: tuple[Path, Path], demo_dataset_dir: Path, held_out_val: Path,
              tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """Exports from a data.yaml as users write one: a `path` relative to it, a .txt list as the train split,
-    and an absolute val folder elsewhere."""
+    and a val folder relative to `path` (here outside it)."""
     weights, _ = detector
     spec = tmp_path_factory.mktemp("export_spec")
     train_list = spec / "train.txt"
     images = sorted((demo_dataset_dir / "images" / "train").rglob("*.jpg"))
     train_list.write_text("".join(f"{image}\n" for image in images))
     data = spec / "data.yaml"
-    data.write_text(f"path: {os.path.relpath(demo_dataset_dir, spec)}\ntrain: {train_list}\nval: {held_out_val}\n"
+    val = os.path.relpath(held_out_val, demo_dataset_dir)
+    data.write_text(f"path: {os.path.relpath(demo_dataset_dir, spec)}\ntrain: {train_list}\nval: {val}\n"
                     "names:\n  0: pogona_head\n")
     out = tmp_path_factory.mktemp("exports")
     return export_model(weights, data, out), out
