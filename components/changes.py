@@ -2,7 +2,7 @@
 
 A nightly run trains because the fingerprint differs; this says how: images added, removed
 and changed, label files added, removed and edited, per split and modality, and renamed or
-added classes. Entries are matched by key; an entry whose size or ETag differs has changed.
+added classes. Entries are matched by key; an entry whose content differs (`ManifestEntry.same_content`) has changed.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def compare_snapshots(before: Manifest, after: Manifest, baseline: str) -> Snaps
     for key, entry in new.items():
         if key not in old:
             count(entry, "added")
-        elif (old[key].size, old[key].etag) != (entry.size, entry.etag):
+        elif not old[key].same_content(entry):
             count(entry, "changed")
     for key, entry in old.items():
         if key not in new:

@@ -35,6 +35,17 @@ class ManifestEntry:
     def object_info(self) -> ObjectInfo:
         return ObjectInfo(self.key, self.size, self.etag, self.sha256)
 
+    @property
+    def content(self) -> str:
+        """What stands for the bytes: the content sha256, or the ETag in a manifest written before content hashes."""
+        return self.sha256 or self.etag
+
+    def same_content(self, other: ManifestEntry) -> bool:
+        """Same bytes: by sha256 where both entries have one (whatever the buckets' ETags), else by ETag."""
+        if self.size != other.size:
+            return False
+        return self.sha256 == other.sha256 if self.sha256 and other.sha256 else self.etag == other.etag
+
 
 @dataclass(frozen=True)
 class DatasetKey:
@@ -76,15 +87,29 @@ def modality_of(path_below_split: PurePosixPath) -> str:
     return next((m for m in MODALITIES if name.startswith(f"{m}_")), UNKNOWN_MODALITY)
 
 
+def _entry_line(entry: ManifestEntry, content: str) -> bytes:
+    return "\t".join(str(v) for v in (entry.key, entry.size, content, entry.split, entry.modality,
+                                      entry.role)).encode() + b"\n"
+
+
 def fingerprint(entries: list[ManifestEntry] | tuple[ManifestEntry, ...], names: dict[int, str]) -> str:
     """sha256 over the class names and the sorted entries: equal fingerprints mean the same classes and
     the same bytes in the same places; where the dataset lives, when it was read and how the bucket
-    computes ETags do not count (an entry's content sha256 stands for it; the ETag only where a
-    manifest written before content hashes has none)."""
+    computes ETags do not count (`ManifestEntry.content`)."""
     digest = hashlib.sha256(json.dumps(sorted(names.items())).encode() + b"\n")
     for entry in sorted(entries, key=lambda e: e.key):
-        digest.update("\t".join(str(v) for v in (entry.key, entry.size, entry.sha256 or entry.etag, entry.split,
-                                                  entry.modality, entry.role)).encode() + b"\n")
+        digest.update(_entry_line(entry, entry.content))
+    return digest.hexdigest()
+
+
+def _entries_only_fingerprint(entries: tuple[ManifestEntry, ...]) -> str:
+    """The fingerprint of manifests written before it covered class names and content hashes (entries with ETags
+    only), so a champion's or a resumed run's older manifest still reads."""
+    if any(entry.sha256 for entry in entries):
+        return ""
+    digest = hashlib.sha256()
+    for entry in sorted(entries, key=lambda e: e.key):
+        digest.update(_entry_line(entry, entry.etag))
     return digest.hexdigest()
 
 
@@ -136,6 +161,6 @@ class Manifest:
                            document["fingerprint"], document["created"], tuple(document.get("errors", ())))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"manifest {where} is not a snapshot manifest: {exc!r}") from None
-        if fingerprint(entries, manifest.names) != manifest.fingerprint:
+        if manifest.fingerprint not in (fingerprint(entries, manifest.names), _entries_only_fingerprint(entries)):
             raise UserError(f"manifest {where}: entries do not match its fingerprint (edited by hand?)")
         return manifest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 from components.changes import changes_since_champion
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.report import write_report
+from components.snapshot import Manifest
 from components.storage import open_store
 from components.validate import validate_dataset
 
@@ -84,9 +86,12 @@ def test_the_report_and_its_markdown_say_what_changed(dataset: Path, store: Path
     assert "What changed since the champion" in result.html.read_text()
 
 
-def test_an_unchanged_dataset_with_another_fingerprint_says_nothing_differs(dataset: Path, store: Path,
-                                                                          tmp_path: Path):
-    validate_dataset(str(dataset), tmp_path / "tonight.json")
+def test_an_unchanged_dataset_in_a_bucket_with_other_etags_says_nothing_differs(dataset: Path, store: Path,
+                                                                              tmp_path: Path):
+    tonight = validate_dataset(str(dataset)).manifest  # then copied to an SSE-KMS bucket: every ETag opaque
+    Manifest.build("s3://kms-bucket/datasets/pogona", tonight.names,
+                   [replace(entry, etag=f"kms-{index}") for index, entry in enumerate(tonight.entries)]
+                   ).save(tmp_path / "tonight.json")
     changes_since_champion(str(store), CHAMPION, tmp_path / "tonight.json").save(tmp_path / "changes.json")
     markdown = write_report(FIXTURES / "converged_early" / "results.csv", tmp_path / "report",
                             changes=tmp_path / "changes.json").markdown.read_text()

@@ -31,6 +31,32 @@ def test_fingerprint_follows_content_not_order_or_time():
     assert Manifest.build(manifest.source, manifest.names, changed).fingerprint != manifest.fingerprint
 
 
+def test_with_content_hashes_the_fingerprint_ignores_how_the_bucket_computes_etags():
+    hashed = [replace(entry, sha256=f"{index:064x}") for index, entry in enumerate(_manifest().entries)]
+    manifest = Manifest.build("s3://a", {0: "pogona_head"}, hashed)
+    opaque = [replace(entry, etag="kms-opaque") for entry in hashed]  # the same bytes in an SSE-KMS bucket
+    assert Manifest.build("s3://b", {0: "pogona_head"}, opaque).fingerprint == manifest.fingerprint
+    edited = [replace(hashed[0], sha256="f" * 64), hashed[1]]
+    assert Manifest.build("s3://a", {0: "pogona_head"}, edited).fingerprint != manifest.fingerprint
+
+
+def test_a_manifest_written_before_content_hashes_and_class_names_still_loads(tmp_path: Path):
+    """Champions' and resumed runs' manifests from before: the fingerprint covered the entries' ETags alone."""
+    import hashlib
+
+    manifest = _manifest()
+    legacy = hashlib.sha256(b"".join(
+        "\t".join(str(v) for v in (e.key, e.size, e.etag, e.split, e.modality, e.role)).encode() + b"\n"
+        for e in manifest.entries)).hexdigest()
+    document = json.loads(json.dumps({**manifest.__dict__, "fingerprint": legacy}, default=lambda o: o.__dict__))
+    for entry in document["entries"]:
+        del entry["sha256"]
+    del document["errors"]
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    loaded = Manifest.load(tmp_path / "old.json")
+    assert loaded.fingerprint == legacy and loaded.entries == manifest.entries
+
+
 @pytest.mark.parametrize("edit", [lambda d: d["entries"][0].update(size=1), lambda d: d["names"].update({"0": "x"})],
                          ids=["entry", "class name"])
 def test_a_hand_edited_manifest_is_refused(tmp_path: Path, edit):
