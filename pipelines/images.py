@@ -36,6 +36,9 @@ def _hashed_files(root: Path) -> list[Path]:
     files = []
     for source in IMAGE_SOURCES:
         path = root / source
+        if not path.exists():  # a tag without it would name an image that is not this code
+            raise FileNotFoundError(f"{path}: an image source is missing; image tags are computed in a "
+                                    "source checkout (pipelines/images.py IMAGE_SOURCES)")
         files += [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     return [path for path in files if _hashed(path.relative_to(root).as_posix())]
 

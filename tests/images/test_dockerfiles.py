@@ -177,8 +177,8 @@ def test_every_source_an_image_copies_is_part_of_its_tag():
 
 
 def test_the_image_tag_changes_with_the_code_and_only_with_it(tmp_path):
-    for source in ("pyproject.toml", "README.md", "images/fetch_weights.py", "images/cpu/Dockerfile",
-                   "components/train.py", "pipelines/pipeline.py"):
+    for source in ("requirements.lock", "pyproject.toml", "README.md", "images/fetch_weights.py",
+                   "images/cpu/Dockerfile", "components/train.py", "pipelines/pipeline.py"):
         (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / source).write_text(f"contents of {source}\n")
     (tmp_path / "pipelines" / "compiled").mkdir()
@@ -190,6 +190,9 @@ def test_the_image_tag_changes_with_the_code_and_only_with_it(tmp_path):
     (tmp_path / "components" / "train.py").write_text("EPOCHS = 80\n")
     assert images.source_digest("cpu", tmp_path) != first
     assert images.source_digest("cpu") != images.source_digest("cuda")  # each image its own Dockerfile
+    (tmp_path / "requirements.lock").unlink()
+    with pytest.raises(FileNotFoundError, match="requirements.lock: an image source is missing"):
+        images.source_digest("cpu", tmp_path)
 
 
 @pytest.mark.parametrize("script", sorted((REPO / "scripts").glob("*.sh")), ids=lambda path: path.name)
