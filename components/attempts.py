@@ -27,7 +27,7 @@ class Attempt:
     @property
     def key(self) -> str:
         """sha256 of the attempt's canonical JSON: equal attempts, equal keys."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

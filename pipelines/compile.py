@@ -8,10 +8,8 @@ from pathlib import Path
 
 from kfp import compiler
 
+from pipelines.kfp_defaults import DEFAULT_PACKAGE as COMMITTED_PIPELINE
 from pipelines.pipeline import Placement, build_pipeline
-
-COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
-COMMITTED_PIPELINE = COMPILED_DIR / "pogona-train.yaml"
 
 
 def compile_pipeline(output: Path, placement: Placement) -> Path:

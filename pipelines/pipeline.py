@@ -15,8 +15,7 @@ from kfp import dsl, kubernetes
 from components.config import RunParameters, run_parameter_types
 from pipelines.images import cpu_image, cuda_image
 from pipelines.kfp_components import build_components
-
-PIPELINE_NAME = "pogona-train"
+from pipelines.kfp_defaults import DEFAULT_PIPELINE_NAME as PIPELINE_NAME
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 S3_CONFIG_KEYS = {"AWS_ENDPOINT_URL_S3": "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
 CACHE_MOUNT = "/var/cache/pogona"  # the images set POGONA_CACHE_DIR to this path

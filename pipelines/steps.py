@@ -8,6 +8,8 @@ step function, and returns the numbers the KFP UI shows as Metrics.
 
 from __future__ import annotations
 
+import sys
+
 import contextlib
 import json
 import os
@@ -124,7 +126,7 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
     run so that KFP's retries within the same pipeline run (`kfp_run_id`) end at once instead of training
     again. KFP retries a failed step whatever the cause; lost nodes and evicted pods are what they are for."""
     from components.deadrun import DeadRunError
-    from components.storage import open_store
+    from components.storage import StorageError, open_store
     from components.train import train_model
 
     store, refusal = open_store(store_uri), _refusal_key(run_id, kfp_run_id)
@@ -136,7 +138,10 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
         return train_model(materialize(manifest_path), Path(out_dir), replace(config, device=device),
                            store=store_uri, run_id=run_id).metrics
     except (UserError, DeadRunError) as exc:
-        store.put_json(refusal, {"reason": str(exc)})
+        try:
+            store.put_json(refusal, {"reason": str(exc)})
+        except StorageError as unrecorded:  # the failure that ends the step stays the one that explains it
+            print(f"pogona: could not record that a retry cannot fix this ({unrecorded})", file=sys.stderr)
         raise
 
 
