@@ -80,8 +80,10 @@ def match(truth: list[tuple[int, XYXY]],
 
 
 def _truth(image: Path, class_count: int) -> list[tuple[int, XYXY]]:
-    """The image's boxes as ultralytics finds (the last images/ folder becomes labels/) and reads its label file."""
-    label = Path("/labels/".join(image.as_posix().rsplit("/images/", 1))).with_suffix(".txt")
+    """The image's boxes, from the label file ultralytics pairs with it, read as ultralytics reads it."""
+    from ultralytics.data.utils import img2label_paths
+
+    label = Path(img2label_paths([str(image)])[0])
     if not label.is_file():
         return []
     return [(cls, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
