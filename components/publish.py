@@ -25,8 +25,7 @@ import yaml
 
 from components.config import PromotionConfig
 from components.errors import UserError
-from components.report import headline_metrics, read_json
-from components.results_csv import read_history, summarize_metrics
+from components.run_metrics import best_model_metrics, read_json
 from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store, sha256_file
 
 # Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
@@ -99,11 +98,11 @@ def _run_layout(run_dir: Path) -> tuple[Path, dict[str, Path]]:
 
 
 def _challenger_metrics(run_dir: Path, train_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    """Overall and per-modality metrics: the evaluation of best.pt when present, else results.csv's best epoch."""
+    """Overall and per-modality metrics of best.pt, the model published (components.run_metrics)."""
     path = run_dir / "evaluation" / "evaluation.json"
     evaluation = read_json(path, "evaluation") if path.is_file() else None
-    best_epoch = summarize_metrics(read_history(train_dir / "results.csv"))
-    return headline_metrics(evaluation, best_epoch), (evaluation or {}).get("by_modality", {})
+    overall = best_model_metrics(train_dir / "results.csv", evaluation).values
+    return overall, (evaluation or {}).get("by_modality", {})
 
 
 def decide(challenger: dict[str, float], champion: dict[str, Any] | None, promotion: PromotionConfig) -> Decision:

@@ -21,6 +21,9 @@ METRICS = {  # our metric key -> ultralytics results.csv column
     "map50_95": "metrics/mAP50-95(B)",
 }
 EPOCH_COLUMNS = {**{kind: f"train/{kind}" for kind in LOSS_KINDS}, **METRICS}  # one epoch's figures by our names
+# ultralytics keeps as best.pt the first epoch of highest fitness, which for detection is mAP50-95 alone
+# (ultralytics 8.4, requirements.lock; 8.3 weighed in a tenth of mAP50)
+FITNESS = "map50_95"
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,31 @@ def per_epoch(history: RunHistory) -> list[dict[str, float]]:
             for index in range(len(history.epochs))]
 
 
+def _best_index(values: tuple[float, ...]) -> int:
+    """The first index of the highest value; NaN never wins."""
+    return max(range(len(values)), key=lambda i: (values[i] if math.isfinite(values[i]) else -1.0))
+
+
 def summarize_metrics(history: RunHistory) -> dict[str, MetricSummary]:
-    """Each metric's best value (NaN never wins), the epoch it came at, and its final value."""
+    """Each metric's best value, the epoch it came at, and its final value."""
     summaries = {}
     for key, column in METRICS.items():
         values = history.columns.get(column)
         if not values:
             continue
-        best_index = max(range(len(values)), key=lambda i: (values[i] if math.isfinite(values[i]) else -1.0))
+        best_index = _best_index(values)
         summaries[key] = MetricSummary(key, values[best_index], history.epochs[best_index], values[-1])
     return summaries
+
+
+def best_checkpoint_epoch(history: RunHistory) -> tuple[int, dict[str, float]] | None:
+    """The epoch whose weights ultralytics kept as best.pt and that epoch's metrics (None without a fitness column).
+
+    One row: each metric's own best epoch may differ, and no checkpoint reached that mix.
+    """
+    fitness = history.columns.get(METRICS[FITNESS])
+    if not fitness:
+        return None
+    index = _best_index(fitness)
+    return history.epochs[index], {key: history.columns[column][index] for key, column in METRICS.items()
+                                   if column in history.columns}

@@ -6,6 +6,8 @@ import csv
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +17,7 @@ import pytest
 from components.config import PromotionConfig
 from components.publish import promote, publish_run, read_champion
 from components.storage import FolderStore, ObjectStore, StorageError, open_store
+from results_table import SPLIT_PEAKS, write_results
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -224,6 +227,38 @@ def test_an_evaluation_without_overall_figures_falls_back_to_the_best_epoch(tmp_
         best = max(float(row["metrics/mAP50-95(B)"]) for row in csv.DictReader(handle))
     metrics = open_store(str(tmp_path / "store")).get_json("runs/run-1/metrics.json")["metrics"]
     assert metrics["map50_95"] == best
+
+
+def test_without_evaluation_the_decision_uses_the_metrics_of_the_published_model(tmp_path: Path) -> None:
+    """best.pt is one epoch's weights: never a mix of each metric's best epoch; training's final validation wins."""
+    run = make_run(tmp_path / "run", 0.97, 0.80)
+    (run / "evaluation" / "evaluation.json").unlink()
+    best = write_results(run / "train" / "results.csv", SPLIT_PEAKS)
+    best_map50, best_map50_95 = best["metrics/mAP50(B)"], best["metrics/mAP50-95(B)"]
+    highest_map50 = max(row["metrics/mAP50(B)"] for row in SPLIT_PEAKS)
+    assert best_map50 < highest_map50  # the mix would pass a floor between the two
+    promotion = PromotionConfig(min_map50=(best_map50 + highest_map50) / 2)
+    store = open_store(str(tmp_path / "store"))
+
+    result = publish_run(run, store, "run-1", promotion=promotion)
+    assert not result.promoted and result.reason.startswith(f"mAP50 {best_map50:.4f} is below the floor")
+    metrics = store.get_json("runs/run-1/metrics.json")["metrics"]
+    assert (metrics["map50"], metrics["map50_95"]) == (best_map50, best_map50_95)
+
+    final = {"precision": 0.9, "recall": 0.88, "map50": highest_map50, "map50_95": best_map50_95 + 0.01}
+    (run / "train" / "metrics.json").write_text(json.dumps({"metrics": {**final, "fitness": 0.5}, "best_epoch": 3}))
+    result = publish_run(run, store, "run-2", promotion=promotion)
+    assert result.promoted and read_champion(store, "pogona-head")["metrics"] == final
+
+
+def test_publish_loads_neither_the_report_nor_matplotlib() -> None:
+    """Publishing (and the nightly skip decision beside it) pays only for what deciding needs."""
+    probe = ("import sys, components.publish; "
+             "print([name for name in ('matplotlib', 'components.report') if name in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_broken_evaluation_is_named_and_nothing_is_uploaded(tmp_path: Path) -> None:
