@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 
 from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.export import (INT8, Int8Recipe, calibration_images, export_weights, latency_ms, quantize_int8,
-                               validate)
+from components.export import (INT8, Int8Recipe, calibration_images, export_weights, exported_map, latency_ms,
+                               quantize_int8)
 from components.train import YOLO, load_dataset
 
 TRAINING_SET = DemoSpec(images=80, size=96)
@@ -64,7 +64,7 @@ def measure_seed(seed: int, weights: Path, training: Path, held_out: Path, out: 
     for val_name, root in (("val16", training), ("held200", held_out)):
         data_yaml = load_dataset(root).write_yaml(out / f"{val_name}.yaml")
         for name, path in models.items():
-            row[(val_name, name)] = validate(path, data_yaml, imgsz)["map50_95"]
+            row[(val_name, name)] = exported_map(path, data_yaml, imgsz)["map50_95"]
     for name, path in models.items():
         row[("ms", imgsz, name)] = latency_ms(path, imgsz, sample)
     if latency_imgsz:

@@ -44,9 +44,9 @@ def direct(dataset: str, store: str, work: Path, scale: DemoScale, run_id: str) 
     sanity = replace(SanityConfig(), imgsz=scale.dataset.size, max_images=scale.sanity_max_images)
     timed("sanity", lambda: steps.sanity_step(str(manifest), str(verdict), sanity, scale.model, ""))
     timed("train", lambda: steps.train_step(str(manifest), str(trained), training, "1", store, run_id, run_id))
-    timed("evaluate and report", lambda: steps.analysis_step(str(manifest), str(trained), str(verdict),
-                                                             str(analysis), store, "bench", "onnx,int8",
-                                                             PromotionConfig(min_map50=scale.min_map50)))
+    timed("evaluate and report", lambda: steps.analyze_step(str(manifest), str(trained), str(verdict),
+                                                            str(analysis), store, "bench", "onnx,int8",
+                                                            PromotionConfig(min_map50=scale.min_map50)))
     run_dir = steps.assemble_run_dir(work / "run", str(manifest), str(report), str(verdict), str(trained),
                                      str(analysis))
     timed("publish", lambda: steps.publish_step(run_dir, store, run_id, "bench",

@@ -26,13 +26,13 @@ def _scores(metrics: Any) -> dict[str, float]:
             "map50_95": float(box.map)}
 
 
-def _validate(model: Any, data_yaml: Path, split: str, imgsz: int, device: str, save_dir: Path) -> Any:
+def _run_val(model: Any, data_yaml: Path, split: str, imgsz: int, device: str, save_dir: Path) -> Any:
     return model.val(data=str(data_yaml), split=split, imgsz=imgsz, device=device, save_dir=str(save_dir),
                      exist_ok=True, plots=True, verbose=False)
 
 
 def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: str) -> dict[str, dict[str, float]]:
-    """Validate each modality's share of the val split on its own."""
+    """Score each modality's share of the val split with a val run of its own."""
     groups: dict[str, list[Path]] = {}
     for image in dataset.images("val"):
         groups.setdefault(image_modality(image, dataset.splits["val"]), []).append(image)
@@ -41,7 +41,7 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
         listing = work / f"val-{modality}.txt"
         listing.write_text("".join(f"{image.resolve()}\n" for image in images))
         data_yaml = dataset.write_yaml(work / f"data-{modality}.yaml", {**dataset.splits, "val": listing})
-        scores[modality] = {**_scores(_validate(model, data_yaml, "val", imgsz, device, work / modality)),
+        scores[modality] = {**_scores(_run_val(model, data_yaml, "val", imgsz, device, work / modality)),
                             "images": len(images)}
     return scores
 
@@ -58,7 +58,7 @@ def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu
     out_dir = out_path.resolve().parent
     work = out_dir / "evaluation-work"
     data_yaml = dataset.write_yaml(work / "data.yaml")
-    overall = _validate(model, data_yaml, "val", imgsz, device, work / "overall")
+    overall = _run_val(model, data_yaml, "val", imgsz, device, work / "overall")
     result: dict[str, Any] = {
         "weights": str(weights), "imgsz": imgsz, "device": device,
         "overall": _scores(overall),
@@ -67,7 +67,7 @@ def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu
         "worst_images": worst_images(model, dataset, imgsz, device, out_dir / WORST_DIR),
     }
     if "test" in dataset.splits:
-        result["splits"] = {"test": _scores(_validate(model, data_yaml, "test", imgsz, device, work / "test"))}
+        result["splits"] = {"test": _scores(_run_val(model, data_yaml, "test", imgsz, device, work / "test"))}
     for source, target in PLOTS.items():
         if (work / "overall" / source).is_file():
             shutil.copyfile(work / "overall" / source, out_dir / target)

@@ -190,7 +190,7 @@ def latency_ms(model_file: Path, imgsz: int, sample: Path) -> float:
     return statistics.median(timings)
 
 
-def validate(model_file: Path, data_yaml: Path, imgsz: int) -> dict[str, float]:
+def exported_map(model_file: Path, data_yaml: Path, imgsz: int) -> dict[str, float]:
     """mAP of an exported model on the val split, by ultralytics' validator (batch 1: the model has a fixed shape)."""
     _ultralytics_offline()
     from ultralytics import YOLO
@@ -244,7 +244,7 @@ def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, .
     models: list[dict[str, Any]] = [
         {"format": name, "file": str(path), "size_bytes": path.stat().st_size,
          "precision": "int8" if name == "int8" else "fp32", "device": "cpu",
-         **validate(path, data_yaml, imgsz), "latency_ms": latency_ms(path, imgsz, samples[0]),
+         **exported_map(path, data_yaml, imgsz), "latency_ms": latency_ms(path, imgsz, samples[0]),
          **({"calibration_images": len(images)} if name == "int8" else {})}
         for name, path in files.items()]
     if engine:

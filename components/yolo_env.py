@@ -3,7 +3,7 @@
 Cluster pods often have no egress, and neither do CI machines. Ultralytics reaches for the
 network in three places during training: the Arial fonts for plot labels, the AMP check
 (it downloads a reference model on CUDA), and settings/hub sync. This module closes all
-three before `ultralytics` is imported; every step that trains or validates calls
+three before `ultralytics` is imported; every step that trains or evaluates calls
 `offline_ultralytics()` first.
 """
 

@@ -80,11 +80,11 @@ def evaluate_and_report(manifest: Input[Artifact], trained: Input[Model], verdic
     from pathlib import Path
 
     from components.config import PromotionConfig
-    from pipelines.steps import analysis_step
+    from pipelines.steps import analyze_step
 
     promotion = PromotionConfig(min_map50=min_map50, min_margin_map50_95=min_margin)
-    for name, value in analysis_step(manifest.path, trained.path, verdict.path, analysis.path, store_uri,
-                                     model_name, export_formats, promotion).items():
+    for name, value in analyze_step(manifest.path, trained.path, verdict.path, analysis.path, store_uri,
+                                    model_name, export_formats, promotion).items():
         final_metrics.log_metric(name, value)
     shutil.copyfile(Path(analysis.path) / "report" / "report.html", report.path)
     shutil.copyfile(Path(analysis.path) / "report" / "report.md", run_summary.path)
@@ -127,7 +127,7 @@ class Components:
     decide: Callable
     sanity: Callable
     train: Callable
-    analyse: Callable
+    analyze: Callable
     publish: Callable
     skipped: Callable
 
@@ -139,5 +139,5 @@ def build_components(cpu_image: str, cuda_image: str) -> Components:
 
     return Components(validate=on(cpu_image, validate_dataset), decide=on(cpu_image, decide_training),
                       sanity=on(cpu_image, sanity_gate), train=on(cuda_image, train_detector),
-                      analyse=on(cpu_image, evaluate_and_report), publish=on(cpu_image, publish_model),
+                      analyze=on(cpu_image, evaluate_and_report), publish=on(cpu_image, publish_model),
                       skipped=on(cpu_image, training_skipped))

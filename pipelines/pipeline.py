@@ -49,7 +49,7 @@ class StepSizes:
     decide: StepSize = StepSize("100m", "256Mi", "500m", "512Mi", timeout_s=10 * MINUTE)
     sanity: StepSize = StepSize("4", "6Gi", "4", "10Gi", timeout_s=HOUR, shm="2Gi")
     train: StepSize = StepSize("8", "32Gi", "16", "64Gi", timeout_s=24 * HOUR, shm="16Gi")
-    analyse: StepSize = StepSize("2", "6Gi", "4", "10Gi", timeout_s=2 * HOUR, shm="2Gi")
+    analyze: StepSize = StepSize("2", "6Gi", "4", "10Gi", timeout_s=2 * HOUR, shm="2Gi")
     publish: StepSize = StepSize("500m", "1Gi", "2", "2Gi", timeout_s=HOUR)
 
 
@@ -58,7 +58,7 @@ KIND_SIZES = StepSizes(
     decide=StepSize("100m", "256Mi", "500m", "512Mi", timeout_s=10 * MINUTE),
     sanity=StepSize("1", "2Gi", "2", "4Gi", timeout_s=HOUR, shm="1Gi"),
     train=StepSize("1", "3Gi", "2", "6Gi", timeout_s=4 * HOUR, shm="1Gi"),
-    analyse=StepSize("500m", "2Gi", "2", "4Gi", timeout_s=HOUR, shm="1Gi"),
+    analyze=StepSize("500m", "2Gi", "2", "4Gi", timeout_s=HOUR, shm="1Gi"),
     publish=StepSize("100m", "256Mi", "1", "1Gi", timeout_s=HOUR))
 
 
@@ -175,17 +175,17 @@ def build_pipeline(placement: Placement) -> Callable:
             if placement.gpu:
                 _on_gpu(train, placement, run.num_gpus)
 
-            analyse = on_cluster(steps.analyse(
+            analyze = on_cluster(steps.analyze(
                 manifest=validate.outputs["manifest"], trained=train.outputs["trained"],
                 verdict=sanity.outputs["verdict"], store_uri=run.store_uri, model_name=run.model_name,
                 export_formats=run.export_formats, min_map50=run.min_map50, min_margin=run.min_margin),
-                sizes.analyse)
-            analyse.set_display_name("evaluate and report")
+                sizes.analyze)
+            analyze.set_display_name("evaluate and report")
 
             publish = on_cluster(steps.publish(
                 manifest=validate.outputs["manifest"], validation_report=validate.outputs["validation_report"],
                 verdict=sanity.outputs["verdict"], trained=train.outputs["trained"],
-                analysis=analyse.outputs["analysis"], store_uri=run.store_uri, run_id=run.run_id,
+                analysis=analyze.outputs["analysis"], store_uri=run.store_uri, run_id=run.run_id,
                 kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model_name=run.model_name, min_map50=run.min_map50,
                 min_margin=run.min_margin, attempt=decide.outputs["attempt"]), sizes.publish, caching=False)
             publish.set_display_name("publish")

@@ -145,9 +145,9 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
         raise
 
 
-def analysis_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,
-                  model_name: str, export_formats: str,
-                  promotion: PromotionConfig = PromotionConfig()) -> dict[str, float]:
+def analyze_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,
+                 model_name: str, export_formats: str,
+                 promotion: PromotionConfig = PromotionConfig()) -> dict[str, float]:
     """Evaluate per modality, export, and write the report (judged against the run's promotion floors; saying
     what changed in the dataset since the champion's snapshot)."""
     from components.changes import changes_since_champion

@@ -77,7 +77,7 @@ def test_int8_keeps_fp32_accuracy_on_the_demo_data(exported: tuple[dict, Path]) 
     assert fp32["device"] == int8["device"] == "cpu"
 
 
-def test_int8_calibrates_on_a_txt_train_list_and_validates_on_the_given_dataset(
+def test_int8_calibrates_on_a_txt_train_list_and_is_scored_on_the_given_dataset(
         exported: tuple[dict, Path], demo_dataset_dir: Path, held_out_val: Path) -> None:
     result, out = exported
     int8 = next(model for model in result["models"] if model["format"] == "int8")

@@ -24,7 +24,7 @@ def test_empty_labels_are_judged_dead_within_the_step_budget_and_stop_early(empt
     verdict = run_sanity(empty_label_dataset, verdict_path, TINY, model="yolo11n", workdir=tmp_path / "work")
     assert verdict.verdict == "dead"
     assert 0 < verdict.steps <= 20
-    assert verdict.epochs == []  # aborted inside epoch 1 of 3: no epoch was validated
+    assert verdict.epochs == []  # aborted inside epoch 1 of 3: no epoch reached its val run
     assert "box and DFL loss stayed exactly 0" in verdict.reasons[0]
     written = json.loads(verdict_path.read_text())
     assert set(written) == VERDICT_KEYS and written["verdict"] == "dead" and written["device"] == "cpu"
