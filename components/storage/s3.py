@@ -47,9 +47,10 @@ class S3Store(ObjectStore):
     def _relative(self, full_key: str) -> str:
         return full_key[len(self.prefix) + 1:] if self.prefix else full_key
 
-    def _call(self, where: str, action: Callable[[], _T]) -> _T:
+    def _call(self, operation: str, where: str, action: Callable[[], _T]) -> _T:
+        """Run one request with retries (each logged as `operation` on `where`); a failure ends as one line."""
         try:
-            return with_retries(action, self.attempts)
+            return with_retries(action, self.attempts, f"{operation} {where}")
         except StorageError:
             raise
         except Exception as exc:  # boto raises a zoo; the user gets one line naming the object
@@ -59,7 +60,7 @@ class S3Store(ObjectStore):
         request: dict[str, Any] = {"Bucket": self.bucket,
                                    "Prefix": self._key(prefix)}
         while True:
-            page = self._call(self.url(prefix), functools.partial(self._client.list_objects_v2, **request))
+            page = self._call("LIST", self.url(prefix), functools.partial(self._client.list_objects_v2, **request))
             for item in page.get("Contents", []):
                 yield ObjectInfo(self._relative(item["Key"]), item["Size"], item["ETag"].strip('"'))
             if not page.get("IsTruncated"):
@@ -79,7 +80,7 @@ class S3Store(ObjectStore):
             return ObjectInfo(key, reply["ContentLength"], reply["ETag"].strip('"'),
                               checksum=server_checksum(reply["ResponseMetadata"]["HTTPHeaders"]))
 
-        return self._call(self.url(key), action)
+        return self._call("HEAD", self.url(key), action)
 
     def download(self, key: str, dest: Path, expected: ObjectInfo | None = None) -> int:
         """Stream the object to `dest` atomically, checked by size and by `content_checks`.
@@ -116,7 +117,7 @@ class S3Store(ObjectStore):
             finally:
                 response.release_conn()
 
-        return self._call(where, action)
+        return self._call("GET", where, action)
 
     def upload_file(self, src: Path, key: str) -> ObjectInfo:
         """Upload one file: a single PUT below the multipart threshold, else parts with their own retries."""
@@ -129,13 +130,13 @@ class S3Store(ObjectStore):
         """Parts with their own retries, each checked by the server against its CRC32, and the whole
         object against a full-object CRC32 (or, from a server without checksums, the MD5-of-MD5s ETag)."""
         where, target = self.url(key), {"Bucket": self.bucket, "Key": self._key(key)}
-        upload_id = self._call(where, lambda: self._client.create_multipart_upload(
+        upload_id = self._call("CreateMultipartUpload", where, lambda: self._client.create_multipart_upload(
             **target, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT")["UploadId"])
         try:
             parts, part_digests, whole = [], [], Crc(zlib.crc32, 4)
             with open(src, "rb") as handle:
                 for number, chunk in enumerate(iter(lambda: handle.read(self.multipart_chunk), b""), start=1):
-                    reply = self._call(f"{where} (part {number})", functools.partial(
+                    reply = self._call("UploadPart", f"{where} (part {number})", functools.partial(
                         self._client.upload_part, **target, UploadId=upload_id, PartNumber=number, Body=chunk,
                         ChecksumAlgorithm="CRC32"))
                     parts.append({"PartNumber": number, "ETag": reply["ETag"],
@@ -143,7 +144,7 @@ class S3Store(ObjectStore):
                     part_digests.append(hashlib.md5(chunk).digest())
                     whole.update(chunk)
             crc32 = base64_text(whole.digest())
-            reply = self._call(where, lambda: self._client.complete_multipart_upload(
+            reply = self._call("CompleteMultipartUpload", where, lambda: self._client.complete_multipart_upload(
                 **target, UploadId=upload_id, MultipartUpload={"Parts": parts}, ChecksumCRC32=crc32,
                 ChecksumType="FULL_OBJECT"))
         except BaseException:
@@ -162,7 +163,7 @@ class S3Store(ObjectStore):
         return ObjectInfo(key, size, etag, checksum=f"crc32:{crc32}" if stored == crc32 else None)
 
     def get_bytes(self, key: str) -> bytes:
-        return self._call(self.url(key), lambda: self._client.get_object(
+        return self._call("GET", self.url(key), lambda: self._client.get_object(
             Bucket=self.bucket, Key=self._key(key))["Body"].read())
 
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
@@ -186,10 +187,10 @@ class S3Store(ObjectStore):
             return ObjectInfo(key, len(data), reply["ETag"].strip('"'),
                               checksum=server_checksum(reply["ResponseMetadata"]["HTTPHeaders"]))
 
-        return self._call(self.url(key), action)
+        return self._call("PUT", self.url(key), action)
 
     def delete(self, key: str) -> None:
-        self._call(self.url(key), lambda: self._client.delete_object(Bucket=self.bucket, Key=self._key(key)))
+        self._call("DELETE", self.url(key), lambda: self._client.delete_object(Bucket=self.bucket, Key=self._key(key)))
 
 
 _CLIENT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import logging
 import os
 import random
 import re
@@ -28,6 +29,7 @@ PART_SUFFIX = ".part"
 LOCK_SUFFIX = ".lock"
 TEMPORARY_SUFFIXES = (PART_SUFFIX, LOCK_SUFFIX)  # torn downloads and lock files: never objects
 _T = TypeVar("_T")
+_log = logging.getLogger("pogona")
 
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-[0-9]+")
@@ -291,9 +293,11 @@ def is_transient(exc: BaseException) -> bool:
                             ConnectionError, TimeoutError))
 
 
-def with_retries(action: Callable[[], _T], attempts: int, base_delay: float = 0.2) -> _T:
+def with_retries(action: Callable[[], _T], attempts: int, what: str, base_delay: float = 0.2) -> _T:
     """Run `action`, trying again with jittered exponential backoff while the failure is transient.
 
+    Each retry is logged as a warning naming `what` (the operation and the object), the error
+    and the attempt it starts, so a flaky network shows before it fails a step.
     botocore's own retries are switched off so that one policy covers the request and the
     reading of its body (a connection reset mid-GET), and so that an unreachable endpoint
     fails after a few seconds instead of botocore's retries multiplied by ours.
@@ -305,5 +309,7 @@ def with_retries(action: Callable[[], _T], attempts: int, base_delay: float = 0.
         except Exception as exc:
             if attempt >= attempts or not is_transient(exc):
                 raise
+            _log.warning("retrying %s after %s: %s (attempt %d of %d)", what, type(exc).__name__, exc,
+                         attempt + 1, attempts)
         time.sleep(min(base_delay * 2 ** (attempt - 1), 2.0) * random.uniform(0.5, 1.0))
         attempt += 1

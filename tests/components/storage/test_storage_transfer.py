@@ -1,4 +1,5 @@
 import hashlib
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,26 @@ def test_transient_failures_are_retried(s3_bucket: str, s3_faults, tmp_path: Pat
     assert [o.key for o in store.list()] == ["data/blob.bin"]
     assert not s3_faults.faults
     assert s3_faults.requests == 3 + 1 + 3 + 1 + 2 + 1
+
+
+def test_each_retry_is_logged_as_a_warning_naming_the_request_error_and_attempt(
+        s3_bucket: str, s3_faults, caplog: pytest.LogCaptureFixture):
+    store = open_store(s3_bucket)
+    s3_faults.inject("503", "drop")
+    with caplog.at_level(logging.WARNING, logger="pogona"):
+        store.put_bytes("data/blob.bin", b"payload")
+    retries = [record for record in caplog.records if record.name == "pogona"]
+    assert [record.levelno for record in retries] == [logging.WARNING, logging.WARNING]
+    first, second = (record.getMessage() for record in retries)
+    assert first.startswith(f"retrying PUT {s3_bucket}/data/blob.bin after ClientError") and "SlowDown" in first
+    assert first.endswith("(attempt 2 of 5)") and second.endswith("(attempt 3 of 5)")
+    assert store.get_bytes("data/blob.bin") == b"payload"
+
+    caplog.clear()
+    s3_faults.inject("403")  # not transient: fails at once, no retry to log
+    with caplog.at_level(logging.WARNING, logger="pogona"), pytest.raises(StorageError, match="access denied"):
+        store.get_bytes("data/blob.bin")
+    assert not [record for record in caplog.records if record.name == "pogona"]
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
