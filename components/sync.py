@@ -9,19 +9,15 @@ folder.
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Iterable
+from pathlib import Path
 
 import yaml
 
 from components.errors import UserError
-from components.snapshot import Manifest, ManifestEntry
-from components.storage import (TEMPORARY_SUFFIXES, ObjectStore, file_matches, open_store, remove_if_abandoned,
+from components.snapshot import Manifest
+from components.storage import (TEMPORARY_SUFFIXES, fetch_objects, local_path, open_store, remove_if_abandoned,
                                 write_atomic)
 
 _DATASET_DIRS = ("images", "labels")
@@ -40,75 +36,6 @@ class SyncSummary:
         return (f"synced {self.downloaded + self.skipped} files to {self.data_yaml.parent}: "
                 f"{self.downloaded} downloaded, {self.skipped} skipped, {self.removed} removed, "
                 f"{self.bytes / 1e6:.1f} MB in {self.seconds:.2f} s")
-
-
-@dataclass(frozen=True)
-class FetchCounts:
-    downloaded: int
-    skipped: int
-    bytes: int
-
-
-class Progress:
-    """Counts on stderr: redrawn in place on a terminal, a line per tenth in a log."""
-
-    def __init__(self, label: str, total: int, enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.done = self.downloaded = self.bytes = 0
-        self._lock = threading.Lock()
-        self._tty = sys.stderr.isatty()
-        self._last_draw = 0.0
-        self._last_tenth = 0
-
-    def advance(self, downloaded_bytes: int | None) -> None:
-        with self._lock:
-            self.done += 1
-            if downloaded_bytes is not None:
-                self.downloaded += 1
-                self.bytes += downloaded_bytes
-            if self.enabled:
-                self._draw()
-
-    def _draw(self) -> None:
-        text = (f"{self.label}: {self.done}/{self.total} files ({self.downloaded} downloaded, "
-                f"{self.done - self.downloaded} skipped, {self.bytes / 1e6:.1f} MB)")
-        now, tenth = time.monotonic(), self.done * 10 // max(self.total, 1)
-        if self._tty and (now - self._last_draw > 0.1 or self.done == self.total):
-            print(f"\r{text}", end="\n" if self.done == self.total else "", file=sys.stderr, flush=True)
-            self._last_draw = now
-        elif not self._tty and tenth > self._last_tenth:
-            print(text, file=sys.stderr, flush=True)
-            self._last_tenth = tenth
-
-
-def local_path(dest: Path, key: str) -> Path:
-    """Where `key` lands under `dest`; refuses keys that would land outside it (`..`, absolute)."""
-    pure = PurePosixPath(key)
-    if not key or "\\" in key or pure.is_absolute() or ".." in pure.parts:
-        raise UserError(f"manifest key {key!r} would land outside {dest}; refusing to sync it")
-    return dest / pure
-
-
-def fetch_entries(store: ObjectStore, entries: Iterable[ManifestEntry], dest: Path, workers: int = 16,
-                  progress: bool = True, label: str = "sync") -> FetchCounts:
-    """Download entries under `dest` in parallel, keeping files that already match; stops at the first failure."""
-    targets = [(entry, local_path(dest, entry.key)) for entry in entries]
-    bar = Progress(label, len(targets), progress)
-
-    def fetch(entry: ManifestEntry, path: Path) -> None:
-        if file_matches(path, entry.object_info()):
-            bar.advance(None)
-        else:
-            bar.advance(store.download(entry.key, path, entry.object_info()))
-
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=label) as pool:
-        futures = [pool.submit(fetch, entry, path) for entry, path in targets]
-        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in finished if f.exception() is not None), None)
-        if failed is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise failed.exception()  # type: ignore[misc]
-    return FetchCounts(bar.downloaded, bar.done - bar.downloaded, bar.bytes)
 
 
 def _remove_strays(dest: Path, wanted: set[Path]) -> int:
@@ -158,8 +85,8 @@ def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: 
     dest.mkdir(parents=True, exist_ok=True)
     wanted = {local_path(dest, entry.key) for entry in manifest.entries}
     removed = _remove_strays(dest, wanted)
-    counts = fetch_entries(open_store(manifest.source), manifest.entries, dest, workers, progress)
+    counts = fetch_objects(open_store(manifest.source), [entry.object_info() for entry in manifest.entries],
+                           dest, workers, progress)
     data_yaml = write_data_yaml(dest, manifest)
     return SyncSummary(counts.downloaded, counts.skipped, counts.bytes, time.monotonic() - started,
                        data_yaml, removed)
-

@@ -28,8 +28,7 @@ from components.errors import UserError
 from components.labels import LabelVerdict, read_label
 from components.near_duplicates import appearance, near_duplicate_leakage
 from components.snapshot import IMAGE_ROLE, LABEL_ROLE, DatasetKey, Manifest, ManifestEntry, parse_key
-from components.storage import ObjectStore, open_store, write_atomic
-from components.sync import fetch_entries
+from components.storage import ObjectStore, fetch_objects, open_store, write_atomic
 
 _LISTED_PROBLEMS = 200
 # PIL's names of the formats ultralytics reads (ultralytics.data.utils.IMG_FORMATS)
@@ -172,7 +171,7 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
 
     with tempfile.TemporaryDirectory(prefix="pogona-validate-") as scratch:
         local = Path(cache_dir) if cache_dir else Path(scratch)
-        fetch_entries(store, entries, local, workers, progress=False, label="validate")
+        fetch_objects(store, [e.object_info() for e in entries], local, workers, progress=False, label="validate")
         images = [e for e in entries if e.role == IMAGE_ROLE]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             checked_images = list(pool.map(lambda e: check_image(e.key, local / e.key, near_duplicates), images))

@@ -1,0 +1,64 @@
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from components.storage import S3Store, StorageError, file_matches, open_store
+from pipelines.cli import main
+
+
+def test_listing_pages_past_a_thousand_objects(s3_bucket: str):
+    store = open_store(s3_bucket)
+    keys = [f"many/{i:05d}.txt" for i in range(1050)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: store.put_bytes(key, b"."), keys))
+    assert [o.key for o in store.list("many/")] == keys
+
+
+def test_large_files_go_up_in_verified_parts(s3_bucket: str, tmp_path: Path):
+    mib = 1024 * 1024
+    store = S3Store(s3_bucket, multipart_threshold=5 * mib, multipart_chunk=5 * mib)
+    source = tmp_path / "weights.pt"
+    source.write_bytes(bytes(range(256)) * (12 * mib // 256 + 7))
+    info = store.upload_file(source, "weights/big.pt")
+    assert info.etag.endswith("-3") and store.head("weights/big.pt") == info
+    assert file_matches(source, info)
+    dest = tmp_path / "copy.pt"
+    store.download("weights/big.pt", dest, info)
+    assert dest.read_bytes() == source.read_bytes()
+
+
+def test_persistent_failure_ends_as_one_line_naming_the_object(s3_bucket: str, s3_faults, tmp_path: Path):
+    s3_faults.inject(*["503"] * 5)
+    with pytest.raises(StorageError, match=r"s3://.*/obj\.bin: S3 answered 503 SlowDown") as error:
+        open_store(s3_bucket).put_bytes("obj.bin", b"x")
+    assert "\n" not in str(error.value)
+
+
+def _timed_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, float]:
+    started = time.monotonic()
+    code = main(argv)
+    return code, capsys.readouterr().err.strip(), time.monotonic() - started
+
+
+def test_missing_bucket_is_one_clear_line(s3_env: str, capsys: pytest.CaptureFixture):
+    code, err, seconds = _timed_cli(["dataset", "validate", "--source", "s3://no-such-bucket/data"], capsys)
+    assert code == 2 and seconds < 5
+    assert err.count("\n") == 0 and "no-such-bucket" in err and "bucket does not exist" in err
+
+
+def test_unreachable_endpoint_is_one_clear_line(s3_env: str, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    code, err, seconds = _timed_cli(["dataset", "validate", "--source", "s3://bucket/data"], capsys)
+    assert code == 2 and seconds < 8
+    assert err.count("\n") == 0 and "cannot reach the S3 endpoint http://127.0.0.1:9" in err
+
+
+def test_wrong_credentials_are_one_clear_line(s3_env: str, s3_server_with_auth: str,
+                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server_with_auth)
+    code, err, seconds = _timed_cli(["dataset", "validate", "--source", "s3://bucket/data"], capsys)
+    assert code == 2 and seconds < 5
+    assert err.count("\n") == 0 and "access denied" in err and "AWS_ACCESS_KEY_ID" in err

@@ -1,0 +1,125 @@
+import hashlib
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from components.storage import (ObjectInfo, S3Store, StorageError, file_matches, md5_etag, open_store,
+                                write_atomic)
+
+
+def test_transient_failures_are_retried(s3_bucket: str, s3_faults, tmp_path: Path):
+    store = open_store(s3_bucket)
+    payload = bytes(range(256)) * 400
+    s3_faults.inject("503", "drop", "500")
+    info = store.put_bytes("data/blob.bin", payload)
+    s3_faults.inject("truncate", "drop", "503")
+    dest = tmp_path / "blob.bin"
+    assert store.download("data/blob.bin", dest, info) == len(payload)
+    assert dest.read_bytes() == payload
+    s3_faults.inject("503", "500")
+    assert [o.key for o in store.list()] == ["data/blob.bin"]
+    assert not s3_faults.faults
+    assert s3_faults.requests == 3 + 1 + 3 + 1 + 2 + 1
+
+
+def test_each_retry_is_logged_as_a_warning_naming_the_request_error_and_attempt(
+        s3_bucket: str, s3_faults, caplog: pytest.LogCaptureFixture):
+    store = open_store(s3_bucket)
+    s3_faults.inject("503", "drop")
+    with caplog.at_level(logging.WARNING, logger="pogona"):
+        store.put_bytes("data/blob.bin", b"payload")
+    retries = [record for record in caplog.records if record.name == "pogona"]
+    assert [record.levelno for record in retries] == [logging.WARNING, logging.WARNING]
+    first, second = (record.getMessage() for record in retries)
+    assert first.startswith(f"retrying PUT {s3_bucket}/data/blob.bin after ClientError") and "SlowDown" in first
+    assert first.endswith("(attempt 2 of 5)") and second.endswith("(attempt 3 of 5)")
+    assert store.get_bytes("data/blob.bin") == b"payload"
+
+    caplog.clear()
+    s3_faults.inject("403")  # not transient: fails at once, no retry to log
+    with caplog.at_level(logging.WARNING, logger="pogona"), pytest.raises(StorageError, match="access denied"):
+        store.get_bytes("data/blob.bin")
+    assert not [record for record in caplog.records if record.name == "pogona"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_files_written_atomically_get_the_mode_the_umask_gives(umask: int, s3_bucket: str, tmp_path: Path):
+    previous = os.umask(umask)
+    try:
+        store = open_store(tmp_path / "store")
+        store.put_bytes("models/m/production.json", b"{}")
+        (tmp_path / "best.pt").write_bytes(b"weights")
+        store.upload_file(tmp_path / "best.pt", "runs/r/best.pt")
+        write_atomic(tmp_path / "local" / "report.md", b"# report")
+        open_store(s3_bucket).put_bytes("x.jpg", b"jpg")
+        open_store(s3_bucket).download("x.jpg", tmp_path / "synced" / "x.jpg")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "store/models/m/production.json", tmp_path / "store/runs/r/best.pt",
+                 tmp_path / "local/report.md", tmp_path / "synced/x.jpg"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_an_sse_kms_bucket_is_verified_by_its_checksums_not_its_etags(s3_bucket: str, s3_faults, tmp_path: Path):
+    s3_faults.encrypted = True  # every ETag is now opaque, as with SSE-KMS
+    mib = 1024 * 1024
+    store = S3Store(s3_bucket, multipart_threshold=5 * mib, multipart_chunk=5 * mib)
+    small, large = tmp_path / "small.bin", tmp_path / "large.pt"
+    small.write_bytes(os.urandom(30_000))
+    large.write_bytes(os.urandom(11 * mib))
+    for source in (small, large):  # neither upload "fails" after it succeeded
+        info = store.upload_file(source, f"data/{source.name}")
+        stored = store.head(f"data/{source.name}")  # what the server reports, not what the client computed
+        assert info.checksum == stored.checksum and stored.checksum.startswith("crc32:")
+        assert stored.etag != md5_etag(source) and not file_matches(source, replace(stored, checksum=None))
+        assert file_matches(source, stored), "the object's CRC32 proves what its ETag cannot"
+        dest = tmp_path / "copy" / source.name
+        assert store.download(f"data/{source.name}", dest, store.head(f"data/{source.name}")) == info.size
+        assert dest.read_bytes() == source.read_bytes()
+
+    snapshot = store.head("data/small.bin")
+    s3_faults.inject("corrupt")  # one byte flipped on the way
+    with pytest.raises(StorageError, match=r"data/small\.bin: downloaded content does not match its CRC32 checksum"):
+        store.download("data/small.bin", tmp_path / "tampered.bin", snapshot)
+    assert not (tmp_path / "tampered.bin").exists()
+
+
+def test_without_server_checksums_the_snapshot_sha256_catches_a_tampered_copy(s3_bucket: str, s3_faults,
+                                                                              tmp_path: Path):
+    import boto3
+    from botocore.config import Config
+
+    content = os.urandom(20_000)  # uploaded by a client that adds no checksum, to an SSE-KMS bucket
+    boto3.client("s3", config=Config(request_checksum_calculation="when_required")).put_object(
+        Bucket=s3_bucket.removeprefix("s3://"), Key="old.jpg", Body=content)
+    s3_faults.encrypted = True
+    store = open_store(s3_bucket)
+    listed = store.head("old.jpg")
+    snapshot = ObjectInfo(listed.key, listed.size, listed.etag, hashlib.sha256(content).hexdigest())
+    s3_faults.inject("corrupt")
+    with pytest.raises(StorageError, match=r"old\.jpg: downloaded content does not match its snapshot sha256"):
+        store.download("old.jpg", tmp_path / "old.jpg", snapshot)
+    assert store.download("old.jpg", tmp_path / "old.jpg", snapshot) == len(content)
+    assert file_matches(tmp_path / "old.jpg", snapshot)
+
+
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "CRC32C"])
+def test_objects_with_crt_checksums_are_verified_by_them(algorithm: str, s3_bucket: str, s3_faults, tmp_path: Path):
+    """CRC64NVME (what S3 gives objects uploaded without a checksum) and CRC32C need the AWS CRT: it is a dependency."""
+    import boto3
+
+    content = os.urandom(20_000)
+    boto3.client("s3").put_object(Bucket=s3_bucket.removeprefix("s3://"), Key="crt.bin", Body=content,
+                                  ChecksumAlgorithm=algorithm)
+    s3_faults.encrypted = True  # the ETag proves nothing: only the CRC can
+    store = open_store(s3_bucket)
+    info = store.head("crt.bin")
+    assert info.checksum and info.checksum.startswith(f"{algorithm.lower()}:"), info
+    assert store.download("crt.bin", tmp_path / "crt.bin", info) == len(content)
+    assert file_matches(tmp_path / "crt.bin", info)
+    s3_faults.inject("corrupt")
+    with pytest.raises(StorageError, match=rf"crt\.bin: downloaded content does not match its {algorithm} checksum"):
+        store.download("crt.bin", tmp_path / "tampered.bin", info)
