@@ -7,7 +7,6 @@ is the same pipeline definition that is compiled for the cluster, with CPU train
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 from components.config import RunParameters
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
+from components.log import LOG
 from components.storage import FolderStore, open_store
 
 DEFAULT_STORE = ".pogona/store"
@@ -81,23 +81,24 @@ def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
     params.update(overrides or {})
 
     work_dir = work_dir or Path(".pogona") / "kfp-local"
-    # kfp.local warns about every Kubernetes setting it cannot apply on a laptop; that is expected here.
-    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir.resolve()),
                    raise_on_error=True)
-    pipeline = build_pipeline(Placement.for_profile("kind"))
     started = time.monotonic()
-    try:
-        pipeline(**params)
-    except RuntimeError as exc:
-        raise UserError(f"local pipeline run {params['run_id']} failed: {exc} (task logs above)") from exc
+    with warnings.catch_warnings():
+        # kfp.local warns about every Kubernetes setting it cannot apply on a laptop; that is expected here.
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+        pipeline = build_pipeline(Placement.for_profile("kind"))
+        try:
+            pipeline(**params)
+        except RuntimeError as exc:
+            raise UserError(f"local pipeline run {params['run_id']} failed: {exc} (task logs above)") from exc
     return _collect(params["run_id"], store_uri, model_name, time.monotonic() - started)
 
 
 def _ensure_demo_dataset(dataset: str, spec: DemoSpec) -> None:
     if open_store(dataset).exists("data.yaml"):
-        print(f"demo dataset: reusing {dataset}", file=sys.stderr)
+        LOG.info(f"demo dataset: reusing {dataset}")
         return
     generate_demo_dataset(dataset, spec)
 

@@ -8,8 +8,6 @@ step function, and returns the numbers the KFP UI shows as Metrics.
 
 from __future__ import annotations
 
-import sys
-
 import contextlib
 import json
 import os
@@ -21,6 +19,7 @@ from pathlib import Path
 from components.attempts import Attempt
 from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.errors import UserError
+from components.log import LOG
 
 
 def dataset_cache_root() -> Path:
@@ -141,7 +140,7 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
         try:
             store.put_json(refusal, {"reason": str(exc)})
         except StorageError as unrecorded:  # the failure that ends the step stays the one that explains it
-            print(f"pogona: could not record that a retry cannot fix this ({unrecorded})", file=sys.stderr)
+            LOG.error(f"could not record that a retry cannot fix this ({unrecorded})")
         raise
 
 

@@ -7,15 +7,14 @@ the store's atomic, verified `download`, and the first failure stops the rest.
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from components.errors import UserError
+from components.log import LOG
 from components.storage.interface import ObjectStore
 from components.storage.objects import ObjectInfo
 from components.storage.transfer import file_matches
@@ -29,14 +28,12 @@ class FetchCounts:
 
 
 class Progress:
-    """Counts on stderr: redrawn in place on a terminal, a line per tenth in a log."""
+    """Counts logged as the files arrive: a line at every tenth of the total, and at the end."""
 
     def __init__(self, label: str, total: int, enabled: bool):
         self.label, self.total, self.enabled = label, total, enabled
         self.done = self.downloaded = self.bytes = 0
         self._lock = threading.Lock()
-        self._tty = sys.stderr.isatty()
-        self._last_draw = 0.0
         self._last_tenth = 0
 
     def advance(self, downloaded_bytes: int | None) -> None:
@@ -45,19 +42,11 @@ class Progress:
             if downloaded_bytes is not None:
                 self.downloaded += 1
                 self.bytes += downloaded_bytes
-            if self.enabled:
-                self._draw()
-
-    def _draw(self) -> None:
-        text = (f"{self.label}: {self.done}/{self.total} files ({self.downloaded} downloaded, "
-                f"{self.done - self.downloaded} skipped, {self.bytes / 1e6:.1f} MB)")
-        now, tenth = time.monotonic(), self.done * 10 // max(self.total, 1)
-        if self._tty and (now - self._last_draw > 0.1 or self.done == self.total):
-            print(f"\r{text}", end="\n" if self.done == self.total else "", file=sys.stderr, flush=True)
-            self._last_draw = now
-        elif not self._tty and tenth > self._last_tenth:
-            print(text, file=sys.stderr, flush=True)
-            self._last_tenth = tenth
+            tenth = self.done * 10 // max(self.total, 1)
+            if self.enabled and tenth > self._last_tenth:
+                self._last_tenth = tenth
+                LOG.info(f"{self.label}: {self.done}/{self.total} files ({self.downloaded} downloaded, "
+                         f"{self.done - self.downloaded} skipped, {self.bytes / 1e6:.1f} MB)")
 
 
 def local_path(dest: Path, key: str) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
-import logging
 import os
 import random
 import re
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
+from components.log import LOG
 from components.storage.objects import ObjectInfo, StorageError
 
 READ_CHUNK = 1024 * 1024
@@ -29,7 +29,7 @@ PART_SUFFIX = ".part"
 LOCK_SUFFIX = ".lock"
 TEMPORARY_SUFFIXES = (PART_SUFFIX, LOCK_SUFFIX)  # torn downloads and lock files: never objects
 _T = TypeVar("_T")
-_log = logging.getLogger("pogona")
+
 
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-[0-9]+")
@@ -309,7 +309,7 @@ def with_retries(action: Callable[[], _T], attempts: int, what: str, base_delay:
         except Exception as exc:
             if attempt >= attempts or not is_transient(exc):
                 raise
-            _log.warning("retrying %s after %s: %s (attempt %d of %d)", what, type(exc).__name__, exc,
+            LOG.warning("retrying %s after %s: %s (attempt %d of %d)", what, type(exc).__name__, exc,
                          attempt + 1, attempts)
         time.sleep(min(base_delay * 2 ** (attempt - 1), 2.0) * random.uniform(0.5, 1.0))
         attempt += 1

@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from components.errors import UserError
+from components.log import show_logs
 from components.storage import StorageError
 from pipelines.cli import dataset, kfp_commands, pipeline_commands, reporting, training
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_logs()
     try:
         return int(args.handler(args) or 0)
     except (UserError, StorageError) as exc:

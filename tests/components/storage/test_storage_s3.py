@@ -48,12 +48,15 @@ def test_missing_bucket_is_one_clear_line(s3_env: str, capsys: pytest.CaptureFix
     assert err.count("\n") == 0 and "no-such-bucket" in err and "bucket does not exist" in err
 
 
-def test_unreachable_endpoint_is_one_clear_line(s3_env: str, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture):
+def test_unreachable_endpoint_is_retried_then_one_clear_line(s3_env: str, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     code, err, seconds = _timed_cli(["dataset", "validate", "--source", "s3://bucket/data"], capsys)
     assert code == 2 and seconds < 8
-    assert err.count("\n") == 0 and "cannot reach the S3 endpoint http://127.0.0.1:9" in err
+    *retries, error = err.splitlines()
+    assert "cannot reach the S3 endpoint http://127.0.0.1:9" in error and "Traceback" not in err
+    assert [line.split("(attempt ")[-1] for line in retries] == [f"{n} of 5)" for n in range(2, 6)]
+    assert all(line.startswith("pogona: retrying LIST s3://bucket/data/") for line in retries)
 
 
 def test_wrong_credentials_are_one_clear_line(s3_env: str, s3_server_with_auth: str,
