@@ -42,7 +42,7 @@ def direct(dataset: str, store: str, work: Path, scale: DemoScale, run_id: str) 
     decision = timed("decide", lambda: steps.decide_training(store, "bench", attempt, skip_if_unchanged=False))
     assert decision.train
     sanity = replace(SanityConfig(), imgsz=scale.dataset.size, max_images=scale.sanity_max_images)
-    timed("sanity", lambda: steps.sanity_step(str(manifest), str(verdict), sanity, scale.model, ""))
+    timed("sanity", lambda: steps.sanity_step(str(manifest), str(verdict), sanity, scale.model, "", store))
     timed("train", lambda: steps.train_step(str(manifest), str(trained), training, "1", store, run_id, run_id))
     timed("evaluate and report", lambda: steps.analyze_step(str(manifest), str(trained), str(verdict),
                                                             str(analysis), store, "bench", "onnx,int8",

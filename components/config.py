@@ -85,10 +85,12 @@ class RunParameters:
     store_uri: str = _parameter("s3://pogona",
                                 "Object store root for runs, weights and the production pointer (s3://bucket).")
     model_name: str = _parameter("pogona-head", "Name of the published model (models/NAME/production.json).")
-    model: str = _parameter(TrainConfig.model,
-                            "Architecture when no base weights are given (yolo11n/s/m/l/x, built from YAML).")
-    base_weights_uri: str = _parameter(TrainConfig.weights, "Optional pretrained weights in object storage "
-                                                            "(s3://bucket/weights/yolo11s.pt).")
+    model: str = _parameter(TrainConfig.model, "Architecture (yolo11n/s/m/l/x); without base_weights_uri its "
+                                               "pretrained weights come from store_uri/weights/<model>.pt, else "
+                                               "the image, else it is built from YAML and trained from scratch.")
+    base_weights_uri: str = _parameter(TrainConfig.weights, "Pretrained weights in object storage "
+                                                            "(s3://bucket/weights/yolo11s.pt); empty: the "
+                                                            "model's default (see model).")
     epochs: int = _parameter(TrainConfig.epochs, "Maximum training epochs (the field notes found 50-80 enough).")
     patience: int = _parameter(TrainConfig.patience, "Early-stopping patience in epochs.")
     imgsz: int = _parameter(TrainConfig.imgsz, "Training and evaluation image size in pixels.")

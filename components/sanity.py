@@ -33,6 +33,7 @@ class SanityVerdict:
     wall_seconds: float
     device: str
     epochs: list[dict[str, float]]
+    base_weights: dict[str, Any]
 
     @property
     def healthy(self) -> bool:
@@ -93,8 +94,9 @@ def sanity_train_args(config: SanityConfig, data_yaml: Path, save_dir: Path) -> 
 
 
 def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConfig(), weights: str = "",
-               model: str = "yolo11s", workdir: Path | None = None) -> SanityVerdict:
-    """Train briefly on CPU and write the verdict file (also when the run is dead)."""
+               model: str = "yolo11s", workdir: Path | None = None, store: str = "") -> SanityVerdict:
+    """Train briefly on CPU and write the verdict file (also when the run is dead); with no weights, from the
+    base weights training would start from (`resolve_weights`, on the run's store)."""
     if config.epochs < 2:
         raise UserError(f"the sanity gate needs at least 2 epochs to see the loss fall (got {config.epochs})")
     started = time.monotonic()
@@ -106,16 +108,19 @@ def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConf
         lists[split] = workdir / f"{split}.txt"
         lists[split].write_text("".join(f"{image.resolve()}\n" for image in images))
     data_yaml = dataset.write_yaml(workdir / "data.yaml", lists)
-    yolo = YOLO(resolve_weights(weights, model, default_cache_dir()))
+    base_weights = resolve_weights(weights, model, default_cache_dir(), store)
+    yolo = YOLO(base_weights.path)
     dead_run: DeadRunError | None = None
     try:
         yolo.train(trainer=GuardedDetectionTrainer, **sanity_train_args(config, data_yaml, workdir / "train"))
     except DeadRunError as error:
         dead_run = error
     epochs = read_results(workdir / "train" / "results.csv")
-    verdict, reasons = ("dead", [str(dead_run)]) if dead_run else judge(epochs, config, pretrained=bool(weights))
+    verdict, reasons = (("dead", [str(dead_run)]) if dead_run
+                        else judge(epochs, config, pretrained=base_weights.pretrained))
     result = SanityVerdict(verdict=verdict, reasons=reasons, steps=yolo.trainer.dead_run_detector.steps,
-                           wall_seconds=round(time.monotonic() - started, 2), device="cpu", epochs=epochs)
+                           wall_seconds=round(time.monotonic() - started, 2), device="cpu", epochs=epochs,
+                           base_weights=base_weights.record())
     verdict_path.parent.mkdir(parents=True, exist_ok=True)
     verdict_path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result

@@ -26,7 +26,7 @@ from components.errors import UserError
 from components.results_csv import EPOCH_COLUMNS, per_epoch, read_history, summarize_metrics
 from components.snapshot import modality_of
 from components.storage import open_store
-from components.weights import default_cache_dir, resolve_weights
+from components.weights import BaseWeights, default_cache_dir, resolve_weights
 from components.yolo_env import offline_ultralytics
 
 offline_ultralytics()
@@ -260,14 +260,14 @@ def _fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Checkp
 
 
 def _complete_finished_run(checkpoint: Checkpoint, data_yaml: Path, out_dir: Path, config: TrainConfig,
-                           device: str) -> TrainResult:
+                           device: str, base_weights: BaseWeights) -> TrainResult:
     """The previous attempt trained every epoch but died before its outputs: validate best.pt and write them."""
     train_args = checkpoint.train_args
     (out_dir / "args.yaml").write_text(yaml.safe_dump({**train_args, "save_dir": str(out_dir)}, sort_keys=False))
     validation = YOLO(str(out_dir / "weights" / "best.pt")).val(
         data=str(data_yaml), imgsz=train_args.get("imgsz", config.imgsz), batch=config.batch if config.batch >= 1
         else CPU_BATCH, device=device, project=str(out_dir.parent), name=f"{out_dir.name}-final", exist_ok=True)
-    return _write_outputs(validation.results_dict, config.epochs, out_dir, config, device)
+    return _write_outputs(validation.results_dict, config.epochs, out_dir, config, device, base_weights)
 
 
 def read_results(results_csv: Path) -> list[dict[str, float]]:
@@ -284,15 +284,15 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     out_dir = out_dir.resolve()
     checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
     checkpoint = _fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
-    # a run that resumes needs no base weights; a new one resolves them before it writes anything
-    base_weights = None if checkpoint else resolve_weights(config.weights, config.model, default_cache_dir())
+    # resolved before anything is written; a run that resumes trains on from its checkpoint, and records them
+    base_weights = resolve_weights(config.weights, config.model, default_cache_dir(), store)
     out_dir.mkdir(parents=True, exist_ok=True)
     # beside out_dir, not in it: ultralytics empties the save dir before it launches DDP workers
     data_yaml = dataset.write_yaml(out_dir.parent / f"{out_dir.name}.data.yaml")
     if checkpoint and checkpoint.finished:
-        return _complete_finished_run(checkpoint, data_yaml, out_dir, config, device)
+        return _complete_finished_run(checkpoint, data_yaml, out_dir, config, device, base_weights)
     resume_from = checkpoint.last if checkpoint else None
-    model = YOLO(str(resume_from) if resume_from else base_weights)
+    model = YOLO(str(resume_from) if resume_from else base_weights.path)
     with _environment(CHECKPOINT_URI_ENV, checkpoint_uri):
         model.train(trainer=GuardedDetectionTrainer, data=str(data_yaml), save_dir=str(out_dir), exist_ok=True,
                     resume=str(resume_from) if resume_from else False, epochs=config.epochs,
@@ -302,11 +302,11 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     reported = model.metrics  # DetMetrics in one process; the checkpoint's dict after DDP
     final_metrics = reported.results_dict if hasattr(reported, "results_dict") else reported or {}
     return _write_outputs(final_metrics, int(getattr(model.trainer, "epochs", config.epochs)), out_dir, config,
-                          device)
+                          device, base_weights)
 
 
 def _write_outputs(metrics_source: dict[str, Any], trained_epochs: int, out_dir: Path, config: TrainConfig,
-                   device: str) -> TrainResult:
+                   device: str, base_weights: BaseWeights) -> TrainResult:
     """metrics.json and the TrainResult from the save dir and the final validation of best.pt."""
     history = read_history(out_dir / "results.csv")
     epochs = len(history.epochs)
@@ -317,6 +317,7 @@ def _write_outputs(metrics_source: dict[str, Any], trained_epochs: int, out_dir:
         "metrics": metrics, "best_epoch": best.best_epoch if best else 0, "epochs_completed": epochs,
         "epochs_requested": trained_epochs, "early_stopped": epochs < trained_epochs,
         "device": device, "config": asdict(config), "hyperparameters": history.args,
+        "base_weights": base_weights.record(),
     }
     metrics_json = out_dir / "metrics.json"
     metrics_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")

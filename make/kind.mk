@@ -10,9 +10,10 @@ KUBECTL          ?= kubectl
 KIND_CLUSTER     ?= pogona
 KFP_VERSION      ?= 2.17.2
 KFP_NAMESPACE    := kubeflow
-# Space-separated .pt URLs to bake into the images (clusters with no internet), e.g.
-# https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo11s.pt
-BASE_WEIGHTS_URL ?=
+# The images bake the default model's pretrained weights (their Dockerfiles' BASE_WEIGHTS_URL); set
+# BASE_WEIGHTS_URL to bake others (space-separated .pt URLs, each optionally #sha256=<hex>), or to
+# nothing (`make images BASE_WEIGHTS_URL=`) to build without weights. Unset, the Dockerfiles' default holds.
+weights_arg = $(if $(filter undefined,$(origin BASE_WEIGHTS_URL)),,--build-arg BASE_WEIGHTS_URL="$(BASE_WEIGHTS_URL)")
 
 # Image names come from pipelines.images, the module the pipeline compiles with: the immutable
 # name first, then the moving :<version> tag (for people and the GPU check job; no pipeline uses it).
@@ -37,8 +38,7 @@ images-cpu images-cuda: images-%: $(STAMP)
 	$(CONTAINER_ENGINE) build --file images/$*/Dockerfile \
 	  --build-arg VERSION=$(lastword $(subst :, ,$(call image_name,$*))) \
 	  --build-arg REVISION=$(GIT_REV) \
-	  --build-arg BASE_WEIGHTS_URL="$(BASE_WEIGHTS_URL)" \
-	  $(foreach name,$(call image_names,$*),--tag $(name)) \
+	  $(weights_arg) $(foreach name,$(call image_names,$*),--tag $(name)) \
 	  .
 
 kind-up:

@@ -42,7 +42,7 @@ def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_u
     return namedtuple("Decision", ["train", "note", "attempt"])(decision.train, decision.note, attempt.to_json())
 
 
-def sanity_gate(manifest: Input[Artifact], model: str, base_weights_uri: str, sanity_epochs: int,
+def sanity_gate(manifest: Input[Artifact], store_uri: str, model: str, base_weights_uri: str, sanity_epochs: int,
                 sanity_batch: int, sanity_imgsz: int, sanity_max_images: int, sanity_min_loss_drop: float,
                 sanity_min_map50: float, verdict: Output[Artifact], sanity_metrics: Output[Metrics]):
     """CPU sanity gate: fails the run (no GPU time spent) when training is dead or not learning."""
@@ -52,7 +52,8 @@ def sanity_gate(manifest: Input[Artifact], model: str, base_weights_uri: str, sa
     config = SanityConfig(epochs=sanity_epochs, batch=sanity_batch, imgsz=sanity_imgsz,
                           max_images=sanity_max_images, min_loss_drop=sanity_min_loss_drop,
                           min_map50=sanity_min_map50)
-    for name, value in sanity_step(manifest.path, verdict.path, config, model, base_weights_uri).items():
+    for name, value in sanity_step(manifest.path, verdict.path, config, model, base_weights_uri,
+                                   store_uri).items():
         sanity_metrics.log_metric(name, value)
 
 

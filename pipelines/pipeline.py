@@ -159,10 +159,10 @@ def build_pipeline(placement: Placement) -> Callable:
 
         with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
             sanity = on_cluster(steps.sanity(
-                manifest=validate.outputs["manifest"], model=run.model, base_weights_uri=run.base_weights_uri,
-                sanity_epochs=run.sanity_epochs, sanity_batch=run.sanity_batch, sanity_imgsz=run.sanity_imgsz,
-                sanity_max_images=run.sanity_max_images, sanity_min_loss_drop=run.sanity_min_loss_drop,
-                sanity_min_map50=run.sanity_min_map50), sizes.sanity)
+                manifest=validate.outputs["manifest"], store_uri=run.store_uri, model=run.model,
+                base_weights_uri=run.base_weights_uri, sanity_epochs=run.sanity_epochs, sanity_batch=run.sanity_batch,
+                sanity_imgsz=run.sanity_imgsz, sanity_max_images=run.sanity_max_images,
+                sanity_min_loss_drop=run.sanity_min_loss_drop, sanity_min_map50=run.sanity_min_map50), sizes.sanity)
             sanity.set_display_name("CPU sanity gate")
 
             train = on_cluster(steps.train(

@@ -94,11 +94,13 @@ def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_u
 
 
 def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, model: str,
-                weights: str) -> dict[str, float]:
-    """Run the CPU sanity gate; a dead or non-learning verdict fails the step with its reasons."""
+                weights: str, store_uri: str) -> dict[str, float]:
+    """Run the CPU sanity gate from the base weights training will start from (the same store); a dead or
+    non-learning verdict fails the step with its reasons."""
     from components.sanity import run_sanity
 
-    verdict = run_sanity(materialize(manifest_path), Path(verdict_path), config, weights=weights, model=model)
+    verdict = run_sanity(materialize(manifest_path), Path(verdict_path), config, weights=weights, model=model,
+                         store=store_uri)
     if not verdict.healthy:
         raise UserError(f"sanity gate: {verdict.verdict}: " + " ".join(verdict.reasons))
     last = verdict.epochs[-1] if verdict.epochs else {}

@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 
 from components.demo_dataset import DemoSpec, generate_demo_dataset
+from components.weights import WEIGHTS_DIR_ENV
 
 
 def _free_port() -> int:
@@ -49,6 +50,12 @@ def _moto_server(**env: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def no_baked_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start from the weights they make, never from weights baked into the machine they run on."""
+    monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")

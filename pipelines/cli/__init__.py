@@ -13,9 +13,9 @@ from typing import Sequence
 from components.errors import UserError
 from components.log import show_logs
 from components.storage import StorageError
-from pipelines.cli import dataset, kfp_commands, pipeline_commands, reporting, training
+from pipelines.cli import dataset, kfp_commands, pipeline_commands, reporting, training, weights
 
-COMMAND_GROUPS = (dataset, training, reporting, pipeline_commands, kfp_commands)
+COMMAND_GROUPS = (dataset, weights, training, reporting, pipeline_commands, kfp_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

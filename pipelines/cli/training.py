@@ -12,6 +12,9 @@ from pathlib import Path
 from components.config import SanityConfig, TrainConfig
 from components.errors import UserError
 
+DEFAULT_WEIGHTS_HELP = ("without --weights: <store>/weights/<model>.pt, else $POGONA_WEIGHTS_DIR/<model>.pt, else "
+                        "<model>.yaml from scratch (a .yaml model always trains from scratch)")
+
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
@@ -43,7 +46,7 @@ def _sanity(args: argparse.Namespace) -> int:
 
     config = SanityConfig(epochs=args.epochs, batch=args.batch, imgsz=args.imgsz, max_images=args.max_images)
     weights, model = _weights_or_model(args.weights, args.model)
-    verdict = run_sanity(_dataset(args), args.verdict, config, weights=weights, model=model)
+    verdict = run_sanity(_dataset(args), args.verdict, config, weights=weights, model=model, store=args.store)
     print(f"sanity: {verdict.verdict} after {verdict.steps} optimizer steps, {verdict.wall_seconds:.0f} s "
           f"-> {args.verdict}")
     for reason in verdict.reasons:
@@ -87,13 +90,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sanity.add_argument("--max-images", type=int, default=sanity_defaults["max_images"],
                         help="cap on the stratified train+val subset")
     sanity.add_argument("--weights", default="", help="base weights (s3://..., file path) or a model name")
-    sanity.add_argument("--model", default=train_defaults["model"], help="architecture built when no weights")
+    sanity.add_argument("--model", default=train_defaults["model"], help=DEFAULT_WEIGHTS_HELP)
+    sanity.add_argument("--store", default="", help="the run's object store, whose weights/<model>.pt is the "
+                                                    "default base weights (as `pogona train --store`)")
     sanity.add_argument("--verdict", type=Path, required=True, help="verdict JSON to write")
     sanity.set_defaults(handler=_sanity)
 
     train = subparsers.add_parser("train", help="multi-epoch training (CUDA by default), resumable from a store")
     _add_data_options(train)
-    train.add_argument("--model", default=train_defaults["model"])
+    train.add_argument("--model", default=train_defaults["model"], help=DEFAULT_WEIGHTS_HELP)
     train.add_argument("--weights", default="", help="base weights: s3://.../<model>.pt or a file path")
     train.add_argument("--epochs", type=int, default=train_defaults["epochs"])
     train.add_argument("--patience", type=int, default=train_defaults["patience"])
@@ -102,7 +107,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="images per batch, or a fraction (<1) of GPU memory")
     train.add_argument("--device", default=train_defaults["device"],
                        help="cuda, a GPU list such as 0,1,2,3 (DDP), cpu, or mps (never chosen automatically)")
-    train.add_argument("--store", default="", help="object store for per-epoch checkpoints (with --run-id)")
+    train.add_argument("--store", default="", help="object store for per-epoch checkpoints (with --run-id); its "
+                                                   "weights/<model>.pt is the default base weights")
     train.add_argument("--run-id", default="", help="run id; a run started again with the same id resumes")
     train.add_argument("--out", type=Path, default=Path("train"), help="output folder")
     train.set_defaults(handler=_train)

@@ -1,6 +1,7 @@
 """The CPU sanity gate on real (tiny) ultralytics runs: the seed's dead run, a NaN run, and the verdict rules."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from components.sanity import judge, run_sanity, stratified_subset
 from components.train import load_dataset
 
 TINY = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
-VERDICT_KEYS = {"verdict", "reasons", "steps", "wall_seconds", "device", "epochs"}
+VERDICT_KEYS = {"verdict", "reasons", "steps", "wall_seconds", "device", "epochs", "base_weights"}
 
 
 def _epoch(box: float, cls: float, dfl: float, map50: float = 0.0) -> dict[str, float]:
@@ -19,15 +20,21 @@ def _epoch(box: float, cls: float, dfl: float, map50: float = 0.0) -> dict[str, 
 
 
 def test_empty_labels_are_judged_dead_within_the_step_budget_and_stop_early(empty_label_dataset: Path,
-                                                                             tmp_path: Path):
+                                                                             tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture):
     verdict_path = tmp_path / "verdict.json"
-    verdict = run_sanity(empty_label_dataset, verdict_path, TINY, model="yolo11n", workdir=tmp_path / "work")
+    with caplog.at_level(logging.WARNING, logger="pogona"):
+        verdict = run_sanity(empty_label_dataset, verdict_path, TINY, model="yolo11n", workdir=tmp_path / "work",
+                             store=str(tmp_path / "store"))
     assert verdict.verdict == "dead"
     assert 0 < verdict.steps <= 20
     assert verdict.epochs == []  # aborted inside epoch 1 of 3: no epoch reached its val run
     assert "box and DFL loss stayed exactly 0" in verdict.reasons[0]
     written = json.loads(verdict_path.read_text())
     assert set(written) == VERDICT_KEYS and written["verdict"] == "dead" and written["device"] == "cpu"
+    # nothing staged in the store, nothing baked: the gate, like training, starts from scratch and says so
+    assert written["base_weights"]["source"] == "scratch" and written["base_weights"]["pretrained"] is False
+    assert any("yolo11n from scratch" in message for message in caplog.messages)
 
 
 def test_a_nan_loss_is_judged_dead(demo_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

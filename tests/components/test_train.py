@@ -20,7 +20,6 @@ from components.errors import UserError
 from components.checkpoints import CheckpointUploadError
 from components.storage import FolderStore, ObjectInfo, open_store
 from components.train import GuardedDetectionTrainer, train_model
-from components.weights import resolve_weights
 
 TINY = TrainConfig(model="yolo11n", epochs=2, imgsz=64, batch=0.95, device="cpu", workers=0)
 
@@ -237,18 +236,11 @@ def test_an_error_in_training_waits_for_the_queued_checkpoint_and_stays_the_erro
     assert any("runs/r2/checkpoints/best.pt failed after 4 attempts" in line for line in caplog.messages)
 
 
-def test_weights_come_from_object_storage_or_the_model_yaml_never_by_name(cpu_run, s3_bucket: str, tmp_path: Path):
-    assert resolve_weights("", "yolo11s", tmp_path) == "yolo11s.yaml"
-    with pytest.raises(UserError, match="upload it to <store>/weights/yolo11n.pt"):
-        resolve_weights("yolo11n.pt", "yolo11n", tmp_path)
-    open_store(s3_bucket).upload_file(cpu_run.best, "weights/yolo11n.pt")
-    local = Path(resolve_weights(f"{s3_bucket}/weights/yolo11n.pt", "yolo11n", tmp_path / "cache"))
-    assert local.read_bytes() == cpu_run.best.read_bytes() and (tmp_path / "cache") in local.parents
-    modified = local.stat().st_mtime_ns
-    assert resolve_weights(f"{s3_bucket}/weights/yolo11n.pt", "yolo11n", tmp_path / "cache") == str(local)
-    assert local.stat().st_mtime_ns == modified  # cached, not downloaded again
-    with pytest.raises(UserError, match="do not exist"):
-        resolve_weights(f"{s3_bucket}/weights/missing.pt", "yolo11n", tmp_path / "cache")
+def test_a_run_from_scratch_records_it_in_metrics_json(cpu_run):
+    """No weights given, none staged or baked (TINY's yolo11n): the YAML-built model, recorded so the report says so."""
+    recorded = json.loads(cpu_run.metrics_json.read_text())["base_weights"]
+    assert recorded["source"] == "scratch" and recorded["pretrained"] is False
+    assert recorded["path"] == f"{TINY.model}.yaml"
 
 
 def test_bad_base_weights_are_refused_before_anything_is_written(demo_dataset_dir: Path, tmp_path: Path):

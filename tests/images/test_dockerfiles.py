@@ -4,14 +4,20 @@ never reach for the network, and the names the pipeline compiles with being the 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import os
 import re
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urldefrag, urlparse
 
 import pytest
 
+from components.config import TrainConfig
+from components.weights import WEIGHTS_DIR_ENV
 from pipelines import images
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +62,11 @@ def dockerfile(flavour: str) -> Path:
     return REPO / "images" / flavour / "Dockerfile"
 
 
+def final_env(flavour: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for arguments in parse_dockerfile(dockerfile(flavour))[-1].arguments("ENV")
+                for pair in shlex.split(arguments))
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_base_images_are_pinned_to_release_tags(flavour):
     for stage in parse_dockerfile(dockerfile(flavour)):
@@ -95,10 +106,68 @@ def test_final_stage_carries_the_oci_labels(flavour):
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_nothing_is_downloaded_when_a_pod_starts(flavour):
-    env = dict(pair.split("=", 1) for arguments in parse_dockerfile(dockerfile(flavour))[-1].arguments("ENV")
-               for pair in shlex.split(arguments))
+    env = final_env(flavour)
     assert env["YOLO_OFFLINE"] == "true"
     assert env["YOLO_CONFIG_DIR"].startswith(env["HOME"] + "/"), "the ultralytics config dir is not writable"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_images_bake_the_default_models_pretrained_weights_pinned_by_digest(flavour):
+    build, final = parse_dockerfile(dockerfile(flavour))[0], parse_dockerfile(dockerfile(flavour))[-1]
+    default = dict(shlex.split(arguments)[0].partition("=")[::2] for arguments in build.arguments("ARG"))
+    url, fragment = urldefrag(default["BASE_WEIGHTS_URL"])
+    assert urlparse(url).netloc == "github.com" and url.startswith("https://github.com/ultralytics/assets/releases/")
+    assert Path(urlparse(url).path).name == f"{TrainConfig.model}.pt", "not the default model's weights"
+    assert re.fullmatch(r"sha256=[0-9a-f]{64}", fragment), f"{flavour}: the weights are not pinned by sha256"
+    weights_dir = final_env(flavour)[WEIGHTS_DIR_ENV]
+    assert f"python /tmp/fetch_weights.py {weights_dir} ${{BASE_WEIGHTS_URL}}" in build.arguments("RUN")
+    assert f"--from=build {weights_dir} {weights_dir}" in final.arguments("COPY")
+    assert "--build-arg BASE_WEIGHTS_URL= (empty) builds without weights" in \
+        re.sub(r"\s*\n#\s*", " ", dockerfile(flavour).read_text()), f"{flavour}: the opt-out is not documented"
+
+
+def test_both_images_bake_the_same_weights():
+    defaults = {flavour: [arguments for arguments in parse_dockerfile(dockerfile(flavour))[0].arguments("ARG")
+                          if arguments.startswith("BASE_WEIGHTS_URL=")] for flavour in FLAVOURS}
+    assert defaults["cpu"] == defaults["cuda"] and len(defaults["cpu"]) == 1
+
+
+def _fetch_weights(dest: Path, *urls: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "images" / "fetch_weights.py"), str(dest), *urls],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_fetch_weights_keeps_a_file_with_the_pinned_digest_and_fails_the_build_on_another(tmp_path):
+    source = tmp_path / "yolo11s.pt"
+    source.write_bytes(b"stand-in checkpoint bytes")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    result = _fetch_weights(tmp_path / "pinned", f"{source.as_uri()}#sha256={digest}")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "pinned" / "yolo11s.pt").read_bytes() == source.read_bytes()
+    changed = _fetch_weights(tmp_path / "changed", f"{source.as_uri()}#sha256={'0' * 64}")
+    assert changed.returncode != 0 and f"has sha256 {digest}, expected {'0' * 64}" in changed.stderr
+    assert list((tmp_path / "changed").iterdir()) == []  # neither the file nor a partial one is kept
+    assert _fetch_weights(tmp_path / "unpinned", source.as_uri()).returncode == 0
+    opted_out = _fetch_weights(tmp_path / "none")
+    assert opted_out.returncode == 0 and list((tmp_path / "none").iterdir()) == []  # same layout, no weights
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], None),  # the Dockerfiles' pinned default
+    (["BASE_WEIGHTS_URL="], ""),  # opted out: no weights
+    (["BASE_WEIGHTS_URL=https://example.org/w/yolo11m.pt"], "https://example.org/w/yolo11m.pt"),
+])
+def test_make_images_keeps_the_dockerfile_weights_unless_told_otherwise(extra, expected):
+    env = {key: value for key, value in os.environ.items() if key != "BASE_WEIGHTS_URL"}
+    result = subprocess.run(["make", "-n", "images-cpu", "CONTAINER_ENGINE=podman",
+                             f"BIN={Path(sys.executable).parent}", *extra], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    build = next(line for line in result.stdout.replace("\\\n", " ").splitlines() if line.startswith("podman build"))
+    words = shlex.split(build)
+    passed = [words[index + 1].partition("=")[2] for index, word in enumerate(words)
+              if word == "--build-arg" and words[index + 1].startswith("BASE_WEIGHTS_URL=")]
+    assert passed == ([] if expected is None else [expected])
 
 
 LOCKED_TORCH = "$(grep -E '^(torch|torchvision)==' /src/requirements.lock)"

@@ -29,6 +29,7 @@ print(json.dumps([name for name in heavy if name in sys.modules]))
     ([], []), (["dataset", "validate"], ["components.validate"]), (["dataset", "sync"], ["components.sync"]),
     (["sanity"], []), (["train"], []), (["evaluate"], []), (["export"], []),
     (["report"], ["components.report"]), (["publish"], ["components.publish"]),
+    (["weights", "stage"], ["components.weights"]),
 ], ids=lambda value: " ".join(value) or "-")
 def test_commands_that_do_not_talk_to_kfp_start_without_heavy_imports(command, modules):
     result = subprocess.run([sys.executable, "-c", PROBE, json.dumps([command, modules, HEAVY])], cwd=REPO,

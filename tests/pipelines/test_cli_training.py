@@ -36,6 +36,25 @@ def test_sanity_exits_1_on_a_dead_run(empty_label_dataset: Path, tmp_path: Path,
     assert "sanity: dead" in capsys.readouterr().out
 
 
+def test_sanity_and_training_start_from_the_weights_staged_in_their_store(demo_dataset_dir: Path, tmp_path: Path):
+    from components.train import YOLO  # importing it sets ultralytics up offline
+
+    store, checkpoint = tmp_path / "store", tmp_path / "yolo11n.pt"
+    YOLO("yolo11n.yaml").save(checkpoint)
+    assert main(["weights", "stage", str(checkpoint), "--store", str(store)]) == 0
+    verdict_path = tmp_path / "verdict.json"
+    main(["sanity", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--store", str(store), "--epochs", "2",
+          "--imgsz", "64", "--max-images", "16", "--verdict", str(verdict_path)])
+    assert main(["train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--store", str(store), "--run-id",
+                 "r", "--epochs", "1", "--imgsz", "64", "--batch", "8", "--device", "cpu",
+                 "--out", str(tmp_path / "train")]) == 0
+    verdict = json.loads(verdict_path.read_text())
+    trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert verdict["base_weights"]["source"] == "store" and verdict["base_weights"]["pretrained"] is True
+    assert trained["base_weights"]["uri"] == verdict["base_weights"]["uri"] and trained["base_weights"]["pretrained"]
+    assert any("from pretrained weights" in reason for reason in verdict["reasons"])  # judged as pretrained
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "CUDA is not available on this machine"),
     (["--device", "cpu", "--store", "file:///tmp/x"], "--store and --run-id go together"),

@@ -94,7 +94,8 @@ def test_a_dead_sanity_verdict_fails_the_step_with_its_reasons(empty_label_datas
     manifest.write_text(json.dumps(document))
     config = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
     with pytest.raises(UserError, match="sanity gate: dead: .*box and DFL loss stayed exactly 0"):
-        sanity_step(str(manifest), str(tmp_path / "verdict.json"), config, "yolo11n", "")
+        sanity_step(str(manifest), str(tmp_path / "verdict.json"), config, "yolo11n", "",
+                    str(tmp_path / "store"))
 
 
 def test_datasets_and_weights_are_cached_under_one_root(tmp_path, monkeypatch):
