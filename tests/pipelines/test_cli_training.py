@@ -5,10 +5,22 @@ from pathlib import Path
 
 import pytest
 
+from components.config import SanityConfig, TrainConfig, user_settings
 from components.validate import validate_dataset
-from pipelines.cli import main
+from pipelines.cli import build_parser, main
+from pipelines.cli.flags import config_from_flags
 
 EPOCH_KEYS = {"box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95"}
+
+
+@pytest.mark.parametrize("command, config", [("train", TrainConfig), ("sanity", SanityConfig)])
+def test_train_and_sanity_take_each_setting_of_their_configuration_as_a_typed_flag(command, config):
+    required = ["--data", "d", *(["--verdict", "v.json"] if command == "sanity" else [])]
+    assert config_from_flags(build_parser().parse_args([command, *required]), config) == config()
+    changed = {name: "x" if isinstance(value, str) else value + 1 for name in user_settings(config)
+               for value in [getattr(config(), name)]}
+    flags = [text for name, value in changed.items() for text in (f"--{name.replace('_', '-')}", str(value))]
+    assert config_from_flags(build_parser().parse_args([command, *required, *flags]), config) == config(**changed)
 
 
 def test_sanity_from_a_snapshot_manifest_is_healthy_on_the_demo_data(demo_dataset_dir: Path, tmp_path: Path,
