@@ -18,6 +18,7 @@ from pipelines.cli import main
 from pipelines.client import parameter_types, parse_params
 from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline
 from pipelines.images import cpu_image, cuda_image
+from pipelines.kfp_defaults import DEFAULT_PIPELINE_NAME as PIPELINE_NAME
 from pipelines.pipeline import Placement
 
 
@@ -226,6 +227,6 @@ def test_committed_pipeline_matches_the_code(capsys):
 
 def test_check_reports_drift(tmp_path, capsys):
     stale = tmp_path / "stale.yaml"
-    stale.write_text(COMMITTED_PIPELINE.read_text().replace("pogona-train", "old-name", 1))
+    stale.write_text(COMMITTED_PIPELINE.read_text().replace(PIPELINE_NAME, "old-name", 1))
     assert main(["compile", "--check", "--output", str(stale)]) == 1
     assert "out of date" in capsys.readouterr().err
