@@ -23,6 +23,7 @@ def test_train_and_sanity_take_each_setting_of_their_configuration_as_a_typed_fl
     assert config_from_flags(build_parser().parse_args([command, *required, *flags]), config) == config(**changed)
 
 
+@pytest.mark.slow
 def test_sanity_from_a_snapshot_manifest_is_healthy_on_the_demo_data(demo_dataset_dir: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture):
@@ -40,6 +41,7 @@ def test_sanity_from_a_snapshot_manifest_is_healthy_on_the_demo_data(demo_datase
     assert "sanity: healthy" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sanity_exits_1_on_a_dead_run(empty_label_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     verdict_path = tmp_path / "verdict.json"
     code = main(["sanity", "--data", str(empty_label_dataset / "data.yaml"), "--weights", "yolo11n", "--imgsz", "64",
@@ -68,6 +70,7 @@ def test_evaluate_names_missing_weights(demo_dataset_dir: Path, tmp_path: Path, 
     assert "best.pt do not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_json_it_summarizes(trained_run: Path, demo_dataset_dir: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture):
     out = tmp_path / "evaluation" / "evaluation.json"
