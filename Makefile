@@ -8,7 +8,7 @@ LOCK   := requirements.lock
 # The newest releases pyproject.toml admits, in a venv of their own (`make test-latest`, `make lock`).
 LATEST := .venv-latest
 
-.PHONY: venv demo test test-latest lock bench clean
+.PHONY: venv demo test test-fast test-latest lock bench clean
 
 # pip itself first, at the locked version: older pips know no --build-constraint, and without it
 # the isolated build of an sdist would take whatever setuptools is newest.
@@ -35,6 +35,10 @@ demo: $(STAMP)
 test: $(STAMP) tools
 	$(BIN)/pogona compile --check
 	$(BIN)/python -m pytest -q
+
+# The tests that neither train nor wait (a minute or two): the slow tier is marked `slow` (pyproject.toml).
+test-fast: $(STAMP) tools
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # CI against the newest releases pyproject.toml admits, in a fresh venv: an upgrade is a decision.
 # Where pip's own configuration caps a package (a constraint in pip.conf), that cap still holds;

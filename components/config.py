@@ -6,13 +6,17 @@ from these, so a default changed here changes everywhere.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
+
+from components.errors import UserError
 
 CLASS_NAMES: dict[int, str] = {0: "pogona_head"}
 MODALITIES: tuple[str, ...] = ("thermal", "visible")
+MODEL_NAME = "pogona-head"  # the published model's default name: models/<name>/production.json
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
@@ -23,22 +27,40 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pogona"
 
 
+def _parameter(default: str | int | float | bool, description: str) -> Any:
+    """A field a user may set: a run parameter and a command-line flag, with `description` as its help."""
+    return field(default=default, metadata={"help": description})
+
+
+def _fixed(default: str | int | float | bool, reason: str) -> Any:
+    """A field no run parameter or flag sets; `reason` says why it stays as it is."""
+    return field(default=default, metadata={"fixed": reason})
+
+
+RECIPE = "the field notes' recipe: changing it is a change of code, not of a run"
+WORKERS = "data loader processes, sized with the step's CPU request"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Full training run (seed 004: yolo11s; seed 000: 100 epochs, patience 10, batch 95% of GPU memory)."""
 
-    model: str = "yolo11s"
-    weights: str = ""
-    epochs: int = 100
-    patience: int = 10
-    imgsz: int = 640
-    batch: float = 0.95
-    device: str = "cuda"
-    optimizer: str = "AdamW"
-    lr0: float = 0.001
-    cos_lr: bool = True
-    seed: int = 42
-    workers: int = 8
+    model: str = _parameter("yolo11s", "Architecture (yolo11n/s/m/l/x); without given weights its pretrained "
+                                       "weights come from <store>/weights/<model>.pt, else the image, else it is "
+                                       "built from YAML and trained from scratch (a .yaml model always is).")
+    weights: str = _parameter("", "Base weights: s3://.../<model>.pt or a file path; empty: the model's default "
+                                  "(see model).")
+    epochs: int = _parameter(100, "Maximum training epochs (the field notes found 50-80 enough).")
+    patience: int = _parameter(10, "Early-stopping patience in epochs.")
+    imgsz: int = _parameter(640, "Training and evaluation image size in pixels.")
+    batch: float = _parameter(0.95, "Batch size; below 1, a fraction of GPU memory (0.95 = 95%, single GPU only).")
+    device: str = _parameter("cuda", "cuda, a GPU list such as 0,1,2,3 (DDP), cpu, or mps (never chosen "
+                                     "automatically).")
+    optimizer: str = _fixed("AdamW", RECIPE)
+    lr0: float = _fixed(0.001, RECIPE)
+    cos_lr: bool = _fixed(True, RECIPE)
+    seed: int = _fixed(42, "the same snapshot and parameters train the same way")
+    workers: int = _fixed(8, WORKERS)
 
 
 @dataclass(frozen=True)
@@ -49,13 +71,18 @@ class SanityConfig:
     full-dataset CPU run took 49.68 minutes); see docs/benchmarks.md, "Sanity".
     """
 
-    epochs: int = 3
-    batch: int = 8
-    imgsz: int = 640
-    max_images: int = 64
-    workers: int = 2
-    min_loss_drop: float = 0.05
-    min_map50: float = 0.5
+    epochs: int = _parameter(3, "Epochs of the CPU sanity gate.")
+    batch: int = _parameter(8, "Batch size of the CPU sanity gate.")
+    imgsz: int = _parameter(640, "Image size of the CPU sanity gate.")
+    max_images: int = _parameter(64, "Images in the stratified sanity subset (train and val).")
+    workers: int = _fixed(2, WORKERS)
+    min_loss_drop: float = _parameter(0.05, "Fraction the total loss must fall during the sanity gate.")
+    min_map50: float = _parameter(0.5, "mAP50 the sanity gate must reach when starting from pretrained weights.")
+
+
+def user_settings(config: type) -> tuple[str, ...]:
+    """The fields of a configuration a user may set: each is a run parameter and a command-line flag."""
+    return tuple(item.name for item in fields(config) if "help" in item.metadata)
 
 
 @dataclass(frozen=True)
@@ -70,43 +97,43 @@ class PromotionConfig:
     min_margin_map50_95: float = 0.0
 
 
-def _parameter(default: str | int | float | bool, description: str) -> Any:
-    return field(default=default, metadata={"help": description})
+def _from_config(config: type, name: str, description: str = "") -> Any:
+    """A run parameter that sets `config`'s field `name`: that field's default, and its help unless the pipeline
+    words it otherwise."""
+    setting = next(item for item in fields(config) if item.name == name)
+    return field(default=setting.default, metadata={"help": description or setting.metadata["help"],
+                                                    "config": config, "field": name})
 
 
 @dataclass(frozen=True)
 class RunParameters:
     """Every parameter of a pipeline run, with its default and its help: the pipeline's signature
     (the KFP UI's run form) and the `pogona run --local` flags are made from these fields, and the
-    training numbers come from the configurations above."""
+    training numbers come from the configurations above: each of their settings is one run parameter
+    (`run_parameters_of`), which reaches the components as one JSON input per configuration."""
 
     dataset_uri: str = _parameter("s3://pogona/datasets/pogona-head",
                                   "Labeled dataset in the contract layout (s3://bucket/datasets/NAME or a folder).")
     store_uri: str = _parameter("s3://pogona",
                                 "Object store root for runs, weights and the production pointer (s3://bucket).")
-    model_name: str = _parameter("pogona-head", "Name of the published model (models/NAME/production.json).")
-    model: str = _parameter(TrainConfig.model, "Architecture (yolo11n/s/m/l/x); without base_weights_uri its "
-                                               "pretrained weights come from store_uri/weights/<model>.pt, else "
-                                               "the image, else it is built from YAML and trained from scratch.")
-    base_weights_uri: str = _parameter(TrainConfig.weights, "Pretrained weights in object storage "
-                                                            "(s3://bucket/weights/yolo11s.pt); empty: the "
-                                                            "model's default (see model).")
-    epochs: int = _parameter(TrainConfig.epochs, "Maximum training epochs (the field notes found 50-80 enough).")
-    patience: int = _parameter(TrainConfig.patience, "Early-stopping patience in epochs.")
-    imgsz: int = _parameter(TrainConfig.imgsz, "Training and evaluation image size in pixels.")
-    batch: float = _parameter(TrainConfig.batch, "Batch size; below 1, a fraction of GPU memory (0.95 = 95%, "
-                                                 "single GPU only).")
-    training_device: str = _parameter(TrainConfig.device, "cuda on GPU nodes; cpu only on kind or laptops.")
+    model_name: str = _parameter(MODEL_NAME, "Name of the published model (models/NAME/production.json).")
+    model: str = _from_config(TrainConfig, "model")
+    base_weights_uri: str = _from_config(TrainConfig, "weights", "Pretrained weights in object storage "
+                                                                 "(s3://bucket/weights/yolo11s.pt); empty: the "
+                                                                 "model's default (see model).")
+    epochs: int = _from_config(TrainConfig, "epochs")
+    patience: int = _from_config(TrainConfig, "patience")
+    imgsz: int = _from_config(TrainConfig, "imgsz")
+    batch: float = _from_config(TrainConfig, "batch")
+    training_device: str = _from_config(TrainConfig, "device", "cuda on GPU nodes; cpu only on kind or laptops.")
     num_gpus: str = _parameter("1", "GPUs for training (a whole number, given as text); above 1 trains with DDP "
                                     "on one node.")
-    sanity_epochs: int = _parameter(SanityConfig.epochs, "Epochs of the CPU sanity gate.")
-    sanity_batch: int = _parameter(SanityConfig.batch, "Batch size of the CPU sanity gate.")
-    sanity_imgsz: int = _parameter(SanityConfig.imgsz, "Image size of the CPU sanity gate.")
-    sanity_max_images: int = _parameter(SanityConfig.max_images, "Images in the stratified sanity subset.")
-    sanity_min_loss_drop: float = _parameter(SanityConfig.min_loss_drop,
-                                             "Fraction the total loss must fall during the sanity gate.")
-    sanity_min_map50: float = _parameter(SanityConfig.min_map50, "mAP50 the sanity gate must reach when starting "
-                                                                 "from pretrained weights.")
+    sanity_epochs: int = _from_config(SanityConfig, "epochs")
+    sanity_batch: int = _from_config(SanityConfig, "batch")
+    sanity_imgsz: int = _from_config(SanityConfig, "imgsz")
+    sanity_max_images: int = _from_config(SanityConfig, "max_images")
+    sanity_min_loss_drop: float = _from_config(SanityConfig, "min_loss_drop")
+    sanity_min_map50: float = _from_config(SanityConfig, "min_map50")
     min_map50: float = _parameter(PromotionConfig.min_map50,
                                   "Promotion floor on mAP50 (the field notes expect more than 0.95).")
     min_margin: float = _parameter(PromotionConfig.min_margin_map50_95,
@@ -122,3 +149,26 @@ class RunParameters:
 def run_parameter_types() -> dict[str, type]:
     """Each run parameter's Python type (str, int, float or bool)."""
     return get_type_hints(RunParameters)
+
+
+def run_parameters_of(config: type) -> dict[str, str]:
+    """The run parameters that set fields of `config`: {run parameter: field}."""
+    return {item.name: item.metadata["field"] for item in fields(RunParameters) if item.metadata.get("config") is config}
+
+
+Config = TypeVar("Config")
+
+
+def config_from_json(config: type[Config], text: str) -> Config:
+    """`config` from a JSON object of some of its fields (the rest keep their defaults), each value converted to the
+    field's type: a KFP backend writes the number 16.0 as 16."""
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{config.__name__} {text!r} is not JSON ({exc}): a text run parameter may not hold a "
+                        "double quote or a backslash") from None
+    types = get_type_hints(config)
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise UserError(f"{config.__name__} has no field {', '.join(unknown)}")
+    return config(**{name: types[name](value) for name, value in values.items()})

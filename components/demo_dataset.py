@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from components.config import CLASS_NAMES
+from components.config import CLASS_NAMES, MODALITIES
+from components.errors import UserError
 from components.storage import open_store
 
 
@@ -101,14 +102,28 @@ def render_sample(rng: np.random.Generator, size: int, modality: str, heads: int
     return buffer.getvalue(), "\n".join(lines) + ("\n" if lines else "")
 
 
+def _val_indices(spec: DemoSpec) -> set[int]:
+    """The images that go to val: each modality's `val_fraction` of its own images (they alternate), picked by
+    the seed from a stream of their own, so the images a seed draws stay the same."""
+    if not 0 < spec.val_fraction < 1:
+        raise UserError(f"val_fraction {spec.val_fraction} is not between 0 and 1")
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed).spawn(1)[0])
+    chosen: set[int] = set()
+    for first in range(len(MODALITIES)):
+        indices = np.arange(first, spec.images, len(MODALITIES))
+        chosen.update(rng.choice(indices, size=round(len(indices) * spec.val_fraction), replace=False).tolist())
+    return chosen
+
+
 def generate_demo_dataset(out: str, spec: DemoSpec = DemoSpec(), progress: bool = True) -> dict[str, int]:
     """Write the demo dataset under `out` (any store URI) and return counts per split."""
+    val = _val_indices(spec)
     store = open_store(out)
     rng = np.random.default_rng(spec.seed)
     counts: dict[str, int] = {}
     for index in range(spec.images):
-        split = "val" if index % round(1 / spec.val_fraction) == 0 else "train"
-        modality = "thermal" if index % 2 == 0 else "visible"
+        split = "val" if index in val else "train"
+        modality = MODALITIES[index % len(MODALITIES)]
         roll = rng.random()
         heads = 0 if roll < spec.background_fraction else (2 if roll < spec.background_fraction
                                                            + spec.two_heads_fraction else 1)

@@ -13,20 +13,18 @@ to the write itself.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from components.config import PromotionConfig
+from components.config import MODEL_NAME, PromotionConfig
 from components.errors import UserError
 from components.run_metrics import best_model_metrics, read_json
 from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store, sha256_file
+from components.version import code_version
 
 # Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
 # (data/ is the synced dataset and never re-uploaded; sanity/ and evaluation/ keep scratch runs in sub-folders).
@@ -57,22 +55,6 @@ def _pointer_key(model_name: str) -> str:
 def _history_key(model_name: str, record: dict[str, Any]) -> str:
     stamp = datetime.fromisoformat(record["promoted_at"]).strftime("%Y%m%dT%H%M%S%fZ")
     return f"models/{model_name}/history/{stamp}-{record['run_id']}.json"
-
-
-def code_version() -> dict[str, str | None]:
-    """The package version and git revision (POGONA_GIT_REVISION for images built without .git)."""
-    try:
-        package = metadata.version("pogona")
-    except metadata.PackageNotFoundError:
-        package = "unknown"
-    revision = os.environ.get("POGONA_GIT_REVISION")
-    if not revision:
-        try:
-            revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                      text=True, timeout=10, check=True).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            revision = None
-    return {"package": package, "git_revision": revision}
 
 
 def _files(root: Path, recursive: bool = True) -> list[Path]:
@@ -165,7 +147,7 @@ def promote(store: ObjectStore, model_name: str, candidate: dict[str, Any],
     raise StorageError(f"{store.url(key)} kept changing over {MAX_DECISION_ATTEMPTS} attempts; publish again")
 
 
-def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name: str = "pogona-head",
+def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name: str = MODEL_NAME,
                 promotion: PromotionConfig = PromotionConfig()) -> PublishResult:
     """Upload everything the run made to runs/<run-id>/, then promote it if it beats the champion."""
     for label, value in (("--run-id", run_id), ("--model-name", model_name)):

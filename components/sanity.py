@@ -18,11 +18,10 @@ from typing import Any
 from components.config import SanityConfig, TrainConfig
 from components.deadrun import DeadRunError
 from components.errors import UserError
+from components.results_csv import LOSS_KINDS
 from components.train import (GuardedDetectionTrainer, YOLO, Dataset, image_modality, load_dataset,
                               read_results)
 from components.weights import default_cache_dir, resolve_weights
-
-LOSSES = ("box_loss", "cls_loss", "dfl_loss")
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,11 @@ def stratified_subset(dataset: Dataset, max_images: int) -> dict[str, list[Path]
 
 def judge(epochs: list[dict[str, float]], config: SanityConfig, pretrained: bool) -> tuple[str, list[str]]:
     """healthy / dead / not_learning with the reasons, from the per-epoch figures of a finished run."""
-    broken = [f"epoch {i + 1} {name}={row[name]}" for i, row in enumerate(epochs) for name in LOSSES
+    broken = [f"epoch {i + 1} {name}={row[name]}" for i, row in enumerate(epochs) for name in LOSS_KINDS
               if not math.isfinite(row[name]) or row[name] == 0.0]
     if broken:
         return "dead", ["losses must be finite and non-zero: " + ", ".join(broken)]
-    first, last = (sum(row[name] for name in LOSSES) for row in (epochs[0], epochs[-1]))
+    first, last = (sum(row[name] for name in LOSS_KINDS) for row in (epochs[0], epochs[-1]))
     drop = (first - last) / first
     facts = [f"all losses finite and non-zero over {len(epochs)} epochs",
              f"total loss fell {drop:.1%} ({first:.3f} -> {last:.3f}); required at least {config.min_loss_drop:.0%}"]

@@ -145,7 +145,7 @@ def ui_url(conn: Connection, fragment: str) -> str:
 
 def default_version_name(now: datetime.datetime | None = None) -> str:
     """`<project version>-<UTC time>[-g<git revision>]`: unique per upload and traceable to code."""
-    from components.publish import code_version
+    from components.version import code_version
 
     version = code_version()
     stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d-%H%M%S")

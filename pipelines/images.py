@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from components.version import project_version
 
 DEFAULT_REGISTRY = "ghcr.io/pogona-lab"
 REPO = Path(__file__).resolve().parent.parent
 # What images/*/Dockerfile copy from the build context (tests/images checks the two agree).
 IMAGE_SOURCES = (
     "requirements.lock", "pyproject.toml", "README.md", "components", "pipelines", "images/fetch_weights.py")
-
-
-def project_version() -> str:
-    try:
-        return version("pogona")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def _hashed(relative: str) -> bool:

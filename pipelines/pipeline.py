@@ -8,11 +8,11 @@ compiled, from a `Placement`; everything a user may change per run is a pipeline
 import inspect
 from dataclasses import dataclass, fields, replace
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, get_type_hints
 
 from kfp import dsl, kubernetes
 
-from components.config import RunParameters, run_parameter_types
+from components.config import RunParameters, SanityConfig, TrainConfig, run_parameter_types, run_parameters_of
 from pipelines.images import cpu_image, cuda_image
 from pipelines.kfp_components import build_components
 from pipelines.kfp_defaults import DEFAULT_PIPELINE_NAME as PIPELINE_NAME
@@ -134,6 +134,20 @@ def run_signature(defaults: RunParameters) -> tuple[inspect.Signature, str]:
     return inspect.Signature(parameters), f"Train, evaluate and publish a YOLO11 detector.\n\nArgs:\n{docs}\n"
 
 
+def config_argument(config: type, run: SimpleNamespace) -> str:
+    """`config`'s run parameters as one JSON object, for a component input of that configuration.
+
+    Each value is a parameter's channel inside the text; the compiler gives the task an input per
+    channel and KFP puts the values in when the task starts (the backend's launcher by substitution
+    into the executor input's JSON, kfp.local likewise), so text is quoted and numbers are not. A
+    text value holding a double quote or a backslash would break that JSON.
+    """
+    types = get_type_hints(config)
+    members = [f'"{name}": "{getattr(run, parameter)}"' if types[name] is str else f'"{name}": {getattr(run, parameter)}'
+               for parameter, name in run_parameters_of(config).items()]
+    return "{" + ", ".join(members) + "}"
+
+
 def build_pipeline(placement: Placement) -> Callable:
     """The @dsl.pipeline for a placement (the compiled YAML and `kfp.local` both use it)."""
     steps = build_components(placement.cpu_image, placement.cuda_image)
@@ -150,26 +164,23 @@ def build_pipeline(placement: Placement) -> Callable:
 
         validate = on_cluster(steps.validate(dataset_uri=run.dataset_uri), sizes.validate, caching=False)
         validate.set_display_name("sync and validate dataset")
+        train_config = config_argument(TrainConfig, run)
         decide = on_cluster(steps.decide(
             store_uri=run.store_uri, model_name=run.model_name, fingerprint=validate.outputs["Output"],
-            skip_if_unchanged=run.skip_if_unchanged, code_version=placement.code_version, model=run.model,
-            base_weights_uri=run.base_weights_uri, epochs=run.epochs, patience=run.patience, imgsz=run.imgsz,
-            batch=run.batch, device=run.training_device, num_gpus=run.num_gpus), sizes.decide, caching=False)
+            skip_if_unchanged=run.skip_if_unchanged, code_version=placement.code_version, train_config=train_config,
+            num_gpus=run.num_gpus), sizes.decide, caching=False)
         decide.set_display_name("skip if unchanged")
 
         with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
             sanity = on_cluster(steps.sanity(
                 manifest=validate.outputs["manifest"], store_uri=run.store_uri, model=run.model,
-                base_weights_uri=run.base_weights_uri, sanity_epochs=run.sanity_epochs, sanity_batch=run.sanity_batch,
-                sanity_imgsz=run.sanity_imgsz, sanity_max_images=run.sanity_max_images,
-                sanity_min_loss_drop=run.sanity_min_loss_drop, sanity_min_map50=run.sanity_min_map50), sizes.sanity)
+                base_weights_uri=run.base_weights_uri, sanity_config=config_argument(SanityConfig, run)), sizes.sanity)
             sanity.set_display_name("CPU sanity gate")
 
             train = on_cluster(steps.train(
                 manifest=validate.outputs["manifest"], verdict=sanity.outputs["verdict"], store_uri=run.store_uri,
-                run_id=run.run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, model=run.model,
-                base_weights_uri=run.base_weights_uri, epochs=run.epochs, patience=run.patience, imgsz=run.imgsz,
-                batch=run.batch, device=run.training_device, num_gpus=run.num_gpus), sizes.train)
+                run_id=run.run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, train_config=train_config,
+                num_gpus=run.num_gpus), sizes.train)
             train.set_display_name("train").set_retry(num_retries=placement.train_retries,
                                                       backoff_duration="60s", backoff_factor=2)
             if placement.gpu:

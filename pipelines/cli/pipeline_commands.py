@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 from components.config import RunParameters, run_parameter_types
 from components.errors import UserError
+from pipelines.cli.flags import add_field_flags
 
 # Run parameters that `pogona run --local` sets itself or takes under flags of its own (--dataset,
 # --store, --model-name, --run-id, --no-skip-if-unchanged); every other one is a flag of the same name.
@@ -47,10 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run_parser.add_argument("--store", default=".pogona/store", help="object store URI or folder")
     run_parser.add_argument("--run-id", default="", help="folder under runs/ (default: local-<time>)")
     run_parser.add_argument("--model-name", default=RunParameters.model_name, help="default: %(default)s")
-    descriptions = {item.name: item.metadata["help"] for item in fields(RunParameters)}
-    for name, kind in run_parameter_flags().items():
-        help_text = descriptions[name].replace("%", "%%") + " (default: the pipeline's, or --demo's)"
-        run_parser.add_argument(f"--{name.replace('_', '-')}", type=kind, metavar=kind.__name__.upper(), help=help_text)
+    add_field_flags(run_parser, RunParameters, run_parameter_flags(), unset_means="the pipeline's, or --demo's")
     run_parser.add_argument("--no-skip-if-unchanged", action="store_true",
                             help="train even when an earlier run trained this dataset with the same code and parameters")
     run_parser.set_defaults(handler=run_command)

@@ -6,15 +6,11 @@ Heavy imports (torch, ultralytics) happen inside the handlers so `pogona --help`
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
-from components.config import SanityConfig, TrainConfig
+from components.config import SanityConfig, TrainConfig, user_settings
 from components.errors import UserError
-
-DEFAULT_WEIGHTS_HELP = ("without --weights: <store>/weights/<model>.pt, else $POGONA_WEIGHTS_DIR/<model>.pt, else "
-                        "<model>.yaml from scratch (a .yaml model always trains from scratch)")
-
+from pipelines.cli.flags import add_field_flags, config_from_flags
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
@@ -44,7 +40,7 @@ def _weights_or_model(weights: str, model: str) -> tuple[str, str]:
 def _sanity(args: argparse.Namespace) -> int:
     from components.sanity import run_sanity
 
-    config = SanityConfig(epochs=args.epochs, batch=args.batch, imgsz=args.imgsz, max_images=args.max_images)
+    config = config_from_flags(args, SanityConfig)
     weights, model = _weights_or_model(args.weights, args.model)
     verdict = run_sanity(_dataset(args), args.verdict, config, weights=weights, model=model, store=args.store)
     print(f"sanity: {verdict.verdict} after {verdict.steps} optimizer steps, {verdict.wall_seconds:.0f} s "
@@ -60,8 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     if bool(args.store) != bool(args.run_id):
         raise UserError("--store and --run-id go together (checkpoints live at <store>/runs/<run-id>/checkpoints/)")
     weights, model = _weights_or_model(args.weights, args.model)
-    config = TrainConfig(model=model, weights=weights, epochs=args.epochs, patience=args.patience,
-                         imgsz=args.imgsz, batch=args.batch, device=args.device)
+    config = config_from_flags(args, TrainConfig, model=model, weights=weights)
     result = train_model(_dataset(args), args.out, config, store=args.store, run_id=args.run_id)
     print(f"train: {result.epochs_completed} epochs; best {result.best}; metrics {result.metrics_json}")
     return 0
@@ -78,19 +73,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this group's commands to the `pogona` parser."""
-    sanity_defaults = {f.name: f.default for f in fields(SanityConfig)}
-    train_defaults = {f.name: f.default for f in fields(TrainConfig)}
-
     sanity = subparsers.add_parser("sanity", help="short CPU training that must prove the data learnable; "
                                                   "exit 0 only when healthy")
     _add_data_options(sanity)
-    sanity.add_argument("--epochs", type=int, default=sanity_defaults["epochs"])
-    sanity.add_argument("--batch", type=int, default=sanity_defaults["batch"])
-    sanity.add_argument("--imgsz", type=int, default=sanity_defaults["imgsz"])
-    sanity.add_argument("--max-images", type=int, default=sanity_defaults["max_images"],
-                        help="cap on the stratified train+val subset")
-    sanity.add_argument("--weights", default="", help="base weights (s3://..., file path) or a model name")
-    sanity.add_argument("--model", default=train_defaults["model"], help=DEFAULT_WEIGHTS_HELP)
+    add_field_flags(sanity, SanityConfig, user_settings(SanityConfig))
+    add_field_flags(sanity, TrainConfig, ("weights", "model"))
     sanity.add_argument("--store", default="", help="the run's object store, whose weights/<model>.pt is the "
                                                     "default base weights (as `pogona train --store`)")
     sanity.add_argument("--verdict", type=Path, required=True, help="verdict JSON to write")
@@ -98,15 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = subparsers.add_parser("train", help="multi-epoch training (CUDA by default), resumable from a store")
     _add_data_options(train)
-    train.add_argument("--model", default=train_defaults["model"], help=DEFAULT_WEIGHTS_HELP)
-    train.add_argument("--weights", default="", help="base weights: s3://.../<model>.pt or a file path")
-    train.add_argument("--epochs", type=int, default=train_defaults["epochs"])
-    train.add_argument("--patience", type=int, default=train_defaults["patience"])
-    train.add_argument("--imgsz", type=int, default=train_defaults["imgsz"])
-    train.add_argument("--batch", type=float, default=train_defaults["batch"],
-                       help="images per batch, or a fraction (<1) of GPU memory")
-    train.add_argument("--device", default=train_defaults["device"],
-                       help="cuda, a GPU list such as 0,1,2,3 (DDP), cpu, or mps (never chosen automatically)")
+    add_field_flags(train, TrainConfig, user_settings(TrainConfig))
     train.add_argument("--store", default="", help="object store for per-epoch checkpoints (with --run-id); its "
                                                    "weights/<model>.pt is the default base weights")
     train.add_argument("--run-id", default="", help="run id; a run started again with the same id resumes")

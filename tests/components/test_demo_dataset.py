@@ -1,9 +1,14 @@
 import io
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+from components.config import MODALITIES
 from components.demo_dataset import DemoSpec, generate_demo_dataset
+from components.errors import UserError
 from components.storage import open_store
 from components.validate import validate_dataset
 from pipelines.cli import main
@@ -31,3 +36,23 @@ def test_cli_demo_writes_a_usable_dataset_of_the_asked_size(s3_bucket: str, caps
     assert sum(g.backgrounds for groups in result.counts.values() for g in groups.values()) > 0
     first_image = next(e.key for e in result.manifest.entries if e.role == "image")
     assert Image.open(io.BytesIO(open_store(out).get_bytes(first_image))).size == (64, 64)
+
+
+@pytest.mark.parametrize("val_fraction", [0.5, 0.25, 0.2])
+def test_each_modality_gets_its_share_of_val_the_same_for_a_seed(tmp_path: Path, val_fraction: float):
+    spec = DemoSpec(images=40, size=32, seed=3, val_fraction=val_fraction)
+    splits = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        generate_demo_dataset(str(tmp_path / name), replace(spec, seed=seed), progress=False)
+        splits.append({path.name: path.parent.parent.name for path in (tmp_path / name / "images").rglob("*.jpg")})
+    val = Counter(path.parent.name for path in (tmp_path / "a" / "images" / "val").rglob("*.jpg"))
+    per_modality = spec.images // len(MODALITIES)
+    assert val == {modality: round(per_modality * val_fraction) for modality in MODALITIES}
+    assert splits[0] == splits[1]
+    assert splits[0] != splits[2]
+
+
+def test_a_val_fraction_outside_0_to_1_is_refused(tmp_path: Path):
+    with pytest.raises(UserError, match="val_fraction 0 is not between 0 and 1"):
+        generate_demo_dataset(str(tmp_path), DemoSpec(images=4, val_fraction=0), progress=False)
+    assert not any(tmp_path.iterdir())

@@ -40,6 +40,7 @@ def evaluation(weights: Path, demo_dataset_dir: Path, tmp_path_factory: pytest.T
     return out
 
 
+@pytest.mark.slow
 def test_overall_figures_agree_with_ultralytics_val(evaluation: Path, weights: Path, demo_dataset_dir: Path,
                                                     tmp_path: Path):
     data = load_dataset(demo_dataset_dir).write_yaml(tmp_path / "data.yaml")
@@ -51,6 +52,7 @@ def test_overall_figures_agree_with_ultralytics_val(evaluation: Path, weights: P
                                      "map50": reference.box.map50, "map50_95": reference.box.map}, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_per_modality_figures_cover_each_modality_on_its_own_images(evaluation: Path, demo_dataset_dir: Path):
     result = json.loads(evaluation.read_text())
     assert result["imgsz"] == 96  # the size the model was trained at, read from its checkpoint
@@ -63,11 +65,13 @@ def test_per_modality_figures_cover_each_modality_on_its_own_images(evaluation: 
     assert "splits" not in result  # the demo dataset has no test split
 
 
+@pytest.mark.slow
 def test_plots_are_written_next_to_the_json(evaluation: Path):
     for name in ("pr_curve.png", "confusion_matrix.png"):
         assert (evaluation.parent / name).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_a_test_split_is_evaluated_on_its_own_images(weights: Path, demo_dataset_dir: Path, tmp_path: Path):
     data = tmp_path / "dataset"
     shutil.copytree(demo_dataset_dir, data, ignore=shutil.ignore_patterns("*.cache"))
@@ -103,6 +107,7 @@ def test_matching_counts_missed_heads_and_false_detections_as_map50_does():
     assert [(d.confidence, d.correct) for d in detections] == [(0.9, True), (0.6, False), (0.5, False)]
 
 
+@pytest.mark.slow
 def test_the_worst_validation_images_are_drawn_per_modality_worst_first(evaluation: Path, demo_dataset_dir: Path):
     worst = json.loads(evaluation.read_text())["worst_images"]
     assert set(worst) <= {"thermal", "visible"} and any(worst.values())
@@ -117,6 +122,7 @@ def test_the_worst_validation_images_are_drawn_per_modality_worst_first(evaluati
                 assert drawing.format == "JPEG" and max(drawing.size) == 320
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_worst_images_in_its_one_page(evaluation: Path, tmp_path: Path):
     worst = json.loads(evaluation.read_text())["worst_images"]
     result = write_report(Path(__file__).parent / "fixtures" / "converged_early" / "results.csv", tmp_path,

@@ -16,11 +16,14 @@ from components.errors import UserError
 from components.export import export_model, parse_formats, preprocess
 from components.train import load_dataset
 
+pytestmark = pytest.mark.slow  # every test here trains, exports or predicts
+
 # INT8 and FP32 agree within this much mAP50-95 on 200 held-out demo images (the demo val split's 16
 # images move mAP50-95 by about 0.01 per box crossing an IoU threshold). bench/int8.py measured the
 # shipped recipe on detectors of three seeds within 0.011 of FP32, at the locked and the newest
 # versions (docs/benchmarks.md); quantizing the stem too lost 0.028-0.587 on the same detectors.
 INT8_TOLERANCE_MAP50_95 = 0.02
+
 HELD_OUT = DemoSpec(images=400, size=96, seed=7, val_fraction=0.5)  # bench/int8.py's held-out set
 
 

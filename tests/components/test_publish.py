@@ -126,6 +126,7 @@ def candidate(run_id: str, map50_95: float) -> dict[str, Any]:
             "weights_uri": f"runs/{run_id}/train/weights/best.pt", "sha256": run_id, "dataset_fingerprint": "fp"}
 
 
+@pytest.mark.slow
 def test_equal_challengers_finishing_together_leave_exactly_one_winner(store_uri: str) -> None:
     outcomes = run_together(6, lambda i: promote(open_store(store_uri), "pogona-head", candidate(f"r{i}", 0.8),
                                                  PromotionConfig()))
@@ -137,6 +138,7 @@ def test_equal_challengers_finishing_together_leave_exactly_one_winner(store_uri
     assert [record["run_id"] for record in history(store)] == winners
 
 
+@pytest.mark.slow
 def test_racing_challengers_end_with_the_best_and_a_consistent_history(store_uri: str) -> None:
     scores = [0.80, 0.84, 0.82, 0.86, 0.81, 0.83]
     outcomes = run_together(len(scores), lambda i: promote(open_store(store_uri), "pogona-head",
@@ -179,6 +181,7 @@ def test_publish_failing_half_way_leaves_the_champion_as_it_was(tmp_path: Path) 
     assert not (root / "runs/better/metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_publish_cut_off_on_s3_leaves_the_champion_as_it_was(tmp_path: Path, s3_bucket: str, s3_faults) -> None:
     publish_run(make_run(tmp_path / "a", 0.97, 0.80), s3_bucket, "champ")
     pointer_before = open_store(s3_bucket).get_bytes("models/pogona-head/production.json")
@@ -189,6 +192,7 @@ def test_publish_cut_off_on_s3_leaves_the_champion_as_it_was(tmp_path: Path, s3_
     assert open_store(s3_bucket).get_bytes("models/pogona-head/production.json") == pointer_before
 
 
+@pytest.mark.slow
 def test_a_pointer_write_applied_before_a_reset_is_reported_as_promoted(tmp_path: Path, s3_bucket: str,
                                                                        s3_faults) -> None:
     # S3 applies each conditional PUT of the pointer, the reply is lost, and the retry fails its own condition

@@ -110,6 +110,7 @@ def test_missing_pr_curve_is_said_not_faked(tmp_path: Path) -> None:
     assert not (tmp_path / "pr_curve.png").exists()
 
 
+@pytest.mark.slow
 def test_report_on_a_real_ultralytics_run(trained_run: Path, tmp_path: Path) -> None:
     """A 2-epoch run learns nothing: the report, given the run dir as the pipeline passes it, says so."""
     result = write_report(trained_run, tmp_path)

@@ -19,6 +19,7 @@ def _epoch(box: float, cls: float, dfl: float, map50: float = 0.0) -> dict[str, 
             "map50": map50, "map50_95": 0.0}
 
 
+@pytest.mark.slow
 def test_empty_labels_are_judged_dead_within_the_step_budget_and_stop_early(empty_label_dataset: Path,
                                                                              tmp_path: Path,
                                                                              caplog: pytest.LogCaptureFixture):
@@ -37,6 +38,7 @@ def test_empty_labels_are_judged_dead_within_the_step_budget_and_stop_early(empt
     assert any("yolo11n from scratch" in message for message in caplog.messages)
 
 
+@pytest.mark.slow
 def test_a_nan_loss_is_judged_dead(demo_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from ultralytics.utils.loss import v8DetectionLoss
 

@@ -120,6 +120,7 @@ def test_on_an_sse_kms_bucket_sync_verifies_every_file_and_a_resync_downloads_no
         sync_snapshot(manifest_path, dest, workers=1, progress=False)
 
 
+@pytest.mark.slow
 def test_two_syncs_into_one_folder_leave_each_others_files_in_flight_alone(s3_manifest: Path, s3_faults,
                                                                           tmp_path: Path):
     dest = tmp_path / "shared"

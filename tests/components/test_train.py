@@ -29,6 +29,7 @@ def cpu_run(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     return train_model(demo_dataset_dir, tmp_path_factory.mktemp("cpu_run") / "train", TINY)
 
 
+@pytest.mark.slow
 def test_cpu_training_writes_the_contract_outputs(cpu_run):
     for path in (cpu_run.best, cpu_run.last, cpu_run.results_csv, cpu_run.args_yaml, cpu_run.metrics_json):
         assert path.is_file() and path.stat().st_size > 0, path
@@ -53,6 +54,7 @@ def test_cuda_is_refused_at_once_when_absent(demo_dataset_dir: Path, tmp_path: P
     assert not (tmp_path / "train").exists()
 
 
+@pytest.mark.slow
 def test_the_guard_lives_in_the_trainer_class_so_ddp_workers_rebuilt_from_it_keep_it(cpu_run):
     """Ultralytics' DDP worker re-creates the trainer from its class, its args and the pickled callbacks."""
     args = yaml.safe_load(cpu_run.args_yaml.read_text())
@@ -70,6 +72,7 @@ def _rows(results_csv: Path) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epoch(demo_dataset_dir: Path,
                                                                                      tmp_path: Path):
     store, epochs = tmp_path / "store", 4
@@ -148,6 +151,7 @@ def _stored_epoch(store: Path, run_id: str) -> int:
                       weights_only=False)["epoch"] + 1
 
 
+@pytest.mark.slow
 def test_training_goes_on_while_a_checkpoint_uploads_one_upload_at_a_time(demo_dataset_dir: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch):
     out, store, epochs = tmp_path / "train", tmp_path / "store", 3
@@ -171,6 +175,7 @@ def test_training_goes_on_while_a_checkpoint_uploads_one_upload_at_a_time(demo_d
     assert not list(tmp_path.glob("checkpoint-uploads-*"))  # the staged copies are gone
 
 
+@pytest.mark.slow
 def test_a_failed_checkpoint_upload_is_retried_until_it_lands(demo_dataset_dir: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               caplog: pytest.LogCaptureFixture):
@@ -190,6 +195,7 @@ def test_a_failed_checkpoint_upload_is_retried_until_it_lands(demo_dataset_dir: 
     assert any(line.startswith("pogona: waited ") and "for checkpoint uploads" in line for line in caplog.messages)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_never_uploads_fails_training_naming_the_object(demo_dataset_dir: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch):
     def always_fail(key: str) -> None:
@@ -203,6 +209,7 @@ def test_a_checkpoint_that_never_uploads_fails_training_naming_the_object(demo_d
                     run_id="r")
 
 
+@pytest.mark.slow
 def test_an_error_in_training_waits_for_the_queued_checkpoint_and_stays_the_error(demo_dataset_dir: Path,
                                                                                  tmp_path: Path,
                                                                                  monkeypatch: pytest.MonkeyPatch,
@@ -236,6 +243,7 @@ def test_an_error_in_training_waits_for_the_queued_checkpoint_and_stays_the_erro
     assert any("runs/r2/checkpoints/best.pt failed after 4 attempts" in line for line in caplog.messages)
 
 
+@pytest.mark.slow
 def test_a_run_from_scratch_records_it_in_metrics_json(cpu_run):
     """No weights given, none staged or baked (TINY's yolo11n): the YAML-built model, recorded so the report says so."""
     recorded = json.loads(cpu_run.metrics_json.read_text())["base_weights"]

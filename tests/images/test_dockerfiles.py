@@ -17,8 +17,10 @@ from urllib.parse import urldefrag, urlparse
 import pytest
 
 from components.config import TrainConfig
+from components.version import GIT_REVISION_ENV
 from components.weights import WEIGHTS_DIR_ENV
 from pipelines import images
+from pipelines.pipeline import CACHE_MOUNT
 
 REPO = Path(__file__).resolve().parents[2]
 FLAVOURS = ("cpu", "cuda")
@@ -104,6 +106,12 @@ def test_final_stage_carries_the_oci_labels(flavour):
     assert 'org.opencontainers.image.title="pogona-' + flavour + '"' in labels
 
 
+def final_env(flavour: str) -> dict[str, str]:
+    """The final stage's ENV settings, unexpanded."""
+    return dict(pair.split("=", 1) for arguments in parse_dockerfile(dockerfile(flavour))[-1].arguments("ENV")
+                for pair in shlex.split(arguments))
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_nothing_is_downloaded_when_a_pod_starts(flavour):
     env = final_env(flavour)
@@ -168,6 +176,25 @@ def test_make_images_keeps_the_dockerfile_weights_unless_told_otherwise(extra, e
     passed = [words[index + 1].partition("=")[2] for index, word in enumerate(words)
               if word == "--build-arg" and words[index + 1].startswith("BASE_WEIGHTS_URL=")]
     assert passed == ([] if expected is None else [expected])
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_dataset_cache_is_the_folder_the_pipeline_mounts_and_the_user_may_write_it(flavour):
+    assert final_env(flavour)["POGONA_CACHE_DIR"] == CACHE_MOUNT
+    runs = parse_dockerfile(dockerfile(flavour))[-1].arguments("RUN")
+    assert any("mkdir" in run and "chown -R 10001:0" in run and CACHE_MOUNT in run for run in runs), \
+        f"{flavour}: {CACHE_MOUNT} is not created for the non-root user"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_published_runs_record_the_git_revision_the_image_was_built_from(flavour):
+    final = parse_dockerfile(dockerfile(flavour))[-1]
+    assert final_env(flavour)[GIT_REVISION_ENV] == "${REVISION}"
+    declared = [i for i, (keyword, arguments) in enumerate(final.instructions)
+                if keyword == "ARG" and arguments.partition("=")[0] == "REVISION"]
+    used = [i for i, (keyword, arguments) in enumerate(final.instructions)
+            if keyword == "ENV" and GIT_REVISION_ENV in arguments]
+    assert declared and declared[0] < used[0], f"{flavour}: ARG REVISION is not declared in the stage that uses it"
 
 
 LOCKED_TORCH = "$(grep -E '^(torch|torchvision)==' /src/requirements.lock)"

@@ -75,6 +75,7 @@ def test_user_errors_are_one_line_and_exit_2(argv: list[str], message: str, caps
     assert err.startswith(f"pogona {argv[0]}: error:") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_export_in_a_working_dir_lands_where_report_reads_it(trained_run: Path, demo_dataset_dir: Path,
                                                               tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     work = tmp_path / "work"

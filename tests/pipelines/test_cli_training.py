@@ -5,12 +5,25 @@ from pathlib import Path
 
 import pytest
 
+from components.config import SanityConfig, TrainConfig, user_settings
 from components.validate import validate_dataset
-from pipelines.cli import main
+from pipelines.cli import build_parser, main
+from pipelines.cli.flags import config_from_flags
 
 EPOCH_KEYS = {"box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95"}
 
 
+@pytest.mark.parametrize("command, config", [("train", TrainConfig), ("sanity", SanityConfig)])
+def test_train_and_sanity_take_each_setting_of_their_configuration_as_a_typed_flag(command, config):
+    required = ["--data", "d", *(["--verdict", "v.json"] if command == "sanity" else [])]
+    assert config_from_flags(build_parser().parse_args([command, *required]), config) == config()
+    changed = {name: "x" if isinstance(value, str) else value + 1 for name in user_settings(config)
+               for value in [getattr(config(), name)]}
+    flags = [text for name, value in changed.items() for text in (f"--{name.replace('_', '-')}", str(value))]
+    assert config_from_flags(build_parser().parse_args([command, *required, *flags]), config) == config(**changed)
+
+
+@pytest.mark.slow
 def test_sanity_from_a_snapshot_manifest_is_healthy_on_the_demo_data(demo_dataset_dir: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture):
@@ -28,6 +41,7 @@ def test_sanity_from_a_snapshot_manifest_is_healthy_on_the_demo_data(demo_datase
     assert "sanity: healthy" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sanity_exits_1_on_a_dead_run(empty_label_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     verdict_path = tmp_path / "verdict.json"
     code = main(["sanity", "--data", str(empty_label_dataset / "data.yaml"), "--weights", "yolo11n", "--imgsz", "64",
@@ -75,6 +89,7 @@ def test_evaluate_names_missing_weights(demo_dataset_dir: Path, tmp_path: Path, 
     assert "best.pt do not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_json_it_summarizes(trained_run: Path, demo_dataset_dir: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture):
     out = tmp_path / "evaluation" / "evaluation.json"

@@ -1,16 +1,20 @@
 """The whole pipeline through kfp.local on a tiny demo dataset: the path `make demo` takes."""
 
-from __future__ import annotations
-
+import json
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
+import kfp.local
 import pytest
+from kfp import dsl
 
-from components.config import RunParameters, run_parameter_types
+from components.config import RunParameters, SanityConfig, TrainConfig, run_parameter_types, run_parameters_of
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.storage import open_store
 from pipelines.cli import build_parser
 from pipelines.local import run_local, summary_table
+from pipelines.pipeline import config_argument, run_signature
 
 TINY = dict(model="yolo11n", epochs=2, patience=2, imgsz=96, batch=16.0, sanity_epochs=3, sanity_imgsz=96,
             sanity_max_images=80, sanity_min_loss_drop=0.0, min_map50=0.0, export_formats="onnx")
@@ -24,6 +28,7 @@ def local_pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return dataset, root / "store"
 
 
+@pytest.mark.slow
 def test_local_run_publishes_a_complete_run_then_skips_an_unchanged_dataset(local_pipeline, tmp_path):
     dataset, store_dir = local_pipeline
     first = run_local(store=str(store_dir), dataset=str(dataset), overrides=TINY, run_id="first",
@@ -56,3 +61,43 @@ def test_pogona_run_takes_every_run_parameter_it_does_not_set_itself_as_a_typed_
     assert flags == set(run_parameter_types()) - {"dataset_uri", "store_uri", "skip_if_unchanged",
                                                   "training_device", "num_gpus", "s3_secret_name"}
     assert args.model_name == RunParameters.model_name
+
+
+@dsl.component(base_image="python:3.11")
+def _received(train_config: str, sanity_config: str, out: str):
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from components.config import SanityConfig, TrainConfig, config_from_json
+
+    Path(out).write_text(json.dumps([asdict(config_from_json(TrainConfig, train_config)),
+                                     asdict(config_from_json(SanityConfig, sanity_config))]))
+
+
+@dsl.component(base_image="python:3.11")
+def _yes() -> bool:
+    return True
+
+
+@pytest.mark.slow
+def test_kfp_local_hands_a_branch_step_the_configurations_the_run_parameters_set(tmp_path):
+    """kfp.local fills the parameters into the JSON the pipeline builds, as the cluster's backend does."""
+    names = [*run_parameters_of(TrainConfig), *run_parameters_of(SanityConfig)]
+    arguments = {name: TINY.get(name, getattr(RunParameters(), name)) for name in names}
+    signature, _ = run_signature(RunParameters())
+    out = tmp_path / "received.json"
+
+    def configurations(*values) -> None:  # as the pipeline: one channel per run parameter, in order
+        run = SimpleNamespace(**dict(zip(signature.parameters, values)))
+        with dsl.If(_yes().output == True):  # noqa: E712 (KFP condition), as the training steps sit in one
+            _received(train_config=config_argument(TrainConfig, run),
+                      sanity_config=config_argument(SanityConfig, run), out=str(out))
+
+    configurations.__signature__ = signature
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    dsl.pipeline(configurations)(**arguments)
+    received = json.loads(out.read_text())
+    expected = [asdict(config(**{field: arguments[name] for name, field in run_parameters_of(config).items()}))
+                for config in (TrainConfig, SanityConfig)]
+    assert received == expected

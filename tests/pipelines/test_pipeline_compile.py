@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from google.protobuf import json_format, struct_pb2
 
-from components.config import RunParameters, run_parameter_types
+from components.config import (RunParameters, SanityConfig, TrainConfig, config_from_json, run_parameter_types,
+                               run_parameters_of)
 from pipelines.cli import main
 from pipelines.client import parameter_types, parse_params
 from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline
 from pipelines.images import cpu_image, cuda_image
+from pipelines.kfp_defaults import DEFAULT_PIPELINE_NAME as PIPELINE_NAME
 from pipelines.pipeline import Placement
 
 
@@ -66,6 +70,58 @@ def test_the_backend_gives_the_training_pod_the_gpus_the_run_asks_for(gpu_pipeli
     assert _driver_gpu_limit(spec, {}) == "1"
     arguments = parse_params(["num_gpus=4"], parameter_types(spec))  # as `pogona submit --param` sends it
     assert _driver_gpu_limit(spec, arguments) == "4"
+
+
+def _launcher_text(value: struct_pb2.Value) -> str:
+    """A parameter's value as the backend's launcher (2.17, launcher_v2.go getPlaceholders) writes it into text:
+    a string as it is, a number in its shortest form without exponent (strconv 'f', -1), a bool as true/false."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return np.format_float_positional(value.number_value, trim="-")
+    if kind == "bool_value":
+        return str(value.bool_value).lower()
+    return value.string_value
+
+
+def _executor_input_value(spec: dict, task: str, name: str, arguments: dict) -> str:
+    """What the KFP executor in the pod reads for an input the pipeline built from several run parameters.
+
+    The compiler makes it a runtime constant holding `{{$.inputs.parameters['pipelinechannel--…']}}`
+    and gives the task one input per channel. The driver (resolve.go) passes the constant on as it
+    is and resolves the channels; the launcher (compileCmdAndArgs) writes the executor input as
+    JSON and replaces each placeholder in that text with the parameter's value.
+    """
+    parameters = _tasks(spec)[task]["inputs"]["parameters"]
+    executor_input = json.dumps({"inputs": {"parameterValues": {name: parameters[name]["runtimeValue"]["constant"]}}})
+    pipeline_parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for channel, source in parameters.items():
+        if "componentInputParameter" in source:
+            parameter = source["componentInputParameter"].removeprefix("pipelinechannel--")
+            value = arguments.get(parameter, pipeline_parameters[parameter].get("defaultValue"))
+            executor_input = executor_input.replace(f"{{{{$.inputs.parameters['{channel}']}}}}",
+                                                    _launcher_text(json_format.ParseDict(value, struct_pb2.Value())))
+    return json.loads(executor_input)["inputs"]["parameterValues"][name]
+
+
+def _changed(value: str | int | float) -> str | int | float:
+    """Another value of the same type; a float becomes a whole number, which the backend writes without '.0'."""
+    if isinstance(value, str):
+        return f"{value}/changed"
+    return value + 1 if isinstance(value, int) else float(int(value) + 16)
+
+
+@pytest.mark.parametrize("task, config_input, config", [
+    ("decide-training", "train_config", TrainConfig), ("train-detector", "train_config", TrainConfig),
+    ("sanity-gate", "sanity_config", SanityConfig)])
+def test_each_component_gets_the_configuration_the_run_parameters_set(gpu_pipeline, task, config_input, config):
+    spec, _ = gpu_pipeline
+    settings = run_parameters_of(config)
+    assert settings, f"no run parameter sets {config.__name__}"
+    for values in ({}, {parameter: _changed(getattr(RunParameters(), parameter)) for parameter in settings}):
+        arguments = parse_params([f"{name}={value}" for name, value in values.items()], parameter_types(spec))
+        run = replace(RunParameters(), **values)
+        expected = config(**{field: getattr(run, parameter) for parameter, field in settings.items()})
+        assert config_from_json(config, _executor_input_value(spec, task, config_input, arguments)) == expected
 
 
 def test_steps_that_load_data_with_workers_get_a_memory_backed_shm(gpu_pipeline):
@@ -171,6 +227,6 @@ def test_committed_pipeline_matches_the_code(capsys):
 
 def test_check_reports_drift(tmp_path, capsys):
     stale = tmp_path / "stale.yaml"
-    stale.write_text(COMMITTED_PIPELINE.read_text().replace("pogona-train", "old-name", 1))
+    stale.write_text(COMMITTED_PIPELINE.read_text().replace(PIPELINE_NAME, "old-name", 1))
     assert main(["compile", "--check", "--output", str(stale)]) == 1
     assert "out of date" in capsys.readouterr().err

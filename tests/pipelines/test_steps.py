@@ -85,6 +85,7 @@ def test_an_unusable_dataset_fails_the_validate_step_naming_it(empty_label_datas
         validate_step(str(empty_label_dataset), str(tmp_path / "manifest.json"), str(tmp_path / "report.md"))
 
 
+@pytest.mark.slow
 def test_a_dead_sanity_verdict_fails_the_step_with_its_reasons(empty_label_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "cache"))
     manifest = tmp_path / "manifest.json"

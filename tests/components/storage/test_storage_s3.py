@@ -8,6 +8,7 @@ from components.storage import S3Store, StorageError, file_matches, open_store
 from pipelines.cli import main
 
 
+@pytest.mark.slow
 def test_listing_pages_past_a_thousand_objects(s3_bucket: str):
     store = open_store(s3_bucket)
     keys = [f"many/{i:05d}.txt" for i in range(1050)]
@@ -29,6 +30,7 @@ def test_large_files_go_up_in_verified_parts(s3_bucket: str, tmp_path: Path):
     assert dest.read_bytes() == source.read_bytes()
 
 
+@pytest.mark.slow
 def test_persistent_failure_ends_as_one_line_naming_the_object(s3_bucket: str, s3_faults, tmp_path: Path):
     s3_faults.inject(*["503"] * 5)
     with pytest.raises(StorageError, match=r"s3://.*/obj\.bin: S3 answered 503 SlowDown") as error:
@@ -48,6 +50,7 @@ def test_missing_bucket_is_one_clear_line(s3_env: str, capsys: pytest.CaptureFix
     assert err.count("\n") == 0 and "no-such-bucket" in err and "bucket does not exist" in err
 
 
+@pytest.mark.slow
 def test_unreachable_endpoint_is_retried_then_one_clear_line(s3_env: str, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")

@@ -10,6 +10,7 @@ from components.storage import (ObjectInfo, S3Store, StorageError, file_matches,
                                 write_atomic)
 
 
+@pytest.mark.slow
 def test_transient_failures_are_retried(s3_bucket: str, s3_faults, tmp_path: Path):
     store = open_store(s3_bucket)
     payload = bytes(range(256)) * 400
@@ -25,6 +26,7 @@ def test_transient_failures_are_retried(s3_bucket: str, s3_faults, tmp_path: Pat
     assert s3_faults.requests == 3 + 1 + 3 + 1 + 2 + 1
 
 
+@pytest.mark.slow
 def test_each_retry_is_logged_as_a_warning_naming_the_request_error_and_attempt(
         s3_bucket: str, s3_faults, caplog: pytest.LogCaptureFixture):
     store = open_store(s3_bucket)
