@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from components.config import CLASS_NAMES, MODALITIES
 from components.errors import UserError
+from components.log import LOG
 from components.storage import open_store
 
 
@@ -133,7 +133,7 @@ def generate_demo_dataset(out: str, spec: DemoSpec = DemoSpec(), progress: bool 
         store.put_bytes(f"labels/{split}/{modality}/{stem}.txt", label.encode())
         counts[split] = counts.get(split, 0) + 1
         if progress and (index + 1) % 100 == 0:
-            print(f"demo dataset: {index + 1}/{spec.images} images", file=sys.stderr, flush=True)
+            LOG.info(f"demo dataset: {index + 1}/{spec.images} images")
     names = "\n".join(f"  {i}: {n}" for i, n in CLASS_NAMES.items())
     store.put_bytes("data.yaml", f"# Pogona demo dataset (generated, seed {spec.seed})\nnames:\n{names}\n".encode())
     return counts

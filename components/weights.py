@@ -9,7 +9,6 @@ COCO-pretrained weights.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,12 +16,12 @@ from typing import Any
 
 from components.config import cache_root
 from components.errors import UserError
+from components.log import LOG
 from components.storage import ObjectStore, file_matches, open_store, split_uri
 
 WEIGHTS_DIR_ENV = "POGONA_WEIGHTS_DIR"
 STORE_WEIGHTS_PREFIX = "weights"
 
-log = logging.getLogger("pogona")
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def resolve_weights(weights: str, model: str, cache_dir: Path, store: str = "") 
 def _scratch(model: str) -> BaseWeights:
     """The model built from its YAML, said loudly: the run will need far more epochs than the defaults."""
     architecture = model if model.endswith((".yaml", ".yml")) else f"{Path(model).stem}.yaml"
-    log.warning(f"training {Path(model).stem} from scratch ({architecture}, no pretrained weights): it needs far "
+    LOG.warning(f"training {Path(model).stem} from scratch ({architecture}, no pretrained weights): it needs far "
                 "more epochs than the field notes' figures, which assume COCO-pretrained weights; "
                 f"`pogona weights stage {Path(model).stem}.pt --store <store>` stages them")
     return BaseWeights(architecture, "scratch", "", pretrained=False)

@@ -1,7 +1,8 @@
 """Adapters between KFP artifact paths and the step functions in `components/`.
 
 A KFP component body is shipped as source text, so it stays a two-line call into this
-module; everything here is plain Python that the tests call directly. Each adapter lays the
+module; everything here is plain Python that the tests call directly. The step functions are
+a pod's entry points: each first sends pogona's log lines to stderr. Each adapter lays the
 artifacts it receives out as the run's working directory (docs/architecture.md), calls one
 step function, and returns the numbers the KFP UI shows as Metrics.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from components.attempts import Attempt
 from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.errors import UserError
-from components.log import LOG
+from components.log import LOG, show_logs
 
 
 def dataset_cache_root() -> Path:
@@ -49,6 +50,7 @@ def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tup
     The images validation downloads stay in the snapshot cache, so later steps on the same
     machine (a laptop, `kfp.local`) do not download them again.
     """
+    show_logs()
     from components.validate import validate_dataset
 
     dataset_cache_root().mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,7 @@ def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, n
 
 def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_unchanged: bool) -> TrainingDecision:
     """Skip training when an earlier run already trained exactly this attempt (unless forced)."""
+    show_logs()
     from components.attempts import describe, find_attempt
     from components.storage import open_store
 
@@ -97,6 +100,7 @@ def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, mod
                 weights: str, store_uri: str) -> dict[str, float]:
     """Run the CPU sanity gate from the base weights training will start from (the same store); a dead or
     non-learning verdict fails the step with its reasons."""
+    show_logs()
     from components.sanity import run_sanity
 
     verdict = run_sanity(materialize(manifest_path), Path(verdict_path), config, weights=weights, model=model,
@@ -126,6 +130,7 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
     """Train; a failure no retry can fix (no CUDA, a bad parameter, a dead run) is recorded under the
     run so that KFP's retries within the same pipeline run (`kfp_run_id`) end at once instead of training
     again. KFP retries a failed step whatever the cause; lost nodes and evicted pods are what they are for."""
+    show_logs()
     from components.deadrun import DeadRunError
     from components.storage import StorageError, open_store
     from components.train import train_model
@@ -151,6 +156,7 @@ def analyze_step(manifest_path: str, trained_dir: str, verdict_path: str, analys
                  promotion: PromotionConfig = PromotionConfig()) -> dict[str, float]:
     """Evaluate per modality, export, and write the report (judged against the run's promotion floors; saying
     what changed in the dataset since the champion's snapshot)."""
+    show_logs()
     from components.changes import changes_since_champion
     from components.evaluate import evaluate_model
     from components.export import export_model
@@ -196,6 +202,7 @@ def assemble_run_dir(run_dir: Path, manifest_path: str, validation_report: str, 
 def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str, promotion: PromotionConfig,
                  attempt: Attempt) -> tuple[bool, str]:
     """Upload the run, decide promotion and record the attempt; returns whether it was promoted and why."""
+    show_logs()
     from components.attempts import record_attempt
     from components.publish import publish_run
     from components.storage import open_store
