@@ -22,6 +22,7 @@ import yaml
 from components.checkpoints import CheckpointUploads
 from components.config import CLASS_NAMES, IMAGE_SUFFIXES, SPLITS, TrainConfig
 from components.deadrun import DeadRunDetector
+from components.devices import check_device
 from components.errors import UserError
 from components.results_csv import EPOCH_COLUMNS, per_epoch, read_history, summarize_metrics
 from components.snapshot import modality_of
@@ -179,23 +180,6 @@ class TrainResult:
     metrics_json: Path
     epochs_completed: int
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def check_device(device: str) -> str:
-    """Refuse CUDA training without CUDA at once: a silent fallback would run 100 epochs on CPU."""
-    import torch
-
-    wanted = device.strip().lower()
-    if wanted in {"cpu", "mps"}:
-        return wanted
-    indices = [] if wanted in {"cuda", ""} else wanted.replace("cuda:", "").split(",")
-    if not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asks for CUDA, but CUDA is not available on this machine "
-                        "(torch.cuda.is_available() is False); pass --device cpu to train on CPU on purpose")
-    if any(not index.isdigit() or int(index) >= torch.cuda.device_count() for index in indices):
-        raise UserError(f"device {device!r} names a GPU this machine does not have "
-                        f"({torch.cuda.device_count()} visible)")
-    return ",".join(indices) if indices else "0"
 
 
 def training_batch(batch: float, device: str) -> float | int:
