@@ -39,6 +39,7 @@ class TrainConfig:
     cos_lr: bool = True
     seed: int = 42
     workers: int = 8
+    cache: str = "auto"  # decoded images in RAM: auto (when they fit the pod's memory limit), ram, disk, none
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ user can act on (bad input, storage failures) end as one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
@@ -25,8 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_pogona_log() -> None:
+    """pogona's own INFO lines (the batch plan, the image cache decision) on stderr, beside ultralytics' output."""
+    log = logging.getLogger("pogona")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("pogona: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _show_pogona_log()
     try:
         return int(args.handler(args) or 0)
     except (UserError, StorageError) as exc:

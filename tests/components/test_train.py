@@ -3,6 +3,7 @@ uploads in the background, weights."""
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from components.config import TrainConfig
 from components.errors import UserError
 from components.checkpoints import CheckpointUploadError
 from components.storage import FolderStore, ObjectInfo, open_store
-from components.train import GuardedDetectionTrainer, train_model
+from components.train import GuardedDetectionTrainer, load_dataset, train_model
 from components.weights import resolve_weights
 
 TINY = TrainConfig(model="yolo11n", epochs=2, imgsz=64, batch=0.95, device="cpu", workers=0)
@@ -42,6 +43,14 @@ def test_cpu_training_writes_the_contract_outputs(cpu_run):
     hyper = summary["hyperparameters"]
     assert (hyper["optimizer"], hyper["lr0"], hyper["cos_lr"], hyper["seed"]) == ("AdamW", 0.001, True, 42)
     assert yaml.safe_load(cpu_run.args_yaml.read_text())["batch"] == 16  # 95% of GPU memory means 16 on CPU
+
+
+def test_the_batch_plan_is_recorded_in_metrics_json(cpu_run, demo_dataset_dir: Path):
+    plan = json.loads(cpu_run.metrics_json.read_text())["batch_plan"]
+    train_images = len(load_dataset(demo_dataset_dir).images("train"))
+    assert plan["batch"] == 16 and plan["batches_per_epoch"] == math.ceil(train_images / 16)
+    assert plan["accumulate"] == 4 and plan["warmup_epochs"] == TINY.epochs - 1  # warm-up leaves the last epoch
+    assert plan["reason"] == "the batch given"
 
 
 def test_cuda_is_refused_at_once_when_absent(demo_dataset_dir: Path, tmp_path: Path,
