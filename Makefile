@@ -67,6 +67,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/int8.py
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/batch_policy.py
+	$(BIN)/python bench/gpu.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pogona

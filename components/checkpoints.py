@@ -4,6 +4,8 @@ A checkpoint is copied to a staging folder when it is handed over (ultralytics r
 last.pt in place the next epoch) and uploaded by one worker thread, one checkpoint at a time.
 A checkpoint that arrives while another uploads waits; a waiting one that a newer checkpoint
 reaches first is superseded, file by file, so the store always ends with the newest of each.
+Only a transient failure (a 5xx, throttling, a dropped connection) is tried again: a refusal such
+as AccessDenied or a full disk cannot succeed later, so it is reported at once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from components.storage import ObjectStore, StorageError
+from components.storage import ObjectStore, StorageError, is_transient
 
 # Files in the order they are uploaded: a restarted run reads last.pt first, and must never find
 # one newer than the best.pt and results.csv beside it.
@@ -98,6 +100,7 @@ class CheckpointUploads:
                 for key in sorted(checkpoint, key=UPLOAD_ORDER.index):
                     self._upload(checkpoint[key], key)
             except CheckpointUploadError as failure:
+                self.log(f"pogona: {failure}")  # now; it is raised at the next checkpoint or wait
                 with self._done:
                     self._failure = self._failure or failure
             finally:
@@ -105,16 +108,26 @@ class CheckpointUploads:
                     copy.unlink(missing_ok=True)
 
     def _upload(self, path: Path, key: str) -> None:
-        """Upload one file, trying again with doubling pauses; the last failure is raised with the key."""
+        """Upload one file, trying a transient failure again with doubling pauses; the last failure is raised
+        with the key."""
         for attempt in range(1, self.attempts + 1):
             try:
                 self.store.upload_file(path, key)
                 return
             except Exception as exc:
-                if attempt == self.attempts:
-                    raise CheckpointUploadError(f"checkpoint upload of {self.store.url(key)} failed after "
-                                                f"{attempt} attempts: {exc}") from exc
+                transient = _is_transient(exc)
+                if attempt == self.attempts or not transient:
+                    kind = "" if transient else " (not retried: the error is not transient)"
+                    raise CheckpointUploadError(f"checkpoint upload of {self.store.url(key)} failed after {attempt} "
+                                                f"attempt{'s' if attempt > 1 else ''}{kind}: {exc}") from exc
                 delay = self.first_delay * 2 ** (attempt - 1)
                 self.log(f"pogona: checkpoint upload of {self.store.url(key)} failed ({exc}); "
                          f"attempt {attempt + 1} of {self.attempts} in {delay:.0f} s")
                 time.sleep(delay)
+
+
+def _is_transient(error: BaseException) -> bool:
+    """A failure worth another try: transient itself, or a store error whose cause was (the S3 store has already
+    retried it a few times within seconds; an outage can outlast that)."""
+    return is_transient(error) or (isinstance(error, StorageError) and error.__cause__ is not None
+                                   and is_transient(error.__cause__))

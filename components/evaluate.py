@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from components.devices import check_single_device
 from components.errors import UserError
 from components.failures import worst_images
 from components.train import YOLO, Dataset, image_modality, load_dataset
@@ -49,7 +50,12 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
 def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu") -> dict:
     """Write evaluation JSON (overall: the val split, by_modality, speed_ms, worst_images: the validation images
     with most missed heads and false detections per modality, drawn into worst/, and splits: the test split when
-    the dataset has one) plus PR-curve and confusion-matrix PNGs."""
+    the dataset has one) plus PR-curve and confusion-matrix PNGs.
+
+    `device` is "cpu", "cuda" or "cuda:N"; CUDA without CUDA is refused before anything is read, and the
+    device recorded is the one torch ran on ("cuda:0" for "cuda"), since speed_ms depends on it.
+    """
+    device = check_single_device(device)
     if not weights.is_file():  # else ultralytics takes the name for one to download
         raise UserError(f"weights {weights} do not exist")
     model = YOLO(str(weights))

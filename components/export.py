@@ -6,6 +6,9 @@ grey padding, BGR->RGB, /255, NCHW). Only Conv/MatMul/Gemm are quantized, and no
 convolution that reads the image stays float (Int8Recipe says why). Each model's mAP comes from
 ultralytics' own validator on the .onnx file, and its latency from the same single-thread ONNX
 Runtime settings for every model, so the numbers sit side by side in the report.
+
+ultralytics exports on the torch device asked for (`device`); ONNX and INT8 models are always
+scored by ONNX Runtime on the CPU, which is where they are deployed, and exports.json says so.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from components.devices import check_single_device
 from components.errors import UserError
 from components.train import Dataset, load_dataset
 from components.yolo_env import offline_ultralytics
@@ -32,6 +36,7 @@ CALIBRATION_IMAGES = 64
 LATENCY_WARMUP_RUNS = 3
 LATENCY_RUNS = 20
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+ONNX_RUNTIME_DEVICE = "onnxruntime-cpu"  # where ONNX and INT8 models are validated and timed, whatever `device` is
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,10 @@ class Int8Recipe:
 
 
 INT8 = Int8Recipe()
-# ultralytics export arguments: FP32 ONNX on the CPU, FP16 TensorRT on GPU 0
+# ultralytics export arguments besides the device: FP32 ONNX, FP16 TensorRT
 ULTRALYTICS_EXPORTS: dict[str, dict[str, Any]] = {
-    "onnx": {"format": "onnx", "simplify": True, "dynamic": False, "device": "cpu"},
-    "engine": {"format": "engine", "half": True, "device": 0},
+    "onnx": {"format": "onnx", "simplify": True, "dynamic": False},
+    "engine": {"format": "engine", "half": True},
 }
 
 
@@ -118,14 +123,19 @@ def _calibration_reader(images: list[Path], imgsz: int, input_name: str) -> Any:
     return LetterboxCalibrationReader()
 
 
-def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...],
-                   imgsz: int | None = None) -> tuple[int, dict[str, Path]]:
+def engine_device(device: str) -> str:
+    """The GPU a TensorRT engine is built on, and tied to: `device` when that is a GPU, else the first one."""
+    return device if device.startswith("cuda") else "cuda:0"
+
+
+def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...], imgsz: int | None = None,
+                   device: str = "cpu") -> tuple[int, dict[str, Path]]:
     """The image size of the exports, and ultralytics' exports at that size (one load of the .pt).
 
     Exports use the training size unless `imgsz` says otherwise, so their numbers compare with training's.
     "onnx" is FP32, fixed shape,
     slimmed by onnxslim, with the metadata ultralytics needs to load it; "engine" is FP16 TensorRT, built
-    on (and tied to) the GPU it will run on.
+    on (and tied to) the GPU it will run on (`engine_device`).
     """
     _ultralytics_offline()
     from ultralytics import YOLO
@@ -137,7 +147,8 @@ def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...],
         imgsz = imgsz or int(model.overrides.get("imgsz") or 640)
         files = {}
         for name in formats:
-            exported = Path(model.export(imgsz=imgsz, **ULTRALYTICS_EXPORTS[name]))
+            on = engine_device(device) if name == "engine" else device
+            exported = Path(model.export(imgsz=imgsz, device=on, **ULTRALYTICS_EXPORTS[name]))
             files[name] = Path(shutil.move(exported, out_dir / f"{weights.stem}{exported.suffix}"))
     return imgsz, files
 
@@ -223,8 +234,11 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, ...] = ("onnx", "int8")) -> dict:
-    """Export the weights, measure each model's mAP and latency on val, and write exports.json."""
+def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, ...] = ("onnx", "int8"),
+                 device: str = "cpu") -> dict:
+    """Export the weights on `device` ("cpu", "cuda", "cuda:N"), measure each model's mAP and latency on val,
+    and write exports.json."""
+    device = check_single_device(device)
     weights, out_dir = Path(weights), Path(out_dir)
     if not weights.is_file():
         raise UserError(f"--weights {weights}: no such file")
@@ -237,20 +251,20 @@ def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, .
     samples = split_images(dataset, "val", "to measure the exports on") if on_cpu else []
     data_yaml = dataset.write_yaml(out_dir / "data.yaml")
     wanted = (("onnx",) if on_cpu else ()) + (("engine",) if "engine" in formats else ())
-    imgsz, files = export_weights(weights, out_dir, wanted)
+    imgsz, files = export_weights(weights, out_dir, wanted, device=device)
     engine = files.pop("engine", None)
     if images:
         files["int8"] = quantize_int8(files["onnx"], out_dir / f"{weights.stem}.int8.onnx", images, imgsz)
     models: list[dict[str, Any]] = [
         {"format": name, "file": str(path), "size_bytes": path.stat().st_size,
-         "precision": "int8" if name == "int8" else "fp32", "device": "cpu",
+         "precision": "int8" if name == "int8" else "fp32", "device": ONNX_RUNTIME_DEVICE,
          **exported_map(path, data_yaml, imgsz), "latency_ms": latency_ms(path, imgsz, samples[0]),
          **({"calibration_images": len(images)} if name == "int8" else {})}
         for name, path in files.items()]
     if engine:
         models.append({"format": "engine", "file": str(engine), "size_bytes": engine.stat().st_size,
-                       "precision": "fp16", "device": "cuda:0", "map50": None, "map50_95": None,
+                       "precision": "fp16", "device": engine_device(device), "map50": None, "map50_95": None,
                        "latency_ms": None})
-    result = {"weights": str(weights), "data": str(data_yaml), "imgsz": imgsz, "models": models}
+    result = {"weights": str(weights), "data": str(data_yaml), "imgsz": imgsz, "device": device, "models": models}
     (out_dir / "exports.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -19,10 +20,13 @@ from typing import Any, Iterator
 
 import yaml
 
+from components.batch_policy import BatchPlan, choose_batch, plan_batch
 from components.checkpoints import CheckpointUploads
 from components.config import CLASS_NAMES, IMAGE_SUFFIXES, SPLITS, TrainConfig
 from components.deadrun import DeadRunDetector
+from components.devices import check_device
 from components.errors import UserError
+from components.image_cache import choose_cache
 from components.results_csv import EPOCH_COLUMNS, per_epoch, read_history, summarize_metrics
 from components.snapshot import modality_of
 from components.storage import open_store
@@ -38,6 +42,7 @@ from ultralytics.utils import LOGGER, RANK  # noqa: E402
 
 CHECKPOINT_URI_ENV = "POGONA_CHECKPOINT_URI"
 CPU_BATCH = 16
+log = logging.getLogger("pogona")
 
 
 def _watch_batch(trainer: GuardedDetectionTrainer) -> None:
@@ -67,6 +72,8 @@ class GuardedDetectionTrainer(DetectionTrainer):
 
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None):
         super().__init__(cfg, overrides, _callbacks)
+        self.batch_plan: BatchPlan | None = None
+        self.train_images = 0
         self.dead_run_detector = DeadRunDetector()
         checkpoint_uri = os.environ.get(CHECKPOINT_URI_ENV, "")
         # staged beside the save dir, not in it: ultralytics empties the save dir before it launches DDP workers
@@ -81,6 +88,33 @@ class GuardedDetectionTrainer(DetectionTrainer):
     def optimizer_step(self) -> None:
         super().optimizer_step()
         self.dead_run_detector.count_optimizer_step()
+
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
+        """ultralytics' dataset; the train split's size is kept for the batch policy."""
+        dataset = super().build_dataset(img_path, mode, batch)
+        if mode == "train":
+            self.train_images = len(dataset)
+        return dataset
+
+    def auto_batch(self) -> int:
+        """AutoBatch's answer is a ceiling on GPU memory, not the batch: the policy picks within it
+        (components.batch_policy), so that each epoch has enough optimizer steps."""
+        memory_batch = super().auto_batch()  # builds the train dataset, so train_images is known
+        self.batch_plan = choose_batch(memory_batch, self.train_images, self.epochs, self.world_size,
+                                       nbs=self.args.nbs, warmup_epochs=self.args.warmup_epochs)
+        return self.batch_plan.batch
+
+    def _build_train_pipeline(self) -> None:
+        """Build the loaders, then log what the batch means for this run (a given batch gets its plan too)."""
+        super()._build_train_pipeline()
+        chosen = self.batch_plan
+        if chosen is None or chosen.batch != self.batch_size:
+            reason = ("the batch given" if chosen is None else
+                      f"ultralytics halved batch {chosen.batch} after running out of GPU memory")
+            self.batch_plan = plan_batch(self.batch_size, len(self.train_loader.dataset), self.epochs,
+                                         self.world_size, reason, self.args.nbs, self.args.warmup_epochs)
+        if RANK in {-1, 0}:
+            log.info(f"batch plan: {self.batch_plan.summary()}")
 
     def final_eval(self) -> None:
         """Store the last checkpoint before the final validation rewrites last.pt and best.pt without their
@@ -181,23 +215,6 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def check_device(device: str) -> str:
-    """Refuse CUDA training without CUDA at once: a silent fallback would run 100 epochs on CPU."""
-    import torch
-
-    wanted = device.strip().lower()
-    if wanted in {"cpu", "mps"}:
-        return wanted
-    indices = [] if wanted in {"cuda", ""} else wanted.replace("cuda:", "").split(",")
-    if not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asks for CUDA, but CUDA is not available on this machine "
-                        "(torch.cuda.is_available() is False); pass --device cpu to train on CPU on purpose")
-    if any(not index.isdigit() or int(index) >= torch.cuda.device_count() for index in indices):
-        raise UserError(f"device {device!r} names a GPU this machine does not have "
-                        f"({torch.cuda.device_count()} visible)")
-    return ",".join(indices) if indices else "0"
-
-
 def training_batch(batch: float, device: str) -> float | int:
     """A fractional batch is a share of GPU memory (AutoBatch); elsewhere it becomes a fixed batch size."""
     if batch >= 1:
@@ -281,6 +298,9 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     device = check_device(config.device)
     batch = training_batch(config.batch, device)
     dataset = load_dataset(data)
+    on_gpu = device not in {"cpu", "mps"}  # ultralytics loads CPU training's batches in the main process
+    cache = choose_cache(config.cache, dataset.images("train"), config.imgsz, workers=config.workers if on_gpu else 0,
+                         ranks=len(device.split(",")) if on_gpu else 1)
     out_dir = out_dir.resolve()
     checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
     checkpoint = _fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
@@ -298,15 +318,23 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
                     resume=str(resume_from) if resume_from else False, epochs=config.epochs,
                     patience=config.patience, imgsz=config.imgsz, batch=batch, device=device,
                     optimizer=config.optimizer, lr0=config.lr0, cos_lr=config.cos_lr, seed=config.seed,
-                    workers=config.workers, amp=device not in {"cpu", "mps"})
+                    workers=config.workers, cache=cache.setting, amp=on_gpu)
     reported = model.metrics  # DetMetrics in one process; the checkpoint's dict after DDP
     final_metrics = reported.results_dict if hasattr(reported, "results_dict") else reported or {}
     return _write_outputs(final_metrics, int(getattr(model.trainer, "epochs", config.epochs)), out_dir, config,
-                          device, base_weights)
+                          device, base_weights, _batch_plan(model.trainer, dataset))
+
+
+def _batch_plan(trainer: GuardedDetectionTrainer, dataset: Dataset) -> BatchPlan:
+    """The plan the trainer logged; a DDP parent, whose workers built the loaders, works it out from the same
+    numbers."""
+    return trainer.batch_plan or plan_batch(int(trainer.args.batch), len(dataset.images("train")), trainer.epochs,
+                                            trainer.world_size, nbs=trainer.args.nbs,
+                                            warmup_epochs=trainer.args.warmup_epochs)
 
 
 def _write_outputs(metrics_source: dict[str, Any], trained_epochs: int, out_dir: Path, config: TrainConfig,
-                   device: str, base_weights: BaseWeights) -> TrainResult:
+                   device: str, base_weights: BaseWeights, batch_plan: BatchPlan | None = None) -> TrainResult:
     """metrics.json and the TrainResult from the save dir and the final validation of best.pt."""
     history = read_history(out_dir / "results.csv")
     epochs = len(history.epochs)
@@ -318,6 +346,7 @@ def _write_outputs(metrics_source: dict[str, Any], trained_epochs: int, out_dir:
         "epochs_requested": trained_epochs, "early_stopped": epochs < trained_epochs,
         "device": device, "config": asdict(config), "hyperparameters": history.args,
         "base_weights": base_weights.record(),
+        "batch_plan": asdict(batch_plan) if batch_plan else None,
     }
     metrics_json = out_dir / "metrics.json"
     metrics_json.write_text(json.dumps(summary, indent=2, default=str) + "\n")

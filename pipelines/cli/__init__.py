@@ -7,6 +7,7 @@ user can act on (bad input, storage failures) end as one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 

@@ -43,7 +43,7 @@ def _export(args: argparse.Namespace) -> int:
     from components.export import export_model, parse_formats
 
     out = args.out or default_export_dir(args.weights)
-    result = export_model(args.weights, args.data, out, parse_formats(args.formats))
+    result = export_model(args.weights, args.data, out, parse_formats(args.formats), device=args.device)
     for model in result["models"]:
         print(json.dumps({key: model[key] for key in ("format", "file", "map50_95", "latency_ms")}))
     print(f"wrote {out / 'exports.json'}")
@@ -82,4 +82,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--formats", default="onnx,int8", help="comma-separated: onnx, int8, engine (CUDA only)")
     export.add_argument("--out", type=Path, help="output folder (default: <work>/exports for "
                         "<work>/train/weights/*.pt, else exports/ in the weights' run dir)")
+    export.add_argument("--device", default="cpu", help="torch device ultralytics exports on: cpu, cuda or cuda:N "
+                        "(ONNX and INT8 are scored on ONNX Runtime's CPU whatever it is)")
     export.set_defaults(handler=_export)

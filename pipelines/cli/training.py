@@ -96,5 +96,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--weights", type=Path, required=True)
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--out", type=Path, default=Path("evaluation") / "evaluation.json")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (refused when CUDA is missing)")
     evaluate.set_defaults(handler=_evaluate)

@@ -91,6 +91,28 @@ def test_images_are_grouped_by_modality_exactly_as_validation_counts_them(tmp_pa
     assert {name: image_modality(split / name, split) for name in names} == counted
 
 
+def test_the_device_is_recorded(evaluation: Path):
+    assert json.loads(evaluation.read_text())["device"] == "cpu"
+
+
+def test_cuda_evaluation_without_cuda_is_refused_first(demo_dataset_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    """Refused before the weights are even looked at (these do not exist), so nothing is loaded or written."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # a machine without CUDA, also on a GPU host
+    with pytest.raises(UserError, match="device 'cuda' asks for CUDA, but CUDA is not available.*--device cpu"):
+        evaluate_model(tmp_path / "best.pt", demo_dataset_dir, tmp_path / "evaluation" / "evaluation.json",
+                       device="cuda")
+    assert not (tmp_path / "evaluation").exists()
+
+
+def test_several_gpus_are_refused_for_evaluation(demo_dataset_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a two-GPU node; refused before any GPU is used
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    with pytest.raises(UserError, match="names several GPUs.*cuda:N"):
+        evaluate_model(tmp_path / "best.pt", demo_dataset_dir, tmp_path / "evaluation.json", device="0,1")
+
+
 def test_missing_weights_are_refused_naming_them(demo_dataset_dir: Path, tmp_path: Path):
     with pytest.raises(UserError, match=f"weights {tmp_path / 'best.pt'} do not exist"):
         evaluate_model(tmp_path / "best.pt", demo_dataset_dir, tmp_path / "evaluation.json")

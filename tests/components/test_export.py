@@ -77,7 +77,7 @@ def test_int8_keeps_fp32_accuracy_on_the_demo_data(exported: tuple[dict, Path]) 
     assert abs(fp32["map50_95"] - int8["map50_95"]) <= INT8_TOLERANCE_MAP50_95, (fp32, int8)
     assert int8["size_bytes"] < fp32["size_bytes"] / 2
     assert fp32["latency_ms"] > 0 and int8["latency_ms"] > 0
-    assert fp32["device"] == int8["device"] == "cpu"
+    assert fp32["device"] == int8["device"] == "onnxruntime-cpu" and result["device"] == "cpu"
 
 
 def test_int8_calibrates_on_a_txt_train_list_and_is_scored_on_the_given_dataset(
@@ -131,3 +131,22 @@ def test_unknown_and_gpu_only_formats_are_refused(trained_run: Path, demo_datase
     with pytest.raises(UserError, match="TensorRT needs a CUDA GPU|tensorrt package is not installed"):
         export_model(trained_run / "weights" / "best.pt", demo_dataset_dir, tmp_path, formats=("engine",))
     assert not list(tmp_path.iterdir()), "nothing is exported before the refusal"
+
+
+def test_the_export_device_is_recorded_apart_from_where_onnx_is_scored(trained_run: Path, demo_dataset_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    result = export_model(trained_run / "weights" / "best.pt", demo_dataset_dir, tmp_path, formats=("onnx",),
+                          device="CPU")
+    written = json.loads((tmp_path / "exports.json").read_text())
+    assert written["device"] == "cpu", "the torch device ultralytics exported on"
+    assert [model["device"] for model in written["models"]] == ["onnxruntime-cpu"] == [
+        model["device"] for model in result["models"]]
+
+
+def test_export_on_cuda_without_cuda_is_refused_before_anything_is_written(trained_run: Path, demo_dataset_dir: Path,
+                                                                            tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # a machine without CUDA, also on a GPU host
+    with pytest.raises(UserError, match="device 'cuda:0' asks for CUDA, but CUDA is not available.*--device cpu"):
+        export_model(trained_run / "weights" / "best.pt", demo_dataset_dir, tmp_path, device="cuda:0")
+    assert not list(tmp_path.iterdir())

@@ -3,6 +3,7 @@ uploads in the background, weights."""
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from components.config import TrainConfig
 from components.errors import UserError
 from components.checkpoints import CheckpointUploadError
 from components.storage import FolderStore, ObjectInfo, open_store
-from components.train import GuardedDetectionTrainer, train_model
+from components.train import GuardedDetectionTrainer, load_dataset, train_model
 
 TINY = TrainConfig(model="yolo11n", epochs=2, imgsz=64, batch=0.95, device="cpu", workers=0)
 
@@ -42,6 +43,14 @@ def test_cpu_training_writes_the_contract_outputs(cpu_run):
     hyper = summary["hyperparameters"]
     assert (hyper["optimizer"], hyper["lr0"], hyper["cos_lr"], hyper["seed"]) == ("AdamW", 0.001, True, 42)
     assert yaml.safe_load(cpu_run.args_yaml.read_text())["batch"] == 16  # 95% of GPU memory means 16 on CPU
+
+
+def test_the_batch_plan_is_recorded_in_metrics_json(cpu_run, demo_dataset_dir: Path):
+    plan = json.loads(cpu_run.metrics_json.read_text())["batch_plan"]
+    train_images = len(load_dataset(demo_dataset_dir).images("train"))
+    assert plan["batch"] == 16 and plan["batches_per_epoch"] == math.ceil(train_images / 16)
+    assert plan["accumulate"] == 4 and plan["warmup_epochs"] == TINY.epochs - 1  # warm-up leaves the last epoch
+    assert plan["reason"] == "the batch given"
 
 
 def test_cuda_is_refused_at_once_when_absent(demo_dataset_dir: Path, tmp_path: Path,
@@ -184,7 +193,7 @@ def test_a_failed_checkpoint_upload_is_retried_until_it_lands(demo_dataset_dir: 
     def fail_twice(key: str) -> None:
         if key == "last.pt" and len(failures) < 2:
             failures.append(key)
-            raise OSError("store unreachable")
+            raise ConnectionError("store unreachable")
 
     _watched_store(monkeypatch, fail_twice)
     train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, batch=16), store=str(tmp_path / "store"),
@@ -203,8 +212,8 @@ def test_a_checkpoint_that_never_uploads_fails_training_naming_the_object(demo_d
             raise OSError("No space left on device")
 
     _watched_store(monkeypatch, always_fail)
-    with pytest.raises(CheckpointUploadError, match=r"runs/r/checkpoints/last\.pt failed after 4 attempts: "
-                                                    "No space left on device"):
+    with pytest.raises(CheckpointUploadError, match=r"runs/r/checkpoints/last\.pt failed after 1 attempt "
+                                                    r"\(not retried: .*\): No space left on device"):
         train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, batch=16), store=str(tmp_path / "store"),
                     run_id="r")
 
@@ -240,7 +249,7 @@ def test_an_error_in_training_waits_for_the_queued_checkpoint_and_stays_the_erro
     with pytest.raises(RuntimeError, match="illegal memory access"):  # not the upload failure beside it
         train_model(demo_dataset_dir, tmp_path / "train2", replace(TINY, epochs=3, batch=16),
                     store=str(tmp_path / "store"), run_id="r2")
-    assert any("runs/r2/checkpoints/best.pt failed after 4 attempts" in line for line in caplog.messages)
+    assert any("runs/r2/checkpoints/best.pt failed after 1 attempt" in line for line in caplog.messages)
 
 
 @pytest.mark.slow
