@@ -20,7 +20,7 @@ from components.analysis import OSCILLATION_DROP, Analysis, analyze
 from components.config import PromotionConfig
 from components.errors import UserError
 from components.results_csv import METRICS, RunHistory, read_history
-from components.run_metrics import ModelMetrics, best_model_metrics, read_json, sanity_metrics
+from components.run_metrics import ModelMetrics, best_model_metrics, read_json, sanity_metrics, training_metrics
 
 
 @dataclass(frozen=True)
@@ -200,12 +200,48 @@ def _failure_blocks(evaluation: dict[str, Any] | None, evaluation_path: Path | N
     return blocks
 
 
+def _weights_text(record: dict[str, Any]) -> str:
+    return record.get("uri") or record.get("path") or "?"
+
+
+def _setup_blocks(training: dict[str, Any] | None, sanity: dict[str, Any] | None,
+                  evaluation: dict[str, Any] | None, exports: dict[str, Any] | None) -> list[Block]:
+    """Where the run started from and what it ran on: the base weights, the batch plan, the devices."""
+    lines: list[str] = []
+    weights = (training or {}).get("base_weights")
+    if weights and not weights.get("pretrained"):
+        lines.append(f"Warning: trained from scratch (`{_weights_text(weights)}`, no pretrained weights): from-scratch "
+                     "training needs far more epochs than the field notes' figures, which assume COCO-pretrained "
+                     "weights. Stage them with `pogona weights stage <model>.pt --store <store>`, or bake them "
+                     "into the images.")
+    elif weights:
+        lines.append(f"Base weights: `{_weights_text(weights)}` ({weights.get('source', '?')}).")
+    started = (sanity or {}).get("base_weights")
+    if weights and started and _weights_text(started) != _weights_text(weights):
+        lines.append(f"The sanity gate started from `{_weights_text(started)}`, training from "
+                     f"`{_weights_text(weights)}`.")
+    plan = (training or {}).get("batch_plan")
+    if plan:
+        lines.append(f"Batch {plan['batch']} ({plan['reason']}): {plan['optimizer_steps_per_epoch']:g} optimizer "
+                     f"steps per epoch; warm-up {plan['warmup_epochs']:g} epochs ({plan['warmup_share']:.0%} of "
+                     "the run).")
+    if training and training.get("device"):
+        device = str(training["device"])  # ultralytics' spelling: "cpu", or GPU indices such as "0" or "0,1"
+        lines.append(f"Trained on {'cuda:' + device if device[0].isdigit() else device}.")
+    if evaluation and evaluation.get("device"):
+        lines.append(f"Evaluated on {evaluation['device']} (speed_ms was measured there).")
+    if exports and exports.get("device"):
+        lines.append(f"Exported by ultralytics on {exports['device']}; ONNX and INT8 accuracy and latency measured "
+                     "with ONNX Runtime on the CPU.")
+    return [Heading("How it was trained"), Bullets(tuple(lines))] if lines else []
+
+
 def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[Recommendation],
              assessment: str, results: Path, model: ModelMetrics, evaluation: dict[str, Any] | None,
              sanity: dict[str, Any] | None,
              champion: dict[str, Any] | None, exports: dict[str, Any] | None,
              pr_curve: Path | None, changes: dict[str, Any] | None = None,
-             failures: Sequence[Block] = ()) -> list[Block]:
+             failures: Sequence[Block] = (), training: dict[str, Any] | None = None) -> list[Block]:
     # matplotlib only when a report is drawn: `pogona report --help` imports this module
     from components.report_plots import plot_learning_rate, plot_losses, plot_metrics
 
@@ -215,6 +251,7 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
         f"{analysis.epochs_run} run of {args.get('epochs', '?')} configured, patience {args.get('patience', '?')}, "
         f"optimizer {args.get('optimizer', '?')}, lr0 {args.get('lr0', '?')}, batch {args.get('batch', '?')}.")]
     blocks += [Heading("Overall assessment"), Paragraph(assessment)]
+    blocks += _setup_blocks(training, sanity, evaluation, exports)
     if changes is not None:
         blocks += _changes_blocks(changes)
     blocks += [Heading("Recommendations"), Bullets(tuple(f"{r.action} (because {r.trigger})" for r in recommendations))
@@ -308,7 +345,8 @@ def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champ
     assessment = assess(analysis, model.values, sanity_data, champion_data, promotion.min_map50)
     blocks = _compose(history, analysis, recommendations, assessment, Path(results), model, evaluation_data,
                       sanity_data, champion_data, exports_data, _find_pr_curve(evaluation),
-                      read_json(changes, "dataset changes"), _failure_blocks(evaluation_data, evaluation))
+                      read_json(changes, "dataset changes"), _failure_blocks(evaluation_data, evaluation),
+                      training_metrics(results))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for block in blocks:

@@ -39,6 +39,12 @@ def _ours(figures: dict[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in figures.items() if key in METRICS and value is not None}
 
 
+def training_metrics(results_csv: Path) -> dict[str, Any] | None:
+    """metrics.json, which training writes beside results.csv (None for a bare ultralytics run)."""
+    path = Path(results_csv).parent / "metrics.json"
+    return read_json(path, "training metrics") if path.is_file() else None
+
+
 def best_model_metrics(results_csv: Path, evaluation: dict[str, Any] | None) -> ModelMetrics:
     """What best.pt, the model a run publishes, measured: the evaluation's overall figures, else the final
     validation training wrote to metrics.json beside results.csv, else results.csv's row at the epoch
@@ -46,11 +52,9 @@ def best_model_metrics(results_csv: Path, evaluation: dict[str, Any] | None) -> 
     overall = _ours((evaluation or {}).get("overall") or {})
     if overall:
         return ModelMetrics(overall, "evaluation")
-    metrics_json = Path(results_csv).parent / "metrics.json"
-    if metrics_json.is_file():
-        final = _ours(read_json(metrics_json, "training metrics").get("metrics") or {})
-        if final:
-            return ModelMetrics(final, "final validation")
+    final = _ours((training_metrics(results_csv) or {}).get("metrics") or {})
+    if final:
+        return ModelMetrics(final, "final validation")
     best = best_checkpoint_epoch(read_history(Path(results_csv)))
     if best is None:
         return ModelMetrics({}, "no mAP50-95 in results.csv")

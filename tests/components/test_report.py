@@ -124,3 +124,26 @@ def test_unreadable_inputs_are_named(tmp_path: Path) -> None:
         write_report(tmp_path / "results.csv", tmp_path / "out")
     with pytest.raises(UserError, match="no such evaluation file"):
         write_report(FIXTURES / "overfitting" / "results.csv", tmp_path / "out", evaluation=tmp_path / "none.json")
+
+
+def test_the_report_says_what_the_run_started_from_and_ran_on(tmp_path: Path) -> None:
+    write_results(tmp_path / "results.csv", SPLIT_PEAKS)
+    scratch = {"path": "yolo11s.yaml", "source": "scratch", "uri": "", "pretrained": False}
+    plan = {"batch": 72, "reason": "AutoBatch allowed 311", "optimizer_steps_per_epoch": 34.0, "warmup_epochs": 3.0,
+            "warmup_share": 0.03}
+    (tmp_path / "metrics.json").write_text(json.dumps({"device": "0", "base_weights": scratch, "batch_plan": plan}))
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text(json.dumps({"overall": {"map50": 0.9, "map50_95": 0.6}, "device": "cuda:0"}))
+    sanity = tmp_path / "verdict.json"
+    sanity.write_text(json.dumps({"verdict": "healthy", "base_weights": {**scratch, "path": "yolo11n.yaml"}}))
+    markdown = write_report(tmp_path / "results.csv", tmp_path / "report", evaluation=evaluation,
+                            sanity=sanity).markdown.read_text()
+    assert "Warning: trained from scratch (`yolo11s.yaml`" in markdown
+    assert "The sanity gate started from `yolo11n.yaml`, training from `yolo11s.yaml`." in markdown
+    assert "Batch 72 (AutoBatch allowed 311): 34 optimizer steps per epoch; warm-up 3 epochs (3% of the run)" in markdown
+    assert "Trained on cuda:0." in markdown and "Evaluated on cuda:0" in markdown
+
+    pretrained = {"path": "/cache/yolo11s.pt", "source": "store", "uri": "s3://b/weights/yolo11s.pt", "pretrained": True}
+    (tmp_path / "metrics.json").write_text(json.dumps({"base_weights": pretrained}))
+    markdown = write_report(tmp_path / "results.csv", tmp_path / "report").markdown.read_text()
+    assert "Base weights: `s3://b/weights/yolo11s.pt` (store)." in markdown and "scratch" not in markdown
