@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 DEAD_WINDOW_STEPS = 20
 
 NON_FINITE_CAUSES = (
@@ -94,6 +92,8 @@ class DeadRunDetector:
 
 def _reduce_over_ranks(non_finite: bool, all_zero: bool, box_dfl: float) -> tuple[bool, bool, float]:
     """Combine one batch's figures over DDP ranks (a no-op in a single process)."""
+    import torch
+
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return non_finite, all_zero, box_dfl
     figures = torch.tensor([float(non_finite), float(all_zero), box_dfl], dtype=torch.float64)

@@ -11,10 +11,10 @@ import onnx
 import pytest
 import yaml
 
+from components.dataset import load_dataset
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
 from components.export import export_model, parse_formats, preprocess
-from components.train import load_dataset
 
 # INT8 and FP32 agree within this much mAP50-95 on 200 held-out demo images (the demo val split's 16
 # images move mAP50-95 by about 0.01 per box crossing an IoU threshold). bench/int8.py measured the

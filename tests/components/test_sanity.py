@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from components.config import SanityConfig
+from components.dataset import load_dataset
 from components.sanity import judge, run_sanity, stratified_subset
-from components.train import load_dataset
+from components.yolo_env import offline_ultralytics
 
 TINY = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
 VERDICT_KEYS = {"verdict", "reasons", "steps", "wall_seconds", "device", "epochs"}
@@ -31,6 +32,7 @@ def test_empty_labels_are_judged_dead_within_the_step_budget_and_stop_early(empt
 
 
 def test_a_nan_loss_is_judged_dead(demo_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    offline_ultralytics()
     from ultralytics.utils.loss import v8DetectionLoss
 
     real_loss = v8DetectionLoss.__call__
