@@ -33,8 +33,9 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
                "--imgsz", "64", "--batch", "16", "--device", "cpu", "--store", str(store), "--run-id", "r1",
                "--out", str(first_out)]
     checkpoint = store / "runs" / "r1" / "checkpoints" / "last.pt"
+    python_path = os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])  # the code the retry runs
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+                               env={**os.environ, "PYTHONPATH": python_path})
     try:
         deadline = time.monotonic() + 120
         while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:

@@ -39,7 +39,9 @@ def test_a_nan_loss_is_judged_dead(demo_dataset_dir: Path, tmp_path: Path, monke
 
     def nan_loss(self, *args, **kwargs):  # fault injection: the criterion starts returning NaN
         loss, items = real_loss(self, *args, **kwargs)
-        return loss * float("nan"), {name: value * float("nan") for name, value in items.items()}
+        nan = float("nan")  # the loss items are a dict in newer ultralytics releases, a tensor in older ones
+        return loss * nan, ({name: value * nan for name, value in items.items()} if isinstance(items, dict)
+                            else items * nan)
 
     monkeypatch.setattr(v8DetectionLoss, "__call__", nan_loss)
     verdict = run_sanity(demo_dataset_dir, tmp_path / "verdict.json", TINY, model="yolo11n",
