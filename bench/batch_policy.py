@@ -21,7 +21,9 @@ from pathlib import Path
 from components.batch_policy import choose_batch, plan_batch
 from components.config import TrainConfig
 from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.train import load_dataset, read_results, train_model
+from components.dataset import load_dataset
+from components.train import train_model
+from components.train_outputs import read_results
 
 
 def demo_dataset(work: Path, images: int, imgsz: int) -> Path:

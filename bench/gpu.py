@@ -44,7 +44,9 @@ offline_ultralytics()
 from components.config import TrainConfig  # noqa: E402  (after offline_ultralytics)
 from components.demo_dataset import DemoSpec, generate_demo_dataset  # noqa: E402
 from components.results_csv import read_history  # noqa: E402
-from components.train import YOLO, load_dataset, train_model  # noqa: E402
+from components.dataset import load_dataset  # noqa: E402
+from components.train import train_model  # noqa: E402
+from ultralytics import YOLO  # noqa: E402
 from ultralytics.utils.callbacks.base import default_callbacks  # noqa: E402
 
 REAL_DATASET_IMAGES = 2974  # the size of the real dataset

@@ -22,10 +22,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from components.dataset import load_dataset
 from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.export import (INT8, Int8Recipe, calibration_images, export_weights, exported_map, latency_ms,
-                               quantize_int8)
-from components.train import YOLO, load_dataset
+from components.export import (INT8, Int8Recipe, calibration_images, export_weights, latency_ms, quantize_int8,
+                               exported_map)
+from components.yolo_env import offline_ultralytics
 
 TRAINING_SET = DemoSpec(images=80, size=96)
 HELD_OUT_SET = DemoSpec(images=400, size=96, seed=7, val_fraction=0.5)
@@ -45,9 +46,10 @@ def train_detector(dataset: Path, work: Path, seed: int, epochs: int) -> Path:
     weights = work / "runs" / f"seed{seed}-e{epochs}" / "weights" / "best.pt"
     if not weights.is_file():
         data = load_dataset(dataset).write_yaml(work / "train-data.yaml")
-        YOLO("yolo11n.yaml").train(data=str(data), epochs=epochs, imgsz=TRAINING_SET.size, batch=16, device="cpu",
-                                   workers=0, project=str(work / "runs"), name=f"seed{seed}-e{epochs}", exist_ok=True,
-                                   seed=seed, verbose=False, plots=False)
+        offline_ultralytics().YOLO("yolo11n.yaml").train(
+            data=str(data), epochs=epochs, imgsz=TRAINING_SET.size, batch=16, device="cpu", workers=0,
+            project=str(work / "runs"), name=f"seed{seed}-e{epochs}", exist_ok=True, seed=seed, verbose=False,
+            plots=False)
     return weights
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from components.config import SanityConfig
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.sanity import run_sanity, sanity_train_args
-from components.train import YOLO, read_results
+from components.train_outputs import read_results
+from components.yolo_env import offline_ultralytics
 
 
 def demo_dataset(work: Path, images: int) -> Path:
@@ -49,8 +50,8 @@ def dead_run_latency(dataset: Path, work: Path, config: SanityConfig, model: str
     print(f"dead run, guarded: verdict {verdict.verdict} after {verdict.steps} optimizer steps, "
           f"{verdict.wall_seconds:.1f} s", flush=True)
     started = time.monotonic()
-    YOLO(f"{model}.yaml").train(**sanity_train_args(config, work / "dead" / "sanity-run" / "data.yaml",
-                                                    work / "dead" / "plain"))
+    offline_ultralytics().YOLO(f"{model}.yaml").train(
+        **sanity_train_args(config, work / "dead" / "sanity-run" / "data.yaml", work / "dead" / "plain"))
     plain_seconds = time.monotonic() - started
     last = read_results(work / "dead" / "plain" / "results.csv")[-1]
     print(f"dead run, plain ultralytics: completed {config.epochs} epochs in {plain_seconds:.1f} s with "

@@ -9,8 +9,7 @@ so the zero-box signature is judged over the whole window, never one batch.
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import Any
 
 DEAD_WINDOW_STEPS = 20
 
@@ -59,9 +58,9 @@ class DeadRunDetector:
         self.steps += 1
 
     def on_train_batch_end(self, trainer: object) -> None:
-        if self.judged or not getattr(trainer, "loss_items", None):
+        items = _loss_items(trainer)
+        if self.judged or not items:
             return
-        items = {name: float(value) for name, value in trainer.loss_items.items()}
         non_finite, all_zero, box_dfl = _reduce_over_ranks(
             not all(math.isfinite(value) for value in items.values()),
             all(value == 0.0 for value in items.values()),
@@ -79,21 +78,37 @@ class DeadRunDetector:
     def on_train_epoch_end(self, trainer: object) -> None:
         """A first epoch shorter than the window ends the window early."""
         if not self.judged and self.batches:
-            self._judge_window(getattr(trainer, "loss_items", None) or {})
+            self._judge_window(_loss_items(trainer))
 
-    def _judge_window(self, items: dict) -> None:
+    def _judge_window(self, items: dict[str, float]) -> None:
         if self.box_dfl_total == 0.0:
             self._abort(ZERO_BOX_CAUSES, items)
         self.judged = True
 
-    def _abort(self, causes: str, items: dict) -> None:
-        losses = ", ".join(f"{name}={float(value):.4g}" for name, value in items.items())
+    def _abort(self, causes: str, items: dict[str, float]) -> None:
+        losses = ", ".join(f"{name}={value:.4g}" for name, value in items.items())
         raise DeadRunError(f"{causes} Seen after {self.steps} optimizer steps ({self.batches} batches); "
                            f"last batch: {losses}.", self.steps)
 
 
+def _loss_items(trainer: Any) -> dict[str, float]:
+    """The last batch's losses by name; empty before the first batch.
+
+    Newer ultralytics releases hand a dict; older ones (8.4.100 and before) a tensor in the order of
+    `trainer.loss_names`.
+    """
+    items = getattr(trainer, "loss_items", None)
+    if items is None:
+        return {}
+    if isinstance(items, dict):
+        return {name: float(value) for name, value in items.items()}
+    return {name: float(value) for name, value in zip(trainer.loss_names, items)}
+
+
 def _reduce_over_ranks(non_finite: bool, all_zero: bool, box_dfl: float) -> tuple[bool, bool, float]:
     """Combine one batch's figures over DDP ranks (a no-op in a single process)."""
+    import torch
+
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return non_finite, all_zero, box_dfl
     figures = torch.tensor([float(non_finite), float(all_zero), box_dfl], dtype=torch.float64)

@@ -12,10 +12,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from components.dataset import Dataset, image_modality, load_dataset
 from components.devices import check_single_device
 from components.errors import UserError
 from components.failures import worst_images
-from components.train import YOLO, Dataset, image_modality, load_dataset
+from components.yolo_env import offline_ultralytics
 
 WORST_DIR = "worst"  # beside evaluation.json: the drawn worst validation images
 PLOTS = {"BoxPR_curve.png": "pr_curve.png", "confusion_matrix.png": "confusion_matrix.png"}
@@ -58,7 +59,7 @@ def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu
     device = check_single_device(device)
     if not weights.is_file():  # else ultralytics takes the name for one to download
         raise UserError(f"weights {weights} do not exist")
-    model = YOLO(str(weights))
+    model = offline_ultralytics().YOLO(str(weights))
     imgsz = int((model.ckpt or {}).get("train_args", {}).get("imgsz", 640))
     dataset = load_dataset(data)
     out_dir = out_path.resolve().parent

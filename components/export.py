@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
 import tempfile
@@ -26,9 +25,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from components.dataset import Dataset, load_dataset
 from components.devices import check_single_device
 from components.errors import UserError
-from components.train import Dataset, load_dataset
 from components.yolo_env import offline_ultralytics
 
 SUPPORTED_FORMATS = ("onnx", "int8", "engine")
@@ -62,15 +61,6 @@ ULTRALYTICS_EXPORTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _ultralytics_offline() -> None:
-    """Offline ultralytics that also never pip-installs a missing export requirement (it would only warn)."""
-    os.environ["YOLO_AUTOINSTALL"] = "false"
-    offline_ultralytics()
-    from ultralytics.utils import checks
-
-    checks.AUTOINSTALL = False  # read at import time; set it here too in case ultralytics was imported earlier
-
-
 def split_images(dataset: Dataset, split: str, purpose: str) -> list[Path]:
     """The split's images; a split without any is a user error, since `purpose` needs them."""
     images = dataset.images(split)
@@ -89,6 +79,8 @@ def calibration_images(dataset: Dataset, limit: int = CALIBRATION_IMAGES) -> lis
 def preprocess(image_path: Path, imgsz: int) -> np.ndarray:
     """One image as ultralytics feeds it to a fixed-shape model: 1x3ximgszximgsz float32 RGB in 0..1."""
     import cv2
+
+    offline_ultralytics()
     from ultralytics.data.augment import LetterBox
 
     image = cv2.imread(str(image_path))
@@ -137,13 +129,11 @@ def export_weights(weights: Path, out_dir: Path, formats: tuple[str, ...], imgsz
     slimmed by onnxslim, with the metadata ultralytics needs to load it; "engine" is FP16 TensorRT, built
     on (and tied to) the GPU it will run on (`engine_device`).
     """
-    _ultralytics_offline()
-    from ultralytics import YOLO
-
+    ultralytics = offline_ultralytics()  # which also never pip-installs a missing export requirement
     with tempfile.TemporaryDirectory(dir=out_dir) as scratch:  # ultralytics writes next to the weights
         local = Path(scratch) / weights.name
         shutil.copyfile(weights, local)
-        model = YOLO(str(local), task="detect")
+        model = ultralytics.YOLO(str(local), task="detect")
         imgsz = imgsz or int(model.overrides.get("imgsz") or 640)
         files = {}
         for name in formats:
@@ -203,11 +193,8 @@ def latency_ms(model_file: Path, imgsz: int, sample: Path) -> float:
 
 def exported_map(model_file: Path, data_yaml: Path, imgsz: int) -> dict[str, float]:
     """mAP of an exported model on the val split, by ultralytics' validator (batch 1: the model has a fixed shape)."""
-    _ultralytics_offline()
-    from ultralytics import YOLO
-
     with tempfile.TemporaryDirectory() as scratch:  # the validator's own output is not an export
-        metrics = YOLO(str(model_file), task="detect").val(
+        metrics = offline_ultralytics().YOLO(str(model_file), task="detect").val(
             data=str(data_yaml), imgsz=imgsz, batch=1, device="cpu", workers=0, plots=False, verbose=False,
             project=scratch, name="val")
     return {"map50": float(metrics.box.map50), "map50_95": float(metrics.box.map)}

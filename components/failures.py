@@ -18,8 +18,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from components.dataset import Dataset, image_modality
 from components.labels import read_label
-from components.train import Dataset, image_modality
+from components.yolo_env import offline_ultralytics
 
 MIN_CONFIDENCE = 0.25  # ultralytics' default prediction threshold
 MIN_IOU = 0.5
@@ -81,6 +82,7 @@ def match(truth: list[tuple[int, XYXY]],
 
 def _truth(image: Path, class_count: int) -> list[tuple[int, XYXY]]:
     """The image's boxes, from the label file ultralytics pairs with it, read as ultralytics reads it."""
+    offline_ultralytics()
     from ultralytics.data.utils import img2label_paths
 
     label = Path(img2label_paths([str(image)])[0])

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from components.config import SanityConfig, TrainConfig
+from components.dataset import Dataset, image_modality, load_dataset
 from components.deadrun import DeadRunError
 from components.errors import UserError
 from components.results_csv import LOSS_KINDS
-from components.train import (GuardedDetectionTrainer, YOLO, Dataset, image_modality, load_dataset,
-                              read_results)
+from components.train_outputs import read_results
 from components.weights import default_cache_dir, resolve_weights
+from components.yolo_env import offline_ultralytics
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,10 @@ def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConf
         lists[split].write_text("".join(f"{image.resolve()}\n" for image in images))
     data_yaml = dataset.write_yaml(workdir / "data.yaml", lists)
     base_weights = resolve_weights(weights, model, default_cache_dir(), store)
-    yolo = YOLO(base_weights.path)
+    ultralytics = offline_ultralytics()
+    from components.guarded_trainer import GuardedDetectionTrainer
+
+    yolo = ultralytics.YOLO(base_weights.path)
     dead_run: DeadRunError | None = None
     try:
         yolo.train(trainer=GuardedDetectionTrainer, **sanity_train_args(config, data_yaml, workdir / "train"))

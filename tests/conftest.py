@@ -97,12 +97,14 @@ def demo_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, demo_dataset_dir: Path) -> Path:
     """One tiny ultralytics run (yolo11n, 2 epochs, 64 px) for steps that consume weights; read-only."""
-    from components.train import YOLO, load_dataset  # importing it sets ultralytics up offline
+    from components.dataset import load_dataset
+    from components.yolo_env import offline_ultralytics
 
     data = load_dataset(demo_dataset_dir).write_yaml(tmp_path_factory.mktemp("trained_data") / "data.yaml")
     project = tmp_path_factory.mktemp("runs")
-    YOLO("yolo11n.yaml").train(data=str(data), epochs=2, imgsz=64, batch=16, device="cpu", workers=0,
-                               project=str(project), name="tiny", exist_ok=True, seed=42, verbose=False)
+    offline_ultralytics().YOLO("yolo11n.yaml").train(data=str(data), epochs=2, imgsz=64, batch=16, device="cpu",
+                                                     workers=0, project=str(project), name="tiny", exist_ok=True,
+                                                     seed=42, verbose=False)
     return project / "tiny"
 
 

@@ -73,7 +73,8 @@ def test_the_plan_is_what_the_trainer_runs_with(batch: float, demo_dataset_dir: 
                                                 caplog: pytest.LogCaptureFixture):
     """The trainer's own loader, accumulation and warm-up agree with the plan it logs (0.95: AutoBatch, which
     answers 16 on CPU, then the policy)."""
-    from components.train import GuardedDetectionTrainer, load_dataset
+    from components.dataset import load_dataset
+    from components.guarded_trainer import GuardedDetectionTrainer
 
     data = load_dataset(demo_dataset_dir).write_yaml(tmp_path / "data.yaml")
     trainer = GuardedDetectionTrainer(overrides={

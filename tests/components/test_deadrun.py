@@ -51,3 +51,19 @@ def test_a_non_finite_loss_aborts_at_once(bad: float):
 def test_every_loss_at_zero_is_the_broken_backend_signature():
     with pytest.raises(DeadRunError, match="every loss is exactly 0.*MPS"):
         _run(DeadRunDetector(), [_batch(0.0, 0.0, 0.0)])
+
+
+def _tensor_batch(box: float, cls: float, dfl: float) -> SimpleNamespace:
+    """What the detector reads after one batch from older ultralytics releases: one tensor, named by loss_names."""
+    return SimpleNamespace(loss_names=("box_loss", "cls_loss", "dfl_loss"), loss_items=torch.tensor([box, cls, dfl]))
+
+
+def test_loss_items_as_a_tensor_in_the_order_of_loss_names_are_judged_alike():
+    with pytest.raises(DeadRunError, match=r"box and DFL loss stayed exactly 0.*cls_loss=0\.4") as raised:
+        _run(DeadRunDetector(window_steps=5), [_tensor_batch(0.0, 0.4, 0.0)] * 50)
+    assert raised.value.steps == 5
+    healthy = DeadRunDetector(window_steps=5)
+    _run(healthy, [_tensor_batch(1.2, 0.6, 1.1)] * 10)
+    assert healthy.judged
+    with pytest.raises(DeadRunError, match="NaN or infinite"):
+        _run(DeadRunDetector(), [_tensor_batch(1.0, float("nan"), 1.0)])

@@ -11,10 +11,10 @@ import onnx
 import pytest
 import yaml
 
+from components.dataset import load_dataset
 from components.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
 from components.export import export_model, parse_formats, preprocess
-from components.train import load_dataset
 
 pytestmark = pytest.mark.slow  # every test here trains, exports or predicts
 

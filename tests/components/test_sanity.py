@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from components.config import SanityConfig
+from components.dataset import load_dataset
 from components.sanity import judge, run_sanity, stratified_subset
-from components.train import load_dataset
+from components.yolo_env import offline_ultralytics
 
 TINY = SanityConfig(epochs=3, batch=8, imgsz=64, max_images=80)
 VERDICT_KEYS = {"verdict", "reasons", "steps", "wall_seconds", "device", "epochs", "base_weights"}
@@ -40,13 +41,16 @@ def test_empty_labels_are_judged_dead_within_the_step_budget_and_stop_early(empt
 
 @pytest.mark.slow
 def test_a_nan_loss_is_judged_dead(demo_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    offline_ultralytics()
     from ultralytics.utils.loss import v8DetectionLoss
 
     real_loss = v8DetectionLoss.__call__
 
     def nan_loss(self, *args, **kwargs):  # fault injection: the criterion starts returning NaN
         loss, items = real_loss(self, *args, **kwargs)
-        return loss * float("nan"), {name: value * float("nan") for name, value in items.items()}
+        nan = float("nan")  # the loss items are a dict in newer ultralytics releases, a tensor in older ones
+        return loss * nan, ({name: value * nan for name, value in items.items()} if isinstance(items, dict)
+                            else items * nan)
 
     monkeypatch.setattr(v8DetectionLoss, "__call__", nan_loss)
     verdict = run_sanity(demo_dataset_dir, tmp_path / "verdict.json", TINY, model="yolo11n",

@@ -1,13 +1,9 @@
-"""Training on CPU at tiny sizes: outputs, the CUDA refusal, DDP-proof guarding, resume after kill -9, checkpoint
-uploads in the background, weights."""
+"""Training on CPU at tiny sizes: outputs, the CUDA refusal, DDP-proof guarding, checkpoint uploads in the
+background, weights. Resuming is tested in test_resume.py."""
 
 import csv
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -20,7 +16,9 @@ from components.config import TrainConfig
 from components.errors import UserError
 from components.checkpoints import CheckpointUploadError
 from components.storage import FolderStore, ObjectInfo, open_store
-from components.train import GuardedDetectionTrainer, load_dataset, train_model
+from components.dataset import load_dataset
+from components.guarded_trainer import GuardedDetectionTrainer
+from components.train import train_model
 
 TINY = TrainConfig(model="yolo11n", epochs=2, imgsz=64, batch=0.95, device="cpu", workers=0)
 
@@ -81,51 +79,6 @@ def _rows(results_csv: Path) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
-@pytest.mark.slow
-def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epoch(demo_dataset_dir: Path,
-                                                                                     tmp_path: Path):
-    store, epochs = tmp_path / "store", 4
-    first_out, second_out = tmp_path / "machine1" / "train", tmp_path / "machine2" / "train"
-    command = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))",
-               "train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--epochs", str(epochs),
-               "--imgsz", "64", "--batch", "16", "--device", "cpu", "--store", str(store), "--run-id", "r1",
-               "--out", str(first_out)]
-    checkpoint = store / "runs" / "r1" / "checkpoints" / "last.pt"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONPATH": str(Path.cwd())})
-    try:
-        deadline = time.monotonic() + 120
-        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.wait()
-    assert process.returncode == -signal.SIGKILL, "the first attempt must die mid-training"
-    import torch
-
-    saved_epochs = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] + 1
-    assert 1 <= saved_epochs < epochs
-    done_before_kill = len(_rows(first_out / "results.csv"))
-
-    result = train_model(demo_dataset_dir, second_out, replace(TINY, epochs=epochs, batch=16),
-                         store=str(store), run_id="r1")
-    assert _rows(result.results_csv) == list(range(1, epochs + 1))
-    before_kill = (first_out / "results.csv").read_text().splitlines()
-    assert result.results_csv.read_text().splitlines()[:saved_epochs + 1] == before_kill[:saved_epochs + 1]
-    assert done_before_kill - saved_epochs <= 1  # epochs lost to the kill
-
-    # A pod that dies after its last checkpoint but before writing its outputs: the retry trains no more.
-    third = train_model(demo_dataset_dir, tmp_path / "machine3" / "train", replace(TINY, epochs=epochs, batch=16),
-                        store=str(store), run_id="r1")
-    assert _rows(third.results_csv) == list(range(1, epochs + 1))
-    assert third.best.read_bytes() == open_store(str(store)).get_bytes("runs/r1/checkpoints/best.pt")
-    summary = json.loads(third.metrics_json.read_text())
-    assert summary["epochs_completed"] == epochs and 0.0 <= summary["metrics"]["map50"] <= 1.0
-    assert yaml.safe_load(third.args_yaml.read_text())["epochs"] == epochs
-    assert (second_out / "weights" / "last.pt").is_file()
-    assert open_store(str(store)).head("runs/r1/checkpoints/results.csv").size > 0
-
-
 class WatchedStore(FolderStore):
     """A folder store that counts uploads in flight and runs `before_upload(key)` inside each one."""
 
@@ -148,7 +101,7 @@ class WatchedStore(FolderStore):
 def _watched_store(monkeypatch: pytest.MonkeyPatch, before_upload) -> dict:
     """Make training open every store as a WatchedStore; returns what the stores saw."""
     watch = {"lock": threading.Lock(), "in_flight": 0, "most_in_flight": 0}
-    monkeypatch.setattr("components.train.open_store",
+    monkeypatch.setattr("components.guarded_trainer.open_store",
                         lambda uri: WatchedStore(open_store(uri).root, before_upload, watch))
     return watch
 
@@ -235,7 +188,7 @@ def test_an_error_in_training_waits_for_the_queued_checkpoint_and_stays_the_erro
             failed.wait(timeout=120)
             time.sleep(1)  # still uploading when the error leaves the trainer
 
-    monkeypatch.setattr("components.train._watch_epoch", fail_in_epoch_2)
+    monkeypatch.setattr("components.guarded_trainer._watch_epoch", fail_in_epoch_2)
     _watched_store(monkeypatch, last_upload_outlasts_the_error)
     with pytest.raises(RuntimeError, match="illegal memory access"):
         train_model(demo_dataset_dir, tmp_path / "train", replace(TINY, epochs=3, batch=16),

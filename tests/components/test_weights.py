@@ -10,12 +10,13 @@ import pytest
 from components.errors import UserError
 from components.storage import open_store
 from components.weights import WEIGHTS_DIR_ENV, resolve_weights, stage_weights
+from components.yolo_env import offline_ultralytics
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small YOLO checkpoint: yolo11n built from its YAML and saved, as ultralytics saves pretrained weights."""
-    from components.train import YOLO  # importing it sets ultralytics up offline
+    YOLO = offline_ultralytics().YOLO
 
     path = tmp_path_factory.mktemp("weights") / "yolo11n.pt"
     YOLO("yolo11n.yaml").save(path)

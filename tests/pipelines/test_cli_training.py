@@ -7,6 +7,7 @@ import pytest
 
 from components.config import SanityConfig, TrainConfig, user_settings
 from components.validate import validate_dataset
+from components.yolo_env import offline_ultralytics
 from pipelines.cli import build_parser, main
 from pipelines.cli.flags import config_from_flags
 
@@ -51,7 +52,7 @@ def test_sanity_exits_1_on_a_dead_run(empty_label_dataset: Path, tmp_path: Path,
 
 
 def test_sanity_and_training_start_from_the_weights_staged_in_their_store(demo_dataset_dir: Path, tmp_path: Path):
-    from components.train import YOLO  # importing it sets ultralytics up offline
+    YOLO = offline_ultralytics().YOLO
 
     store, checkpoint = tmp_path / "store", tmp_path / "yolo11n.pt"
     YOLO("yolo11n.yaml").save(checkpoint)

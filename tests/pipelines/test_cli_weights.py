@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 
 from components.storage import open_store
+from components.yolo_env import offline_ultralytics
 from pipelines.cli import main
 
 
 def test_stage_uploads_a_checkpoint_where_runs_find_it_by_default(s3_bucket: str, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture):
-    from components.train import YOLO  # importing it sets ultralytics up offline
+    YOLO = offline_ultralytics().YOLO
 
     checkpoint = tmp_path / "yolo11n.pt"
     YOLO("yolo11n.yaml").save(checkpoint)
