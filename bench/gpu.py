@@ -9,8 +9,8 @@ and no image cache: plain ultralytics (`YOLO(...).train`, the baseline) and `com
 folder store and a run id (checkpoints upload as in production). The training loop is timed from each epoch's
 on_train_epoch_start to its on_train_epoch_end, summed over the epochs after the first (which also warms the file
 cache); images = train images x those epochs. Target: pogona/plain images/s >= 0.97.
-(b) trains the default configuration (`TrainConfig`: batch 0.95 of GPU memory, the batch policy choosing within
-AutoBatch's answer) for up to --epochs and stops at the first epoch with mAP50 >= 0.9. Target: within 10 minutes
+(b) trains the default configuration (`TrainConfig`: the default base weights or --weights, batch 0.95 of GPU
+memory, the batch policy choosing within AutoBatch's answer) for up to --epochs and stops at the first epoch with mAP50 >= 0.9. Target: within 10 minutes
 on one H100, counted from the call of train_model.
 (c) runs `pogona train` with a store and a run id in a subprocess, kills it with SIGKILL halfway through epoch 2,
 runs it again with the same run id and reads results.csv and the stored last.pt. Target: at most one epoch lost,
@@ -128,8 +128,8 @@ def throughput(dataset: Path, work: Path, args: argparse.Namespace) -> None:
 
 def time_to_map50(dataset: Path, work: Path, args: argparse.Namespace) -> None:
     """(b) the default configuration until the first epoch with mAP50 >= TARGET_MAP50 (or --epochs)."""
-    config = TrainConfig(model=args.model, epochs=args.epochs, imgsz=args.imgsz, device=args.device,
-                         workers=args.workers)
+    config = TrainConfig(model=args.model, weights=args.weights, epochs=args.epochs, imgsz=args.imgsz,
+                         device=args.device, workers=args.workers)
     epochs: dict[int, tuple[float, float]] = {}  # epoch -> (mAP50, seconds since train_model was called)
     started = time.monotonic()
 
@@ -145,10 +145,11 @@ def time_to_map50(dataset: Path, work: Path, args: argparse.Namespace) -> None:
     finally:
         undo()
     curve = [epochs[epoch] for epoch in sorted(epochs)]
-    plan = json.loads(result.metrics_json.read_text())["batch_plan"]
-    print(f"(b) default configuration: {args.model}, imgsz {args.imgsz}, batch {config.batch} -> batch "
-          f"{plan['batch']} ({plan['reason']}); mAP50 per epoch {[round(map50, 3) for map50, _ in curve]}",
-          flush=True)
+    recorded = json.loads(result.metrics_json.read_text())
+    plan, weights = recorded["batch_plan"], recorded["base_weights"]
+    print(f"(b) default configuration: {args.model} from {weights['uri'] or weights['path']} ({weights['source']}), "
+          f"imgsz {args.imgsz}, batch {config.batch} -> batch {plan['batch']} ({plan['reason']}); mAP50 per epoch "
+          f"{[round(map50, 3) for map50, _ in curve]}", flush=True)
     reached = next(((epoch, seconds) for epoch, (map50, seconds) in enumerate(curve, 1) if map50 >= TARGET_MAP50),
                    None)
     if reached:
@@ -214,6 +215,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=REAL_DATASET_IMAGES)
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--model", default=TrainConfig().model, help="architecture, built from its YAML")
+    parser.add_argument("--weights", default="", help="base weights of (b) (a .pt file); empty: the default "
+                                                      "resolution ($POGONA_WEIGHTS_DIR/<model>.pt in the images)")
     parser.add_argument("--batch", type=int, default=64, help="the fixed batch of (a) and (c)")
     parser.add_argument("--workers", type=int, default=TrainConfig().workers)
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="most epochs of (b)")
