@@ -23,7 +23,6 @@ WEIGHTS_DIR_ENV = "POGONA_WEIGHTS_DIR"
 STORE_WEIGHTS_PREFIX = "weights"
 
 
-
 @dataclass(frozen=True)
 class BaseWeights:
     """What training starts from, and where it came from (recorded in metrics.json and the sanity verdict).
@@ -65,6 +64,15 @@ def resolve_weights(weights: str, model: str, cache_dir: Path, store: str = "") 
     if baked is not None and baked.is_file():
         return BaseWeights(str(baked), "image", str(baked), pretrained=True)
     return _scratch(model)
+
+
+def staged_weights_version(store: str, model: str) -> str:
+    """The version (ETag) of the model's weights staged in the store, which a run without given weights starts
+    from; empty when none are staged. Staging other weights is a change a nightly run must not skip."""
+    if model.endswith((".yaml", ".yml")):
+        return ""
+    info = open_store(store).head(f"{STORE_WEIGHTS_PREFIX}/{Path(model).stem}.pt")
+    return info.etag if info else ""
 
 
 def _scratch(model: str) -> BaseWeights:

@@ -34,7 +34,8 @@ def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_u
     from pipelines.steps import decide_training as decide
     from pipelines.steps import training_attempt
 
-    attempt = training_attempt(fingerprint, code_version, config_from_json(TrainConfig, train_config), num_gpus)
+    attempt = training_attempt(fingerprint, code_version, config_from_json(TrainConfig, train_config), num_gpus,
+                               store_uri)
     decision = decide(store_uri, model_name, attempt, skip_if_unchanged)
     print(decision.note)
     return namedtuple("Decision", ["train", "note", "attempt"])(decision.train, decision.note, attempt.to_json())

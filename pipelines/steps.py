@@ -72,9 +72,15 @@ class TrainingDecision:
     note: str
 
 
-def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, num_gpus: str) -> Attempt:
-    """What a run would train: this dataset snapshot, this code, these training parameters."""
-    return Attempt(fingerprint, code_version, {**asdict(config), "num_gpus": num_gpus})
+def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, num_gpus: str,
+                     store_uri: str = "") -> Attempt:
+    """What a run would train: this dataset snapshot, this code, these training parameters, and, when no
+    weights are given, the version of the weights staged in the store (the images' own come with the code)."""
+    from components.weights import staged_weights_version
+
+    parameters = {**asdict(config), "num_gpus": num_gpus}
+    staged = staged_weights_version(store_uri, config.model) if store_uri and not config.weights else ""
+    return Attempt(fingerprint, code_version, {**parameters, "staged_weights": staged} if staged else parameters)
 
 
 def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_unchanged: bool) -> TrainingDecision:

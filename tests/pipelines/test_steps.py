@@ -37,6 +37,15 @@ def test_a_nightly_run_skips_only_what_an_earlier_run_already_trained(tmp_path):
                     training_attempt("fp-abc", code, TrainConfig(epochs=60), "1"),
                     training_attempt("fp-abc", code, TrainConfig(), "2")):
         assert decide_training(store, "pogona-head", changed, skip_if_unchanged=True).train
+    # weights staged in the store since: a run without given weights starts from them, so it trains again
+    open_store(store).put_bytes("weights/yolo11s.pt", b"newly staged weights")
+    staged = training_attempt("fp-abc", code, TrainConfig(), "1", store)
+    assert decide_training(store, "pogona-head", staged, skip_if_unchanged=True).train
+    record_attempt(open_store(store), "pogona-head", staged, "night-2", promoted=False, reason="below the floor")
+    assert not decide_training(store, "pogona-head", training_attempt("fp-abc", code, TrainConfig(), "1", store),
+                               skip_if_unchanged=True).train
+    given = TrainConfig(weights="s3://bucket/weights/other.pt")  # given weights are a parameter of their own
+    assert training_attempt("fp-abc", code, given, "1", store).key == training_attempt("fp-abc", code, given, "1").key
     forced = decide_training(store, "pogona-head", attempt, skip_if_unchanged=False)
     assert forced.train and "skip_if_unchanged is off" in forced.note
 
