@@ -74,7 +74,7 @@ def test_int8_keeps_fp32_accuracy_on_the_demo_data(exported: tuple[dict, Path]) 
     models = {model["format"]: model for model in result["models"]}
     fp32, int8 = models["onnx"], models["int8"]
     assert fp32["map50_95"] > 0.3, "the model must detect something, or the comparison says nothing"
-    assert abs(fp32["map50_95"] - int8["map50_95"]) <= INT8_TOLERANCE_MAP50_95, (fp32, int8)
+    assert fp32["map50_95"] - int8["map50_95"] <= INT8_TOLERANCE_MAP50_95, (fp32, int8)  # a gain is no failure
     assert int8["size_bytes"] < fp32["size_bytes"] / 2
     assert fp32["latency_ms"] > 0 and int8["latency_ms"] > 0
     assert fp32["device"] == int8["device"] == "onnxruntime-cpu" and result["device"] == "cpu"
