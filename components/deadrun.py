@@ -58,8 +58,10 @@ class DeadRunDetector:
         self.steps += 1
 
     def on_train_batch_end(self, trainer: object) -> None:
+        if self.judged:  # the window is over: no more copies of the losses off the device
+            return
         items = _loss_items(trainer)
-        if self.judged or not items:
+        if not items:
             return
         non_finite, all_zero, box_dfl = _reduce_over_ranks(
             not all(math.isfinite(value) for value in items.values()),
