@@ -54,7 +54,7 @@ class BatchPlan:
                 f"iterations = {self.warmup_epochs:g} epochs = {self.warmup_share:.1%} of the run ({self.reason})")
 
 
-def plan_batch(batch: int, train_images: int, epochs: int, world_size: int = 1, reason: str = "the batch given",
+def plan_batch(batch: int, train_images: int, epochs: int, world_size: int = 1, reason: str = "a fixed batch",
                nbs: int = NOMINAL_BATCH, warmup_epochs: float = WARMUP_EPOCHS) -> BatchPlan:
     """The plan of a given batch, as ultralytics will run it; `world_size` is the GPU count (0 or 1: one device)."""
     ranks = max(world_size, 1)

@@ -98,7 +98,7 @@ class GuardedDetectionTrainer(DetectionTrainer):
         super()._build_train_pipeline()
         chosen = self.batch_plan
         if chosen is None or chosen.batch != self.batch_size:
-            reason = ("the batch given" if chosen is None else
+            reason = ("a fixed batch" if chosen is None else
                       f"ultralytics halved batch {chosen.batch} after running out of GPU memory")
             self.batch_plan = plan_batch(self.batch_size, len(self.train_loader.dataset), self.epochs,
                                          self.world_size, reason, self.args.nbs, self.args.warmup_epochs)

@@ -86,6 +86,6 @@ def test_the_plan_is_what_the_trainer_runs_with(batch: float, demo_dataset_dir: 
     batches = len(trainer.train_loader)
     assert (plan.batch, plan.batches_per_epoch, plan.accumulate, plan.warmup_iterations) == (
         trainer.batch_size, batches, trainer.accumulate, trainer._get_warmup_iterations(batches))
-    assert plan.reason.startswith("AutoBatch fits 16" if batch < 1 else "the batch given")
+    assert plan.reason.startswith("AutoBatch fits 16" if batch < 1 else "a fixed batch")
     assert [message for message in caplog.messages if message.startswith("batch plan:")] == [
         f"batch plan: {plan.summary()}"]

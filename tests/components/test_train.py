@@ -48,7 +48,7 @@ def test_the_batch_plan_is_recorded_in_metrics_json(cpu_run, demo_dataset_dir: P
     train_images = len(load_dataset(demo_dataset_dir).images("train"))
     assert plan["batch"] == 16 and plan["batches_per_epoch"] == math.ceil(train_images / 16)
     assert plan["accumulate"] == 4 and plan["warmup_epochs"] == TINY.epochs - 1  # warm-up leaves the last epoch
-    assert plan["reason"] == "the batch given"
+    assert plan["reason"] == "a fixed batch"
 
 
 def test_cuda_is_refused_at_once_when_absent(demo_dataset_dir: Path, tmp_path: Path,
