@@ -133,11 +133,15 @@ def time_to_map50(dataset: Path, work: Path, args: argparse.Namespace) -> None:
     epochs: dict[int, tuple[float, float]] = {}  # epoch -> (mAP50, seconds since train_model was called)
     started = time.monotonic()
 
+    stopped = []  # set once training stops: the final validation of best.pt then reports under epoch + 1
+
     def record(trainer: Any) -> None:
-        if trainer.epoch in epochs:  # the final validation of best.pt reports again under the last epoch
+        if stopped or trainer.epoch >= trainer.epochs:
             return
         epochs[trainer.epoch] = (float(trainer.metrics.get("metrics/mAP50(B)", 0.0)), time.monotonic() - started)
         trainer.stop = trainer.stop or epochs[trainer.epoch][0] >= TARGET_MAP50
+        if trainer.stop:
+            stopped.append(trainer.epoch)
 
     undo = on_every_trainer("on_fit_epoch_end", record)
     try:
