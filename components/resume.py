@@ -32,6 +32,12 @@ class Checkpoint:
     finished: bool
     train_args: dict[str, Any]  # the arguments the run was started with, saved in last.pt
 
+    def base_weights(self) -> BaseWeights:
+        """What the run started from, as its first attempt loaded it: resuming needs neither those weights nor
+        their store, so a retry never fails on weights removed since."""
+        started = str(self.train_args.get("model") or "")
+        return BaseWeights(started, "resumed", "", pretrained=not started.endswith((".yaml", ".yml")))
+
 
 def fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Checkpoint | None:
     """Download a previous attempt's checkpoint files into out_dir; None when there is none."""

@@ -70,8 +70,9 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     out_dir = out_dir.resolve()
     checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
     checkpoint = fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
-    # resolved before anything is written; a run that resumes trains on from its checkpoint, and records them
-    base_weights = resolve_weights(config.weights, config.model, default_cache_dir(), store)
+    # a new run resolves them before anything is written; a resumed one trains on from its checkpoint
+    base_weights = checkpoint.base_weights() if checkpoint else resolve_weights(config.weights, config.model,
+                                                                                default_cache_dir(), store)
     out_dir.mkdir(parents=True, exist_ok=True)
     # beside out_dir, not in it: ultralytics empties the save dir before it launches DDP workers
     data_yaml = dataset.write_yaml(out_dir.parent / f"{out_dir.name}.data.yaml")

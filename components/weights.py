@@ -18,6 +18,7 @@ from components.config import cache_root
 from components.errors import UserError
 from components.log import LOG
 from components.storage import ObjectStore, file_matches, open_store, split_uri
+from components.yolo_env import offline_ultralytics
 
 WEIGHTS_DIR_ENV = "POGONA_WEIGHTS_DIR"
 STORE_WEIGHTS_PREFIX = "weights"
@@ -28,7 +29,8 @@ class BaseWeights:
     """What training starts from, and where it came from (recorded in metrics.json and the sanity verdict).
 
     `source` is "given" (--weights / base_weights_uri), "store" (<store>/weights/<model>.pt), "image"
-    ($POGONA_WEIGHTS_DIR/<model>.pt) or "scratch" (<model>.yaml); `uri` is where the file came from,
+    ($POGONA_WEIGHTS_DIR/<model>.pt), "scratch" (<model>.yaml) or "resumed" (what a resumed run's first
+    attempt loaded); `uri` is where the file came from,
     `path` what `YOLO()` loads (a local copy of a stored file).
     """
 
@@ -55,7 +57,7 @@ def resolve_weights(weights: str, model: str, cache_dir: Path, store: str = "") 
         return _scratch(model)
     name = f"{Path(model).stem}.pt"
     if store:
-        staged, key = open_store(store), f"{STORE_WEIGHTS_PREFIX}/{name}"
+        staged, key = open_store(store), _staged_key(model)
         local = _cached(staged, key, cache_dir)
         if local is not None:
             return BaseWeights(str(local), "store", staged.url(key), pretrained=True)
@@ -71,8 +73,13 @@ def staged_weights_version(store: str, model: str) -> str:
     from; empty when none are staged. Staging other weights is a change a nightly run must not skip."""
     if model.endswith((".yaml", ".yml")):
         return ""
-    info = open_store(store).head(f"{STORE_WEIGHTS_PREFIX}/{Path(model).stem}.pt")
+    info = open_store(store).head(_staged_key(model))
     return info.etag if info else ""
+
+
+def _staged_key(model: str) -> str:
+    """Where a model's weights are staged in a store (`pogona weights stage`)."""
+    return f"{STORE_WEIGHTS_PREFIX}/{Path(model).stem}.pt"
 
 
 def _scratch(model: str) -> BaseWeights:
@@ -118,6 +125,7 @@ def stage_weights(checkpoint: Path, store_uri: str) -> str:
         raise UserError(f"{checkpoint} does not exist")
     if checkpoint.suffix != ".pt":
         raise UserError(f"{checkpoint}: name it <model>.pt (e.g. yolo11s.pt); runs look for weights/<model>.pt")
+    offline_ultralytics()  # a YOLO checkpoint holds ultralytics objects: unpickling it imports ultralytics
     import torch
 
     try:

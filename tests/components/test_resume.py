@@ -56,6 +56,10 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
     before_kill = (first_out / "results.csv").read_text().splitlines()
     assert result.results_csv.read_text().splitlines()[:saved_epochs + 1] == before_kill[:saved_epochs + 1]
     assert done_before_kill - saved_epochs <= 1  # epochs lost to the kill
+    # what the first attempt started from (yolo11n built from its YAML), recorded without resolving it again
+    resumed_from = json.loads(result.metrics_json.read_text())["base_weights"]
+    assert resumed_from["source"] == "resumed" and resumed_from["pretrained"] is False
+    assert resumed_from["path"].endswith("yolo11n.yaml")
 
     # A pod that dies after its last checkpoint but before writing its outputs: the retry trains no more.
     third = train_model(demo_dataset_dir, tmp_path / "machine3" / "train", RESUMED, store=str(store), run_id="r1")
