@@ -4,6 +4,7 @@ process), small generated datasets, and one tiny trained ultralytics run."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -56,6 +57,13 @@ def _moto_server(**env: str) -> Iterator[str]:
 def no_baked_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start from the weights they make, never from weights baked into the machine they run on."""
     monkeypatch.delenv(WEIGHTS_DIR_ENV, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def pogona_info_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """Every test sees pogona's INFO lines in caplog, whether or not an earlier test ran an entry point
+    (`show_logs` sets the logger's level for the whole process)."""
+    caplog.set_level(logging.INFO, logger="pogona")
 
 
 @pytest.fixture(scope="session")
