@@ -15,8 +15,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
+from components.log import LOG
 from components.storage import ObjectStore, StorageError, is_transient
 
 # Files in the order they are uploaded: a restarted run reads last.pt first, and must never find
@@ -31,11 +31,9 @@ class CheckpointUploadError(StorageError):
 class CheckpointUploads:
     """At most one upload in flight and at most one checkpoint waiting; `wait` returns when all are stored."""
 
-    def __init__(self, store: ObjectStore, staging_parent: Path, log: Callable[[str], None], attempts: int = 4,
-                 first_delay: float = 1.0):
+    def __init__(self, store: ObjectStore, staging_parent: Path, attempts: int = 4, first_delay: float = 1.0):
         self.store = store
         self.staging_parent = staging_parent
-        self.log = log
         self.attempts = attempts
         self.first_delay = first_delay
         self._staging: Path | None = None
@@ -54,7 +52,7 @@ class CheckpointUploads:
                 self._pending[key].unlink(missing_ok=True)
             self._pending.update(snapshot)
             if superseded:
-                self.log(f"pogona: a checkpoint waiting for upload was superseded by a newer one "
+                LOG.info(f"a checkpoint waiting for upload was superseded by a newer one "
                          f"({', '.join(sorted(superseded))})")
             if not self._busy:
                 self._busy = True
@@ -66,7 +64,7 @@ class CheckpointUploads:
         with self._done:
             if self._busy:
                 self._done.wait_for(lambda: not self._busy)
-                self.log(f"pogona: waited {time.monotonic() - started:.1f} s for checkpoint uploads to finish")
+                LOG.info(f"waited {time.monotonic() - started:.1f} s for checkpoint uploads to finish")
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
@@ -100,7 +98,7 @@ class CheckpointUploads:
                 for key in sorted(checkpoint, key=UPLOAD_ORDER.index):
                     self._upload(checkpoint[key], key)
             except CheckpointUploadError as failure:
-                self.log(f"pogona: {failure}")  # now; it is raised at the next checkpoint or wait
+                LOG.warning(str(failure))  # now; it is raised at the next checkpoint or wait
                 with self._done:
                     self._failure = self._failure or failure
             finally:
@@ -121,8 +119,8 @@ class CheckpointUploads:
                     raise CheckpointUploadError(f"checkpoint upload of {self.store.url(key)} failed after {attempt} "
                                                 f"attempt{'s' if attempt > 1 else ''}{kind}: {exc}") from exc
                 delay = self.first_delay * 2 ** (attempt - 1)
-                self.log(f"pogona: checkpoint upload of {self.store.url(key)} failed ({exc}); "
-                         f"attempt {attempt + 1} of {self.attempts} in {delay:.0f} s")
+                LOG.warning(f"checkpoint upload of {self.store.url(key)} failed ({exc}); "
+                            f"attempt {attempt + 1} of {self.attempts} in {delay:.0f} s")
                 time.sleep(delay)
 
 

@@ -66,8 +66,8 @@ class GuardedDetectionTrainer(DetectionTrainer):
         self.dead_run_detector = DeadRunDetector()
         checkpoint_uri = os.environ.get(CHECKPOINT_URI_ENV, "")
         # staged beside the save dir, not in it: ultralytics empties the save dir before it launches DDP workers
-        self.checkpoint_uploads = CheckpointUploads(open_store(checkpoint_uri), self.save_dir.parent,
-                                                    LOG.info) if checkpoint_uri else None
+        self.checkpoint_uploads = (CheckpointUploads(open_store(checkpoint_uri), self.save_dir.parent)
+                                   if checkpoint_uri else None)
         hooks = [("on_train_batch_end", _watch_batch), ("on_train_epoch_end", _watch_epoch),
                  ("on_model_save", _upload_checkpoint)]
         for event, hook in hooks:

@@ -154,7 +154,7 @@ def test_a_failed_checkpoint_upload_is_retried_until_it_lands(demo_dataset_dir: 
     assert len(failures) == 2 and _stored_epoch(tmp_path / "store", "r") == TINY.epochs
     retries = [line for line in caplog.messages if "failed (store unreachable)" in line]
     assert len(retries) == 2 and "runs/r/checkpoints/last.pt" in retries[0] and "attempt 2 of 4 in 1 s" in retries[0]
-    assert any(line.startswith("pogona: waited ") and "for checkpoint uploads" in line for line in caplog.messages)
+    assert any(line.startswith("waited ") and "for checkpoint uploads" in line for line in caplog.messages)
 
 
 @pytest.mark.slow
