@@ -102,11 +102,11 @@ def fingerprint(entries: list[ManifestEntry] | tuple[ManifestEntry, ...], names:
     return digest.hexdigest()
 
 
-def _entries_only_fingerprint(entries: tuple[ManifestEntry, ...]) -> str:
+def _entries_only_fingerprint(entries: tuple[ManifestEntry, ...]) -> str | None:
     """The fingerprint of manifests written before it covered class names and content hashes (entries with ETags
-    only), so a champion's or a resumed run's older manifest still reads."""
+    only), so a champion's or a resumed run's older manifest still reads; None for a newer manifest."""
     if any(entry.sha256 for entry in entries):
-        return ""
+        return None
     digest = hashlib.sha256()
     for entry in sorted(entries, key=lambda e: e.key):
         digest.update(_entry_line(entry, entry.etag))

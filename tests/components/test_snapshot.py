@@ -92,3 +92,15 @@ def test_keys_are_placed_by_folder_or_prefix(key: str, role: str, split: str, mo
 @pytest.mark.parametrize("key", ["data.yaml", "images/holdout/x.jpg", "labels/train/x.json", "images/train/x.gif"])
 def test_other_objects_are_not_dataset_entries(key: str):
     assert parse_key(key) is None
+
+
+def test_a_manifest_with_content_hashes_and_its_fingerprint_blanked_is_refused(tmp_path: Path):
+    hashed = _manifest()
+    hashed = Manifest.build(hashed.source, hashed.names, [replace(e, sha256="ab" * 32) for e in hashed.entries])
+    path = tmp_path / "manifest.json"
+    hashed.save(path)
+    document = json.loads(path.read_text())
+    document["fingerprint"] = ""
+    path.write_text(json.dumps(document))
+    with pytest.raises(UserError, match="fingerprint"):
+        Manifest.load(path)
