@@ -213,11 +213,12 @@ def require_tensorrt() -> None:
         raise UserError("--formats engine: the tensorrt package is not installed in this image") from None
 
 
-def parse_formats(text: str) -> tuple[str, ...]:
+def parse_formats(text: str, parameter: str = "--formats") -> tuple[str, ...]:
+    """The comma-separated export formats; an unknown or empty list is an error naming `parameter`."""
     formats = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
     unknown = [name for name in formats if name not in SUPPORTED_FORMATS]
     if unknown or not formats:
-        raise UserError(f"--formats {text!r}: choose from {', '.join(SUPPORTED_FORMATS)}")
+        raise UserError(f"{parameter} {text!r}: choose from {', '.join(SUPPORTED_FORMATS)}")
     return formats
 
 
@@ -229,7 +230,7 @@ def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, .
     weights, out_dir = Path(weights), Path(out_dir)
     if not weights.is_file():
         raise UserError(f"--weights {weights}: no such file")
-    formats = parse_formats(",".join(formats))
+    formats = parse_formats(",".join(formats), "formats")
     if "engine" in formats:
         require_tensorrt()
     dataset = load_dataset(Path(data))

@@ -165,15 +165,16 @@ def analyze_step(manifest_path: str, trained_dir: str, verdict_path: str, analys
     show_logs()
     from components.changes import changes_since_champion
     from components.evaluate import evaluate_model
-    from components.export import export_model
+    from components.export import export_model, parse_formats
     from components.publish import read_champion
     from components.report import write_report
 
+    # checked before the evaluation spends its time; empty exports nothing
+    formats = parse_formats(export_formats, "export_formats") if export_formats.strip() else ()
     data = materialize(manifest_path)
     out = Path(analysis_dir)
     weights = Path(trained_dir) / "weights" / "best.pt"
     evaluation = evaluate_model(weights, data, out / "evaluation" / "evaluation.json")
-    formats = tuple(fmt.strip() for fmt in export_formats.split(",") if fmt.strip())
     exports_json = None
     if formats:
         export_model(weights, data, out / "exports", formats)

@@ -15,8 +15,8 @@ from components.storage import open_store
 from components.validate import validate_dataset
 from components.sync import sync_snapshot
 from components.weights import default_cache_dir
-from pipelines.steps import (dataset_cache_root, decide_training, materialize, sanity_step, snapshot_cache,
-                             train_step, training_attempt, training_device, validate_step)
+from pipelines.steps import (analyze_step, dataset_cache_root, decide_training, materialize, sanity_step,
+                             snapshot_cache, train_step, training_attempt, training_device, validate_step)
 
 
 def test_a_nightly_run_skips_only_what_an_earlier_run_already_trained(tmp_path):
@@ -115,3 +115,10 @@ def test_datasets_and_weights_are_cached_under_one_root(tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "xdg" / "pogona" / "weights"
     monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "pod"))  # a pod's mounted cache wins for datasets
     assert dataset_cache_root() == tmp_path / "pod"
+
+
+def test_unknown_export_formats_are_refused_first_naming_the_pipeline_parameter(tmp_path):
+    with pytest.raises(UserError, match="export_formats 'onnx,tflite': choose from onnx, int8, engine"):
+        analyze_step(str(tmp_path / "manifest.json"), str(tmp_path / "train"), str(tmp_path / "verdict.json"),
+                     str(tmp_path / "analysis"), str(tmp_path / "store"), "pogona-head", "onnx,tflite")
+    assert not (tmp_path / "analysis").exists()
