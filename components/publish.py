@@ -22,7 +22,7 @@ import yaml
 
 from components.config import MODEL_NAME, PromotionConfig
 from components.errors import UserError
-from components.run_metrics import best_model_metrics, read_json
+from components.run_metrics import best_model_metrics, read_json, training_metrics
 from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store, sha256_file
 from components.version import code_version
 
@@ -83,7 +83,8 @@ def _challenger_metrics(run_dir: Path, train_dir: Path) -> tuple[dict[str, float
     """Overall and per-modality metrics of best.pt, the model published (components.run_metrics)."""
     path = run_dir / "evaluation" / "evaluation.json"
     evaluation = read_json(path, "evaluation") if path.is_file() else None
-    overall = best_model_metrics(train_dir / "results.csv", evaluation).values
+    results_csv = train_dir / "results.csv"
+    overall = best_model_metrics(results_csv, evaluation, training_metrics(results_csv)).values
     return overall, (evaluation or {}).get("by_modality", {})
 
 

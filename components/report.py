@@ -340,13 +340,14 @@ def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champ
     sanity_data = read_json(sanity, "sanity verdict")
     champion_data = read_json(champion, "production champion")
     exports_data = read_json(exports, "exports")
-    model = best_model_metrics(results, evaluation_data)
+    training = training_metrics(results)
+    model = best_model_metrics(results, evaluation_data, training)
     recommendations = recommend(analysis, evaluation_data, exports_data)
     assessment = assess(analysis, model.values, sanity_data, champion_data, promotion.min_map50)
     blocks = _compose(history, analysis, recommendations, assessment, Path(results), model, evaluation_data,
                       sanity_data, champion_data, exports_data, _find_pr_curve(evaluation),
                       read_json(changes, "dataset changes"), _failure_blocks(evaluation_data, evaluation),
-                      training_metrics(results))
+                      training)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for block in blocks:

@@ -45,14 +45,15 @@ def training_metrics(results_csv: Path) -> dict[str, Any] | None:
     return read_json(path, "training metrics") if path.is_file() else None
 
 
-def best_model_metrics(results_csv: Path, evaluation: dict[str, Any] | None) -> ModelMetrics:
+def best_model_metrics(results_csv: Path, evaluation: dict[str, Any] | None,
+                       training: dict[str, Any] | None) -> ModelMetrics:
     """What best.pt, the model a run publishes, measured: the evaluation's overall figures, else the final
-    validation training wrote to metrics.json beside results.csv, else results.csv's row at the epoch
+    validation training wrote to metrics.json beside results.csv (`training`, from `training_metrics`), else results.csv's row at the epoch
     ultralytics kept as best.pt. Always one measurement of one model, never each metric's best epoch."""
     overall = _ours((evaluation or {}).get("overall") or {})
     if overall:
         return ModelMetrics(overall, "evaluation")
-    final = _ours((training_metrics(results_csv) or {}).get("metrics") or {})
+    final = _ours((training or {}).get("metrics") or {})
     if final:
         return ModelMetrics(final, "final validation")
     best = best_checkpoint_epoch(read_history(Path(results_csv)))

@@ -11,7 +11,7 @@ from components.advice import Recommendation, assess, recommend
 from components.analysis import analyze
 from components.config import PromotionConfig
 from components.results_csv import read_history
-from components.run_metrics import best_model_metrics
+from components.run_metrics import best_model_metrics, training_metrics
 from results_table import FIXTURES, first_within_one_percent, read_csv
 
 
@@ -20,7 +20,7 @@ def advice(results: Path, evaluation: dict[str, Any] | None = None, exports: dic
            champion: dict[str, Any] | None = None) -> tuple[tuple[Recommendation, ...], str]:
     """The recommendations and the assessment for a run, judged against the default promotion floor."""
     analysis = analyze(read_history(results))
-    model = best_model_metrics(results, evaluation).values
+    model = best_model_metrics(results, evaluation, training_metrics(results)).values
     return (recommend(analysis, evaluation, exports),
             assess(analysis, model, sanity, champion, PromotionConfig().min_map50))
 
