@@ -96,8 +96,8 @@ class DeadRunDetector:
 def _loss_items(trainer: Any) -> dict[str, float]:
     """The last batch's losses by name; empty before the first batch.
 
-    Newer ultralytics releases hand a dict; older ones (8.4.103, the oldest admitted, among them) a tensor in the order of
-    `trainer.loss_names`.
+    Newer ultralytics releases hand a dict; older ones (8.4.103, the oldest admitted, among them) a tensor in
+    the order of `trainer.loss_names`.
     """
     items = getattr(trainer, "loss_items", None)
     if items is None:
