@@ -18,12 +18,12 @@ import platform
 import time
 from pathlib import Path
 
-from components.batch_policy import choose_batch, plan_batch
+from components.training.batch_policy import choose_batch, plan_batch
 from components.config import TrainConfig
-from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.dataset import load_dataset
-from components.train import train_model
-from components.train_outputs import read_results
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+from components.data.dataset import load_dataset
+from components.training.train import train_model
+from components.training.outputs import read_results
 
 
 def demo_dataset(work: Path, images: int, imgsz: int) -> Path:

@@ -5,7 +5,7 @@ default configuration's time to mAP50 >= 0.9 on the demo dataset, (c) the epochs
                                   [--batch 64] [--epochs 100] [--throughput-epochs 4] [--resume-epochs 3]
 
 (a) trains --model from its YAML twice on the same data with the same fixed --batch, epochs, workers, AMP, seed
-and no image cache: plain ultralytics (`YOLO(...).train`, the baseline) and `components.train.train_model` with a
+and no image cache: plain ultralytics (`YOLO(...).train`, the baseline) and `components.training.train.train_model` with a
 folder store and a run id (checkpoints upload as in production). The training loop is timed from each epoch's
 on_train_epoch_start to its on_train_epoch_end, summed over the epochs after the first (which also warms the file
 cache); images = train images x those epochs. Target: pogona/plain images/s >= 0.97.
@@ -37,15 +37,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from components.yolo_env import offline_ultralytics
+from components.runtime.yolo_env import offline_ultralytics
 
 offline_ultralytics()
 
 from components.config import TrainConfig  # noqa: E402  (after offline_ultralytics)
-from components.demo_dataset import DemoSpec, generate_demo_dataset  # noqa: E402
-from components.results_csv import read_history  # noqa: E402
-from components.dataset import load_dataset  # noqa: E402
-from components.train import train_model  # noqa: E402
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset  # noqa: E402
+from components.metrics.results_csv import read_history  # noqa: E402
+from components.data.dataset import load_dataset  # noqa: E402
+from components.training.train import train_model  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.utils.callbacks.base import default_callbacks  # noqa: E402
 

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/int8.py [--seeds 42,1,2] [--epochs 50] [--work /tmp/pogona-int8] [--latency-imgsz 640]
 
-Each detector is trained as tests/components/test_export.py trains its own (yolo11n from its YAML, the
+Each detector is trained as tests/components/evaluation/test_export.py trains its own (yolo11n from its YAML, the
 80-image demo dataset at 96 px, CPU), exported to FP32 ONNX, and quantized twice: the shipped recipe
-(components.export.INT8, the stem convolution kept float) and the baseline that quantizes every
+(components.evaluation.export.INT8, the stem convolution kept float) and the baseline that quantizes every
 convolution. Both INT8 models are measured against the FP32 model of the same run, with ultralytics'
 validator on two validation sets: the dataset's own val split (16 images) and 200 held-out images
 generated from another seed, where one box crossing an IoU threshold moves mAP50-95 far less.
@@ -22,11 +22,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from components.dataset import load_dataset
-from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.export import (INT8, Int8Recipe, calibration_images, export_weights, latency_ms, quantize_int8,
+from components.data.dataset import load_dataset
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+from components.evaluation.export import (INT8, Int8Recipe, calibration_images, export_weights, latency_ms, quantize_int8,
                                exported_map)
-from components.yolo_env import offline_ultralytics
+from components.runtime.yolo_env import offline_ultralytics
 
 TRAINING_SET = DemoSpec(images=80, size=96)
 HELD_OUT_SET = DemoSpec(images=400, size=96, seed=7, val_fraction=0.5)

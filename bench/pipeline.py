@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from components.config import PromotionConfig, SanityConfig, TrainConfig
-from components.demo_dataset import generate_demo_dataset
+from components.data.demo_dataset import generate_demo_dataset
 from pipelines import steps
 from pipelines.local import DemoScale, run_local
 

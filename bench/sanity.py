@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from components.config import SanityConfig
-from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.sanity import run_sanity, sanity_train_args
-from components.train_outputs import read_results
-from components.yolo_env import offline_ultralytics
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+from components.training.sanity import run_sanity, sanity_train_args
+from components.training.outputs import read_results
+from components.runtime.yolo_env import offline_ultralytics
 
 
 def demo_dataset(work: Path, images: int) -> Path:

@@ -32,9 +32,9 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components.snapshot import Manifest, parse_key  # noqa: E402
+from components.data.snapshot import Manifest, parse_key  # noqa: E402
 from components.storage import open_store  # noqa: E402
-from components.sync import sync_snapshot  # noqa: E402
+from components.data.sync import sync_snapshot  # noqa: E402
 
 SERVERS = {
     "moto": ["-m", "moto.server", "-H", "127.0.0.1", "-p"],

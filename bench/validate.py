@@ -22,8 +22,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components.demo_dataset import DemoSpec, generate_demo_dataset  # noqa: E402
-from components.validate import validate_dataset  # noqa: E402
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset  # noqa: E402
+from components.data.validate import validate_dataset  # noqa: E402
 
 
 def leaky_dataset(work: Path, images: int, leaks: int) -> tuple[Path, list[str]]:

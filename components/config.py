@@ -61,7 +61,7 @@ class TrainConfig:
     cos_lr: bool = _fixed(True, RECIPE)
     seed: int = _fixed(42, "the same snapshot and parameters train the same way")
     workers: int = _fixed(8, WORKERS)
-    cache: str = _fixed("auto", "decoded images in RAM when they fit the pod's memory limit (components/image_cache.py)")
+    cache: str = _fixed("auto", "decoded images in RAM when they fit the pod's memory limit (components/training/image_cache.py)")
 
 
 @dataclass(frozen=True)

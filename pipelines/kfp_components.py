@@ -93,7 +93,7 @@ def publish_model(manifest: Input[Artifact], validation_report: Input[Markdown],
     import tempfile
     from pathlib import Path
 
-    from components.attempts import Attempt
+    from components.publishing.attempts import Attempt
     from components.config import PromotionConfig
     from pipelines.steps import assemble_run_dir, publish_step
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import RunParameters
-from components.demo_dataset import DemoSpec, generate_demo_dataset
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
 from components.log import LOG
 from components.storage import FolderStore, open_store

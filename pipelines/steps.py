@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from components.attempts import Attempt
+from components.publishing.attempts import Attempt
 from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.errors import UserError
 from components.log import LOG, show_logs
@@ -37,8 +37,8 @@ def snapshot_cache(fingerprint: str) -> Path:
 
 def materialize(manifest_path: str) -> Path:
     """Sync the snapshot a manifest names into the cache and return its data.yaml."""
-    from components.snapshot import Manifest
-    from components.sync import sync_snapshot
+    from components.data.snapshot import Manifest
+    from components.data.sync import sync_snapshot
 
     fingerprint = Manifest.load(Path(manifest_path)).fingerprint
     return sync_snapshot(Path(manifest_path), snapshot_cache(fingerprint)).data_yaml
@@ -51,7 +51,7 @@ def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tup
     machine (a laptop, `kfp.local`) do not download them again.
     """
     show_logs()
-    from components.validate import validate_dataset
+    from components.data.validate import validate_dataset
 
     dataset_cache_root().mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".validate-", dir=dataset_cache_root()))
@@ -76,7 +76,7 @@ def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, n
                      store_uri: str = "") -> Attempt:
     """What a run would train: this dataset snapshot, this code, these training parameters, and, when no
     weights are given, the version of the weights staged in the store (the images' own come with the code)."""
-    from components.weights import staged_weights_version
+    from components.training.weights import staged_weights_version
 
     parameters = {**asdict(config), "num_gpus": num_gpus}
     staged = staged_weights_version(store_uri, config.model) if store_uri and not config.weights else ""
@@ -86,7 +86,7 @@ def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, n
 def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_unchanged: bool) -> TrainingDecision:
     """Skip training when an earlier run already trained exactly this attempt (unless forced)."""
     show_logs()
-    from components.attempts import describe, find_attempt
+    from components.publishing.attempts import describe, find_attempt
     from components.storage import open_store
 
     if not skip_if_unchanged:
@@ -107,7 +107,7 @@ def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, mod
     """Run the CPU sanity gate from the base weights training will start from (the same store); a dead or
     non-learning verdict fails the step with its reasons."""
     show_logs()
-    from components.sanity import run_sanity
+    from components.training.sanity import run_sanity
 
     verdict = run_sanity(materialize(manifest_path), Path(verdict_path), config, weights=weights, model=model,
                          store=store_uri)
@@ -137,9 +137,9 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
     run so that KFP's retries within the same pipeline run (`kfp_run_id`) end at once instead of training
     again. KFP retries a failed step whatever the cause; lost nodes and evicted pods are what they are for."""
     show_logs()
-    from components.deadrun import DeadRunError
+    from components.training.deadrun import DeadRunError
     from components.storage import StorageError, open_store
-    from components.train import train_model
+    from components.training.train import train_model
 
     store, refusal = open_store(store_uri), _refusal_key(run_id, kfp_run_id)
     if store.exists(refusal):
@@ -163,11 +163,11 @@ def analyze_step(manifest_path: str, trained_dir: str, verdict_path: str, analys
     """Evaluate per modality, export, and write the report (judged against the run's promotion floors; saying
     what changed in the dataset since the champion's snapshot)."""
     show_logs()
-    from components.changes import changes_since_champion
-    from components.evaluate import evaluate_model
-    from components.export import export_model, parse_formats
-    from components.publish import read_champion
-    from components.report import write_report
+    from components.data.changes import changes_since_champion
+    from components.evaluation.evaluate import evaluate_model
+    from components.evaluation.export import export_model, parse_formats
+    from components.publishing.publish import read_champion
+    from components.reporting.report import write_report
 
     # checked before the evaluation spends its time; empty exports nothing
     formats = parse_formats(export_formats, "export_formats") if export_formats.strip() else ()
@@ -210,8 +210,8 @@ def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str, pr
                  attempt: Attempt) -> tuple[bool, str]:
     """Upload the run, decide promotion and record the attempt; returns whether it was promoted and why."""
     show_logs()
-    from components.attempts import record_attempt
-    from components.publish import publish_run
+    from components.publishing.attempts import record_attempt
+    from components.publishing.publish import publish_run
     from components.storage import open_store
 
     result = publish_run(run_dir, store_uri, run_id, model_name, promotion)

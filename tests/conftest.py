@@ -17,8 +17,8 @@ from typing import Iterator
 
 import pytest
 
-from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.weights import WEIGHTS_DIR_ENV
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+from components.training.weights import WEIGHTS_DIR_ENV
 
 
 def _free_port() -> int:
@@ -105,8 +105,8 @@ def demo_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, demo_dataset_dir: Path) -> Path:
     """One tiny ultralytics run (yolo11n, 2 epochs, 64 px) for steps that consume weights; read-only."""
-    from components.dataset import load_dataset
-    from components.yolo_env import offline_ultralytics
+    from components.data.dataset import load_dataset
+    from components.runtime.yolo_env import offline_ultralytics
 
     data = load_dataset(demo_dataset_dir).write_yaml(tmp_path_factory.mktemp("trained_data") / "data.yaml")
     project = tmp_path_factory.mktemp("runs")

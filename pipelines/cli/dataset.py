@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from components.demo_dataset import DemoSpec, generate_demo_dataset
-from components.push import push_dataset
-from components.sync import sync_snapshot
-from components.validate import validate_dataset
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+from components.data.push import push_dataset
+from components.data.sync import sync_snapshot
+from components.data.validate import validate_dataset
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""`pogona report`, `pogona publish`, `pogona export`: thin doors onto components.report/publish/export."""
+"""`pogona report`, `pogona publish`, `pogona export`: thin doors onto components.reporting.report/publish/export."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from components.config import PromotionConfig, RunParameters
 
 
 def _report(args: argparse.Namespace) -> int:
-    from components.report import find_run_files, write_report
+    from components.reporting.report import find_run_files, write_report
 
     found = find_run_files(args.run)
     result = write_report(found.results, args.out or found.report_dir,
@@ -24,7 +24,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from components.publish import publish_run
+    from components.publishing.publish import publish_run
 
     result = publish_run(args.run_dir, args.store, args.run_id, model_name=args.model_name,
                          promotion=PromotionConfig(min_map50=args.min_map50, min_margin_map50_95=args.min_margin))
@@ -40,7 +40,7 @@ def default_export_dir(weights: Path) -> Path:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from components.export import export_model, parse_formats
+    from components.evaluation.export import export_model, parse_formats
 
     out = args.out or default_export_dir(args.weights)
     result = export_model(args.weights, args.data, out, parse_formats(args.formats), device=args.device)

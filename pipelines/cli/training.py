@@ -1,4 +1,4 @@
-"""`pogona sanity`, `pogona train`, `pogona evaluate`: doors onto components.sanity, .train and .evaluate.
+"""`pogona sanity`, `pogona train`, `pogona evaluate`: doors onto components.training.sanity, .train and .evaluate.
 
 Heavy imports (torch, ultralytics) happen inside the handlers so `pogona --help` stays fast.
 """
@@ -38,7 +38,7 @@ def _weights_or_model(weights: str, model: str) -> tuple[str, str]:
 
 
 def _sanity(args: argparse.Namespace) -> int:
-    from components.sanity import run_sanity
+    from components.training.sanity import run_sanity
 
     config = config_from_flags(args, SanityConfig)
     weights, model = _weights_or_model(args.weights, args.model)
@@ -51,7 +51,7 @@ def _sanity(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from components.train import train_model
+    from components.training.train import train_model
 
     if bool(args.store) != bool(args.run_id):
         raise UserError("--store and --run-id go together (checkpoints live at <store>/runs/<run-id>/checkpoints/)")
@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from components.evaluate import evaluate_model
+    from components.evaluation.evaluate import evaluate_model
 
     result = evaluate_model(args.weights, args.data, args.out, device=args.device)
     overall = result["overall"]

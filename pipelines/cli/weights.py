@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from components.weights import stage_weights
+from components.training.weights import stage_weights
 
 
 def _stage(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import pytest
 
 from components.config import TrainConfig
 from components.version import GIT_REVISION_ENV
-from components.weights import WEIGHTS_DIR_ENV
+from components.training.weights import WEIGHTS_DIR_ENV
 from pipelines import images
 from pipelines.pipeline import CACHE_MOUNT
 
@@ -274,7 +274,7 @@ def test_every_source_an_image_copies_is_part_of_its_tag():
 
 def test_the_image_tag_changes_with_the_code_and_only_with_it(tmp_path):
     for source in ("requirements.lock", "pyproject.toml", "README.md", "images/fetch_weights.py",
-                   "images/cpu/Dockerfile", "components/train.py", "pipelines/pipeline.py"):
+                   "images/cpu/Dockerfile", "components/training/train.py", "pipelines/pipeline.py"):
         (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / source).write_text(f"contents of {source}\n")
     (tmp_path / "pipelines" / "compiled").mkdir()

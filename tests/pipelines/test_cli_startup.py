@@ -26,10 +26,10 @@ print(json.dumps([name for name in heavy if name in sys.modules]))
 
 
 @pytest.mark.parametrize("command, modules", [
-    ([], []), (["dataset", "validate"], ["components.validate"]), (["dataset", "sync"], ["components.sync"]),
+    ([], []), (["dataset", "validate"], ["components.data.validate"]), (["dataset", "sync"], ["components.data.sync"]),
     (["sanity"], []), (["train"], []), (["evaluate"], []), (["export"], []),
-    (["report"], ["components.report"]), (["publish"], ["components.publish"]),
-    (["weights", "stage"], ["components.weights"]),
+    (["report"], ["components.reporting.report"]), (["publish"], ["components.publishing.publish"]),
+    (["weights", "stage"], ["components.training.weights"]),
 ], ids=lambda value: " ".join(value) or "-")
 def test_commands_that_do_not_talk_to_kfp_start_without_heavy_imports(command, modules):
     result = subprocess.run([sys.executable, "-c", PROBE, json.dumps([command, modules, HEAVY])], cwd=REPO,

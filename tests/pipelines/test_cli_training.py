@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from components.config import SanityConfig, TrainConfig, user_settings
-from components.validate import validate_dataset
-from components.yolo_env import offline_ultralytics
+from components.data.validate import validate_dataset
+from components.runtime.yolo_env import offline_ultralytics
 from pipelines.cli import build_parser, main
 from pipelines.cli.flags import config_from_flags
 

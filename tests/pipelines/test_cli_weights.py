@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from components.storage import open_store
-from components.yolo_env import offline_ultralytics
+from components.runtime.yolo_env import offline_ultralytics
 from pipelines.cli import main
 
 

@@ -10,7 +10,7 @@ import pytest
 from kfp import dsl
 
 from components.config import RunParameters, SanityConfig, TrainConfig, run_parameter_types, run_parameters_of
-from components.demo_dataset import DemoSpec, generate_demo_dataset
+from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.storage import open_store
 from pipelines.cli import build_parser
 from pipelines.local import run_local, summary_table

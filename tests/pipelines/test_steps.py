@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from components.attempts import record_attempt
+from components.publishing.attempts import record_attempt
 from components.config import SanityConfig, TrainConfig
 from components.errors import UserError
 from components.storage import open_store
-from components.validate import validate_dataset
-from components.sync import sync_snapshot
-from components.weights import default_cache_dir
+from components.data.validate import validate_dataset
+from components.data.sync import sync_snapshot
+from components.training.weights import default_cache_dir
 from pipelines.steps import (analyze_step, dataset_cache_root, decide_training, materialize, sanity_step,
                              snapshot_cache, train_step, training_attempt, training_device, validate_step)
 

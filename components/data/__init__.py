@@ -1,0 +1,1 @@
+"""The dataset stage: snapshot manifests, validation, sync, push, the local dataset and the demo data."""

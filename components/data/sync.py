@@ -1,0 +1,92 @@
+"""Materialize exactly one snapshot into a local folder that ultralytics can train on.
+
+Downloads run in parallel through one shared client; a file already present with the
+snapshot's size and content (its sha256, else an MD5 ETag) is kept, every download is verified
+and renamed into place, so a killed sync resumes where it stopped. Files of other snapshots
+are removed, so the folder holds that snapshot and nothing else; several syncs may share the
+folder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from components.errors import UserError
+from components.data.snapshot import Manifest
+from components.storage import (TEMPORARY_SUFFIXES, fetch_objects, local_path, open_store, remove_if_abandoned,
+                                write_atomic)
+
+_DATASET_DIRS = ("images", "labels")
+
+
+@dataclass(frozen=True)
+class SyncSummary:
+    downloaded: int
+    skipped: int
+    bytes: int
+    seconds: float
+    data_yaml: Path
+    removed: int = 0
+
+    def line(self) -> str:
+        return (f"synced {self.downloaded + self.skipped} files to {self.data_yaml.parent}: "
+                f"{self.downloaded} downloaded, {self.skipped} skipped, {self.removed} removed, "
+                f"{self.bytes / 1e6:.1f} MB in {self.seconds:.2f} s")
+
+
+def _remove_strays(dest: Path, wanted: set[Path]) -> int:
+    """Delete files under images/ and labels/ that are not in the snapshot, and torn temporary files.
+
+    Another sync into the same folder (a shared cache) may be writing its temporary files and
+    renaming files into place meanwhile: a temporary file still held by its writer is left alone,
+    and a file that vanishes under the walk is not an error.
+    """
+    removed = 0
+    for folder in _DATASET_DIRS:
+        for path in (dest / folder).rglob("*") if (dest / folder).is_dir() else ():
+            if path in wanted or path.suffix == ".cache" or not path.is_file():
+                continue
+            if path.name.endswith(TEMPORARY_SUFFIXES):
+                removed += remove_if_abandoned(path)
+            else:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def write_data_yaml(dest: Path, manifest: Manifest) -> Path:
+    """The data.yaml that points ultralytics at the local copy."""
+    document: dict[str, object] = {"path": str(dest.resolve())}
+    for split in manifest.splits:
+        document[split] = f"images/{split}"
+    document["names"] = dict(manifest.names)
+    path = dest / "data.yaml"
+    write_atomic(path, yaml.safe_dump(document, sort_keys=False).encode())
+    return path
+
+
+def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: bool = True,
+                  allow_unusable: bool = False) -> SyncSummary:
+    """Make `dest` hold exactly the snapshot in `manifest_path` and return what it took.
+
+    A snapshot that validation found unusable is refused unless `allow_unusable` (to look at it).
+    """
+    started = time.monotonic()
+    manifest = Manifest.load(manifest_path)
+    if not manifest.usable and not allow_unusable:
+        raise UserError(f"manifest {manifest_path}: validation found this dataset unusable "
+                        f"({len(manifest.errors)} errors, the first: {manifest.errors[0]}); fix the dataset and "
+                        "validate it again, or sync it anyway with --allow-unusable")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted = {local_path(dest, entry.key) for entry in manifest.entries}
+    removed = _remove_strays(dest, wanted)
+    counts = fetch_objects(open_store(manifest.source), [entry.object_info() for entry in manifest.entries],
+                           dest, workers, progress)
+    data_yaml = write_data_yaml(dest, manifest)
+    return SyncSummary(counts.downloaded, counts.skipped, counts.bytes, time.monotonic() - started,
+                       data_yaml, removed)

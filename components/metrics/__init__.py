@@ -1,0 +1,1 @@
+"""A run's figures as files hold them: ultralytics' results.csv and the JSON a run writes."""

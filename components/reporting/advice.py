@@ -1,0 +1,145 @@
+"""Advice from a run's analysis: the recommended actions and the overall assessment.
+
+Every recommendation and the assessment carry the number that triggered them, so a failed run
+reads as failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from components.reporting.analysis import OSCILLATION_DROP, Analysis
+from components.metrics.run_metrics import sanity_metrics
+
+WEAK_MODALITY_GAP = 0.05       # mAP50-95 gap between modalities that calls for more data
+INT8_TOLERANCE = 0.02          # INT8 may lose this much mAP50-95 against FP32 and still be recommended
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    action: str
+    trigger: str
+
+
+def _export_pair(exports: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    models = {model["format"]: model for model in (exports or {}).get("models", [])}
+    if "onnx" in models and "int8" in models and models["int8"].get("map50_95") is not None:
+        return models["onnx"], models["int8"]
+    return None
+
+
+def recommend(analysis: Analysis, evaluation: dict[str, Any] | None,
+              exports: dict[str, Any] | None) -> tuple[Recommendation, ...]:
+    """Actions derived from the numbers; each names the value that triggered it."""
+    if analysis.status == "dead":
+        return (Recommendation(
+            "Do not use these weights. Re-run the CPU sanity gate and train on CUDA (never MPS); check AMP.",
+            f"every training loss was 0 or NaN for all {analysis.epochs_run} epochs"),)
+    if analysis.status == "not learning":
+        return (Recommendation(
+            "Do not use these weights. Check the labels against the images, then train longer or from "
+            "pretrained weights.", _not_learning_trigger(analysis)),)
+    found: list[Recommendation] = []
+    conv = analysis.convergence
+    if conv is not None:
+        if conv.converged_epoch <= 0.8 * conv.epochs_run and not conv.early_stopped:
+            found.append(Recommendation(
+                f"Train for about {conv.recommended_epochs} epochs instead of {conv.epochs_configured or conv.epochs_run}.",
+                f"mAP50-95 was within 1% of its best ({analysis.metrics['map50_95'].best:.3f}) from epoch "
+                f"{conv.converged_epoch} of {conv.epochs_run}"))
+            if conv.patience is not None and conv.epochs_run - conv.converged_epoch > conv.patience:
+                found.append(Recommendation(
+                    f"Lower patience below {conv.patience} or rely on the epoch cap: gains under 1% kept "
+                    f"resetting it.",
+                    f"a {conv.epochs_run - conv.converged_epoch}-epoch plateau did not trigger early stopping "
+                    f"(patience {conv.patience})"))
+        if conv.early_stopped:
+            found.append(Recommendation(
+                f"Set epochs to about {conv.recommended_epochs}: early stopping ended the run well before the cap.",
+                f"stopped at epoch {conv.epochs_run} of {conv.epochs_configured} (patience {conv.patience}); "
+                f"mAP50-95 within 1% of its best from epoch {conv.converged_epoch}"))
+        if conv.converged_epoch == conv.epochs_run and conv.epochs_run > 1 and not conv.early_stopped:
+            found.append(Recommendation(
+                "Train longer: the metrics were still improving when the run ended.",
+                f"best mAP50-95 {analysis.metrics['map50_95'].best:.3f} came at the last epoch ({conv.epochs_run})"))
+        if conv.overfitting:
+            found.append(Recommendation(
+                "Add data augmentation (or more data) and stop near the validation-loss minimum.",
+                f"validation loss rose {conv.val_loss_rise_pct:.1f}% after its minimum at epoch "
+                f"{conv.val_loss_min_epoch} while training loss changed {conv.train_loss_change_pct:.1f}%"))
+        if conv.swings >= 2:
+            found.append(Recommendation(
+                "Lower lr0 or raise the batch size to steady the optimisation.",
+                f"mAP50-95 dropped by more than {OSCILLATION_DROP:.0%} of its best {conv.swings} times "
+                f"(largest drop {conv.largest_swing:.3f})"))
+    modalities = (evaluation or {}).get("by_modality", {})
+    scored = {name: values["map50_95"] for name, values in modalities.items()
+              if isinstance(values, dict) and values.get("map50_95") is not None}
+    if len(scored) >= 2:
+        weak, strong = min(scored, key=scored.get), max(scored, key=scored.get)
+        if scored[strong] - scored[weak] > WEAK_MODALITY_GAP:
+            found.append(Recommendation(
+                f"Label more {weak} images: that modality is the weak one.",
+                f"{weak} mAP50-95 {scored[weak]:.3f} vs {strong} {scored[strong]:.3f}"))
+    pair = _export_pair(exports)
+    if pair:
+        fp32, int8 = pair
+        loss = fp32["map50_95"] - int8["map50_95"]
+        speed = f", {int8['latency_ms']:.1f} vs {fp32['latency_ms']:.1f} ms/image" if int8.get("latency_ms") else ""
+        if loss <= INT8_TOLERANCE:
+            found.append(Recommendation(
+                "Deploy the INT8 ONNX model on CPU: its accuracy holds.",
+                f"INT8 mAP50-95 {int8['map50_95']:.3f} vs FP32 {fp32['map50_95']:.3f}{speed}"))
+        else:
+            found.append(Recommendation(
+                "Deploy the FP32 ONNX model: INT8 costs too much accuracy.",
+                f"INT8 mAP50-95 {int8['map50_95']:.3f} vs FP32 {fp32['map50_95']:.3f} "
+                f"(loses {loss:.3f} > {INT8_TOLERANCE})"))
+    return tuple(found)
+
+
+def _not_learning_trigger(analysis: Analysis) -> str:
+    best = analysis.metrics["map50"].best if "map50" in analysis.metrics else 0.0
+    box = next((loss for loss in analysis.losses if loss.column == "train/box_loss"), None)
+    loss_text = f", training box loss {box.start:.3f} -> {box.final:.3f} ({box.trend})" if box else ""
+    return f"best mAP50 only {best:.3f} after {analysis.epochs_run} epochs{loss_text}"
+
+
+def assess(analysis: Analysis, model: dict[str, float], sanity: dict[str, Any] | None,
+           champion: dict[str, Any] | None, floor: float) -> str:
+    """The 'Overall assessment' paragraph, each sentence driven by a number (a failed run reads as failed).
+
+    `model` is what best.pt measured (components.metrics.run_metrics), the figures promotion judges.
+    """
+    if analysis.status == "dead":
+        return (f"This run failed: every training loss stayed at 0 (or NaN) for all {analysis.epochs_run} epochs, "
+                "so the model learned nothing and its metrics are meaningless. This is the signature of a silent "
+                "backend failure (seed 004's MPS run); the weights must not be used.")
+    if analysis.status == "not learning":
+        return (f"This run did not learn: {_not_learning_trigger(analysis)}. The model is not usable; check the "
+                "labels, the data and the training length.")
+    map50, map50_95 = model.get("map50", 0.0), model.get("map50_95", 0.0)
+    sentences = [f"This run reaches mAP50 {map50:.3f} and mAP50-95 {map50_95:.3f}, which "
+                 + (f"meets the production floor of mAP50 {floor:.2f}." if map50 >= floor
+                    else f"falls short of the production floor of mAP50 {floor:.2f} by {floor - map50:.3f}.")]
+    conv = analysis.convergence
+    if conv is not None:
+        sentences.append(f"mAP50-95 settled within 1% of its best at epoch {conv.converged_epoch} of "
+                         f"{conv.epochs_run}" + (" and early stopping ended the run." if conv.early_stopped else "."))
+        sentences.append(
+            f"Validation loss rose {conv.val_loss_rise_pct:.1f}% after epoch {conv.val_loss_min_epoch} while "
+            "training loss kept falling: the model overfits." if conv.overfitting
+            else "Training and validation losses fell together (no sign of overfitting).")
+        sentences.append(f"The metrics swung {conv.swings} times (largest mAP50-95 drop {conv.largest_swing:.3f})."
+                         if conv.swings >= 2 else "The metrics progressed without significant oscillation.")
+    baseline = sanity_metrics(sanity)
+    if baseline:
+        sentences.append(f"Against the CPU sanity baseline (mAP50 {baseline.get('map50', 0.0):.3f}) this is a change "
+                         f"of {map50 - baseline.get('map50', 0.0):+.3f}.")
+    if champion and champion.get("metrics", {}).get("map50_95") is not None:
+        delta = map50_95 - float(champion["metrics"]["map50_95"])
+        sentences.append(f"Against the production champion ({champion.get('run_id', 'unknown run')}, mAP50-95 "
+                         f"{champion['metrics']['map50_95']:.3f}) it is {delta:+.3f} mAP50-95"
+                         + (" better." if delta > 0 else ", not an improvement."))
+    return " ".join(sentences)

@@ -1,0 +1,69 @@
+"""The dead-run detector's judgement, fed the loss items ultralytics hands it batch by batch."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from components.training.deadrun import DeadRunDetector, DeadRunError
+
+
+def _batch(box: float, cls: float, dfl: float) -> SimpleNamespace:
+    """What the detector reads from a trainer after one batch."""
+    return SimpleNamespace(loss_items={"box_loss": torch.tensor(box), "cls_loss": torch.tensor(cls),
+                                       "dfl_loss": torch.tensor(dfl)})
+
+
+def _run(detector: DeadRunDetector, batches: list[SimpleNamespace]) -> None:
+    for trainer in batches:
+        detector.count_optimizer_step()
+        detector.on_train_batch_end(trainer)
+
+
+def test_background_only_batches_are_not_a_dead_run_when_later_batches_have_boxes():
+    detector = DeadRunDetector(window_steps=5)
+    _run(detector, [_batch(0.0, 0.8, 0.0), _batch(0.0, 0.7, 0.0)] + [_batch(1.2, 0.6, 1.1)] * 10)
+    assert detector.judged and detector.steps == 12
+
+
+def test_box_and_dfl_at_zero_over_the_window_abort_at_the_window_with_the_causes():
+    detector = DeadRunDetector(window_steps=5)
+    with pytest.raises(DeadRunError, match="labels not loaded") as raised:
+        _run(detector, [_batch(0.0, 0.4, 0.0)] * 50)
+    assert raised.value.steps == 5
+
+
+def test_a_first_epoch_shorter_than_the_window_ends_the_window():
+    detector = DeadRunDetector(window_steps=20)
+    _run(detector, [_batch(0.0, 0.4, 0.0)] * 3)
+    with pytest.raises(DeadRunError, match="box and DFL loss stayed exactly 0"):
+        detector.on_train_epoch_end(_batch(0.0, 0.4, 0.0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_loss_aborts_at_once(bad: float):
+    detector = DeadRunDetector(window_steps=20)
+    with pytest.raises(DeadRunError, match="NaN or infinite") as raised:
+        _run(detector, [_batch(1.0, 0.5, 1.0), _batch(1.0, bad, 1.0), _batch(1.0, 0.5, 1.0)])
+    assert raised.value.steps == 2
+
+
+def test_every_loss_at_zero_is_the_broken_backend_signature():
+    with pytest.raises(DeadRunError, match="every loss is exactly 0.*MPS"):
+        _run(DeadRunDetector(), [_batch(0.0, 0.0, 0.0)])
+
+
+def _tensor_batch(box: float, cls: float, dfl: float) -> SimpleNamespace:
+    """What the detector reads after one batch from older ultralytics releases: one tensor, named by loss_names."""
+    return SimpleNamespace(loss_names=("box_loss", "cls_loss", "dfl_loss"), loss_items=torch.tensor([box, cls, dfl]))
+
+
+def test_loss_items_as_a_tensor_in_the_order_of_loss_names_are_judged_alike():
+    with pytest.raises(DeadRunError, match=r"box and DFL loss stayed exactly 0.*cls_loss=0\.4") as raised:
+        _run(DeadRunDetector(window_steps=5), [_tensor_batch(0.0, 0.4, 0.0)] * 50)
+    assert raised.value.steps == 5
+    healthy = DeadRunDetector(window_steps=5)
+    _run(healthy, [_tensor_batch(1.2, 0.6, 1.1)] * 10)
+    assert healthy.judged
+    with pytest.raises(DeadRunError, match="NaN or infinite"):
+        _run(DeadRunDetector(), [_tensor_batch(1.0, float("nan"), 1.0)])

@@ -1,0 +1,72 @@
+"""Resuming a training run from the store: after kill -9 mid-training, and after a pod that died between its
+last checkpoint and its outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from components.config import TrainConfig
+from components.metrics.results_csv import read_history
+from components.storage import open_store
+from components.training.train import train_model
+from components.runtime.yolo_env import offline_ultralytics
+
+RESUMED = TrainConfig(model="yolo11n", epochs=4, imgsz=64, batch=16, device="cpu", workers=0)
+
+
+def _epochs(results_csv: Path) -> list[int]:
+    return list(read_history(results_csv).epochs)
+
+
+def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epoch(demo_dataset_dir: Path,
+                                                                                     tmp_path: Path):
+    store, epochs = tmp_path / "store", RESUMED.epochs
+    first_out, second_out = tmp_path / "machine1" / "train", tmp_path / "machine2" / "train"
+    command = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))",
+               "train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--epochs", str(epochs),
+               "--imgsz", "64", "--batch", "16", "--device", "cpu", "--store", str(store), "--run-id", "r1",
+               "--out", str(first_out)]
+    checkpoint = store / "runs" / "r1" / "checkpoints" / "last.pt"
+    python_path = os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])  # the code the retry runs
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PYTHONPATH": python_path})
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the first attempt must die mid-training"
+    offline_ultralytics()  # last.pt holds ultralytics objects: loading it imports ultralytics
+    import torch
+
+    saved_epochs = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] + 1
+    assert 1 <= saved_epochs < epochs
+    done_before_kill = len(_epochs(first_out / "results.csv"))
+
+    result = train_model(demo_dataset_dir, second_out, RESUMED, store=str(store), run_id="r1")
+    assert _epochs(result.results_csv) == list(range(1, epochs + 1))
+    before_kill = (first_out / "results.csv").read_text().splitlines()
+    assert result.results_csv.read_text().splitlines()[:saved_epochs + 1] == before_kill[:saved_epochs + 1]
+    assert done_before_kill - saved_epochs <= 1  # epochs lost to the kill
+    # what the first attempt started from (yolo11n built from its YAML), recorded without resolving it again
+    resumed_from = json.loads(result.metrics_json.read_text())["base_weights"]
+    assert resumed_from["source"] == "resumed" and resumed_from["pretrained"] is False
+    assert resumed_from["path"].endswith("yolo11n.yaml")
+
+    # A pod that dies after its last checkpoint but before writing its outputs: the retry trains no more.
+    third = train_model(demo_dataset_dir, tmp_path / "machine3" / "train", RESUMED, store=str(store), run_id="r1")
+    assert _epochs(third.results_csv) == list(range(1, epochs + 1))
+    assert third.best.read_bytes() == open_store(str(store)).get_bytes("runs/r1/checkpoints/best.pt")
+    summary = json.loads(third.metrics_json.read_text())
+    assert summary["epochs_completed"] == epochs and 0.0 <= summary["metrics"]["map50"] <= 1.0
+    assert yaml.safe_load(third.args_yaml.read_text())["epochs"] == epochs
+    assert (second_out / "weights" / "last.pt").is_file()
+    assert open_store(str(store)).head("runs/r1/checkpoints/results.csv").size > 0
