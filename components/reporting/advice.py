@@ -11,6 +11,7 @@ from typing import Any
 
 from components.reporting.analysis import OSCILLATION_DROP, Analysis
 from components.metrics.run_metrics import sanity_metrics
+from components.training.deadrun import Verdict
 
 WEAK_MODALITY_GAP = 0.05       # mAP50-95 gap between modalities that calls for more data
 INT8_TOLERANCE = 0.02          # INT8 may lose this much mAP50-95 against FP32 and still be recommended
@@ -32,11 +33,11 @@ def _export_pair(exports: dict[str, Any] | None) -> tuple[dict[str, Any], dict[s
 def recommend(analysis: Analysis, evaluation: dict[str, Any] | None,
               exports: dict[str, Any] | None) -> tuple[Recommendation, ...]:
     """Actions derived from the numbers; each names the value that triggered it."""
-    if analysis.status == "dead":
+    if analysis.status == Verdict.DEAD:
         return (Recommendation(
             "Do not use these weights. Re-run the CPU sanity gate and train on CUDA (never MPS); check AMP.",
             f"every training loss was 0 or NaN for all {analysis.epochs_run} epochs"),)
-    if analysis.status == "not learning":
+    if analysis.status == Verdict.NOT_LEARNING:
         return (Recommendation(
             "Do not use these weights. Check the labels against the images, then train longer or from "
             "pretrained weights.", _not_learning_trigger(analysis)),)
@@ -112,11 +113,11 @@ def assess(analysis: Analysis, model: dict[str, float], sanity: dict[str, Any] |
 
     `model` is what best.pt measured (components.metrics.run_metrics), the figures promotion judges.
     """
-    if analysis.status == "dead":
+    if analysis.status == Verdict.DEAD:
         return (f"This run failed: every training loss stayed at 0 (or NaN) for all {analysis.epochs_run} epochs, "
                 "so the model learned nothing and its metrics are meaningless. This is the signature of a silent "
                 "backend failure (seed 004's MPS run); the weights must not be used.")
-    if analysis.status == "not learning":
+    if analysis.status == Verdict.NOT_LEARNING:
         return (f"This run did not learn: {_not_learning_trigger(analysis)}. The model is not usable; check the "
                 "labels, the data and the training length.")
     map50, map50_95 = model.get("map50", 0.0), model.get("map50_95", 0.0)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from components.metrics.results_csv import LOSS_KINDS, METRICS, MetricSummary, RunHistory, summarize_metrics
+from components.training.deadrun import Verdict
 
 LOSS_COLUMNS = tuple(f"{split}/{kind}" for split in ("train", "val") for kind in LOSS_KINDS)
 TREND_THRESHOLD_PCT = 5.0      # a loss that moved less than this (percent) is "flat"
@@ -58,7 +59,7 @@ class Convergence:
 @dataclass(frozen=True)
 class Analysis:
     epochs_run: int
-    status: str
+    status: Verdict
     losses: tuple[LossSummary, ...]
     metrics: dict[str, MetricSummary]
     learning_rate: LearningRateSummary | None
@@ -156,16 +157,16 @@ def analyze_convergence(history: RunHistory) -> Convergence | None:
         val_loss_rise_pct=rise, train_loss_change_pct=train_change)
 
 
-def _status(history: RunHistory, losses: Sequence[LossSummary], metrics: dict[str, MetricSummary]) -> str:
-    """'dead' (all training losses 0/NaN, seed 004), 'not learning' (no useful mAP50 or box loss not falling), or 'learned'."""
+def _status(history: RunHistory, losses: Sequence[LossSummary], metrics: dict[str, MetricSummary]) -> Verdict:
+    """Dead (all training losses 0/NaN, seed 004), not learning (no useful mAP50 or box loss not falling), or healthy."""
     train_losses = [values for name, values in history.columns.items() if name.startswith("train/")]
     if train_losses and all(not math.isfinite(v) or v == 0 for values in train_losses for v in values):
-        return "dead"
+        return Verdict.DEAD
     box = next((loss for loss in losses if loss.column == "train/box_loss"), None)
     best_map50 = metrics["map50"].best if "map50" in metrics else 0.0
     if best_map50 < NOT_LEARNING_MAP50 or (box is not None and box.trend != "falling"):
-        return "not learning"
-    return "learned"
+        return Verdict.NOT_LEARNING
+    return Verdict.HEALTHY
 
 
 def analyze(history: RunHistory) -> Analysis:

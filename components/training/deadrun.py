@@ -1,17 +1,28 @@
 """Abort a training run whose losses show it cannot learn, within its first optimizer steps.
 
-Seed 000: an MPS run trained 43 minutes with every loss at 0 and "completed". The detector
+Seed 004: an MPS run trained 43 minutes with every loss at 0 and "completed". The detector
 reads the loss items of every batch and stops such a run at the latest `window_steps`
 optimizer steps in. A single batch of background-only images legitimately has box = DFL = 0,
 so the zero-box signature is judged over the whole window, never one batch.
+
+`Verdict` is the one word for what a run's losses say, here, in the sanity gate and in the report.
 """
 
 from __future__ import annotations
 
 import math
+from enum import StrEnum
 from typing import Any
 
 DEAD_WINDOW_STEPS = 20
+
+
+class Verdict(StrEnum):
+    """Whether a run learned. The values are what `verdict.json` publishes, so they never change."""
+
+    HEALTHY = "healthy"
+    DEAD = "dead"  # a loss NaN, infinite or 0 where no real batch gives 0: nothing can be learned
+    NOT_LEARNING = "not_learning"  # finite losses that do not fall enough, or no useful mAP50
 
 NON_FINITE_CAUSES = (
     "This is a dead run: a loss became NaN or infinite. Usual causes: a learning rate far too high, "
@@ -20,7 +31,7 @@ NON_FINITE_CAUSES = (
 )
 ALL_ZERO_CAUSES = (
     "This is a dead run: every loss is exactly 0, which no real batch produces. Usual cause: a broken "
-    "accelerator backend (PyTorch MPS on Apple silicon did exactly this for 43 minutes in seed 000); "
+    "accelerator backend (PyTorch MPS on Apple silicon did exactly this for 43 minutes in seed 004); "
     "run the CPU sanity gate (pogona sanity) on the same data to tell a backend fault from a data fault."
 )
 ZERO_BOX_CAUSES = (

@@ -1,6 +1,6 @@
 """The CPU sanity gate: a short training on a stratified subset that must show the data is learnable.
 
-Seed 000: a CPU run proved the data fine after an MPS run had trained 43 minutes with every
+Seed 004: a CPU run proved the data fine after an MPS run had trained 43 minutes with every
 loss at 0. CPU is the reference backend, so this gate runs there, on a subset capped by
 `max_images`, so its cost does not grow with the dataset. Its verdict file is the baseline
 later reports compare against.
@@ -17,7 +17,7 @@ from typing import Any
 
 from components.config import SanityConfig, TrainConfig
 from components.data.dataset import Dataset, image_modality, load_dataset
-from components.training.deadrun import DeadRunError
+from components.training.deadrun import DeadRunError, Verdict
 from components.errors import UserError
 from components.metrics.results_csv import LOSS_KINDS
 from components.training.outputs import read_results
@@ -27,7 +27,7 @@ from components.runtime.yolo_env import offline_ultralytics
 
 @dataclass(frozen=True)
 class SanityVerdict:
-    verdict: str  # "healthy", "dead" or "not_learning"
+    verdict: Verdict
     reasons: list[str]
     steps: int
     wall_seconds: float
@@ -37,7 +37,7 @@ class SanityVerdict:
 
     @property
     def healthy(self) -> bool:
-        return self.verdict == "healthy"
+        return self.verdict == Verdict.HEALTHY
 
 
 def stratified_subset(dataset: Dataset, max_images: int) -> dict[str, list[Path]]:
@@ -60,12 +60,12 @@ def stratified_subset(dataset: Dataset, max_images: int) -> dict[str, list[Path]
     return chosen
 
 
-def judge(epochs: list[dict[str, float]], config: SanityConfig, pretrained: bool) -> tuple[str, list[str]]:
-    """healthy / dead / not_learning with the reasons, from the per-epoch figures of a finished run."""
+def judge(epochs: list[dict[str, float]], config: SanityConfig, pretrained: bool) -> tuple[Verdict, list[str]]:
+    """The verdict with the reasons, from the per-epoch figures of a finished run."""
     broken = [f"epoch {i + 1} {name}={row[name]}" for i, row in enumerate(epochs) for name in LOSS_KINDS
               if not math.isfinite(row[name]) or row[name] == 0.0]
     if broken:
-        return "dead", ["losses must be finite and non-zero: " + ", ".join(broken)]
+        return Verdict.DEAD, ["losses must be finite and non-zero: " + ", ".join(broken)]
     first, last = (sum(row[name] for name in LOSS_KINDS) for row in (epochs[0], epochs[-1]))
     drop = (first - last) / first
     facts = [f"all losses finite and non-zero over {len(epochs)} epochs",
@@ -77,7 +77,7 @@ def judge(epochs: list[dict[str, float]], config: SanityConfig, pretrained: bool
         map50 = epochs[-1]["map50"]
         line = f"mAP50 {map50:.3f} from pretrained weights; required at least {config.min_map50:.2f}"
         (facts if map50 >= config.min_map50 else problems).append(line)
-    return ("not_learning", problems) if problems else ("healthy", facts)
+    return (Verdict.NOT_LEARNING, problems) if problems else (Verdict.HEALTHY, facts)
 
 
 def sanity_train_args(config: SanityConfig, data_yaml: Path, save_dir: Path) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def run_sanity(data: Path, verdict_path: Path, config: SanityConfig = SanityConf
     except DeadRunError as error:
         dead_run = error
     epochs = read_results(workdir / "train" / "results.csv")
-    verdict, reasons = (("dead", [str(dead_run)]) if dead_run
+    verdict, reasons = ((Verdict.DEAD, [str(dead_run)]) if dead_run
                         else judge(epochs, config, pretrained=base_weights.pretrained))
     result = SanityVerdict(verdict=verdict, reasons=reasons, steps=yolo.trainer.dead_run_detector.steps,
                            wall_seconds=round(time.monotonic() - started, 2), device="cpu", epochs=epochs,

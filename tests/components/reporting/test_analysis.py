@@ -9,6 +9,7 @@ import pytest
 
 from components.reporting.analysis import Analysis, analyze
 from components.metrics.results_csv import read_history
+from components.training.deadrun import Verdict
 from results_table import FIXTURES, first_within_one_percent, read_csv
 
 
@@ -65,7 +66,11 @@ def test_overfitting_is_found_at_the_validation_loss_minimum() -> None:
 
 
 def test_a_run_whose_losses_stayed_zero_is_dead() -> None:
-    assert analysis_of(FIXTURES / "dead_mps" / "results.csv").status == "dead"
+    assert analysis_of(FIXTURES / "dead_mps" / "results.csv").status is Verdict.DEAD
+
+
+def test_a_run_whose_losses_fell_to_a_useful_map50_is_healthy() -> None:
+    assert analysis_of(FIXTURES / "converged_early" / "results.csv").status is Verdict.HEALTHY
 
 
 def test_schedule_that_differs_from_the_configuration_is_flagged(tmp_path: Path) -> None:
@@ -81,4 +86,4 @@ def test_schedule_that_differs_from_the_configuration_is_flagged(tmp_path: Path)
 def test_a_real_two_epoch_ultralytics_run_did_not_learn(trained_run: Path) -> None:
     analysis = analysis_of(trained_run / "results.csv")
     assert analysis.epochs_run == 2
-    assert analysis.status == "not learning"
+    assert analysis.status is Verdict.NOT_LEARNING

@@ -1,11 +1,12 @@
-"""The dead-run detector's judgement, fed the loss items ultralytics hands it batch by batch."""
+"""The dead-run detector's judgement, fed the loss items ultralytics hands it batch by batch; the verdict words."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from components.training.deadrun import DeadRunDetector, DeadRunError
+from components.training.deadrun import DeadRunDetector, DeadRunError, Verdict
 
 
 def _batch(box: float, cls: float, dfl: float) -> SimpleNamespace:
@@ -67,3 +68,8 @@ def test_loss_items_as_a_tensor_in_the_order_of_loss_names_are_judged_alike():
     assert healthy.judged
     with pytest.raises(DeadRunError, match="NaN or infinite"):
         _run(DeadRunDetector(), [_tensor_batch(1.0, float("nan"), 1.0)])
+
+
+def test_verdicts_keep_the_words_verdict_json_publishes():
+    assert json.dumps(list(Verdict)) == '["healthy", "dead", "not_learning"]'
+    assert f"sanity gate: {Verdict.NOT_LEARNING}" == "sanity gate: not_learning"  # messages show the word

@@ -8,6 +8,7 @@ import pytest
 
 from components.config import SanityConfig
 from components.data.dataset import load_dataset
+from components.training.deadrun import Verdict
 from components.training.sanity import judge, run_sanity, stratified_subset
 from components.runtime.yolo_env import offline_ultralytics
 
@@ -70,10 +71,10 @@ def test_subset_is_capped_and_keeps_every_split_and_modality(demo_dataset_dir: P
 
 def test_verdict_rules():
     config = SanityConfig(min_loss_drop=0.05, min_map50=0.5)
-    assert judge([_epoch(1.4, 1.3, 1.1), _epoch(1.2, 0.7, 1.0)], config, pretrained=False)[0] == "healthy"
+    assert judge([_epoch(1.4, 1.3, 1.1), _epoch(1.2, 0.7, 1.0)], config, pretrained=False)[0] is Verdict.HEALTHY
     verdict, reasons = judge([_epoch(1.4, 1.3, 1.1), _epoch(1.4, 1.3, 1.05)], config, pretrained=False)
-    assert verdict == "not_learning" and "fell only 1.3%" in reasons[0]
+    assert verdict is Verdict.NOT_LEARNING and "fell only 1.3%" in reasons[0]
     verdict, reasons = judge([_epoch(1.4, 1.3, 1.1), _epoch(1.2, 0.7, 1.0, map50=0.3)], config, pretrained=True)
-    assert verdict == "not_learning" and "mAP50 0.300" in reasons[0]
+    assert verdict is Verdict.NOT_LEARNING and "mAP50 0.300" in reasons[0]
     verdict, reasons = judge([_epoch(1.4, 1.3, 1.1), _epoch(0.0, 0.7, 0.0)], config, pretrained=False)
-    assert verdict == "dead" and "epoch 2 box_loss=0.0" in reasons[0]
+    assert verdict is Verdict.DEAD and "epoch 2 box_loss=0.0" in reasons[0]
