@@ -1,10 +1,13 @@
-"""Adapters between KFP artifact paths and the step functions in `components/`.
+"""The step doors: what a KFP component body calls, between its artifact paths and `components/`.
 
 A KFP component body is shipped as source text, so it stays a two-line call into this
 module; everything here is plain Python that the tests call directly. The step functions are
-a pod's entry points: each first sends pogona's log lines to stderr. Each adapter lays the
+a pod's entry points: each first sends pogona's log lines to stderr. Each door lays the
 artifacts it receives out as the run's working directory (docs/architecture.md), calls one
-step function, and returns the numbers the KFP UI shows as Metrics.
+step function, and returns the numbers the KFP UI shows as Metrics. The rules themselves
+live in their stage (the skip rule in components/publishing/attempts.py, the snapshot cache
+in components/data/sync.py); `training_attempt` is the skip rule's own, imported here for
+the decide component.
 """
 
 from __future__ import annotations
@@ -14,34 +17,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from components.publishing.attempts import Attempt
 from components.config import PromotionConfig, SanityConfig, TrainConfig
+from components.data.sync import dataset_cache_root, materialize, snapshot_cache
+from components.publishing import attempts
+from components.publishing.attempts import Attempt, TrainingDecision, training_attempt
 from components.errors import UserError
-from components.log import LOG, show_logs
-
-
-def dataset_cache_root() -> Path:
-    """Where snapshots are materialized: POGONA_CACHE_DIR (a pod's emptyDir), else the user cache."""
-    from components.config import cache_root
-
-    return Path(os.environ.get("POGONA_CACHE_DIR") or cache_root() / "datasets")
-
-
-def snapshot_cache(fingerprint: str) -> Path:
-    """One folder per dataset snapshot, so concurrent runs on a shared cache never mix two snapshots."""
-    return dataset_cache_root() / fingerprint[:16]
-
-
-def materialize(manifest_path: str) -> Path:
-    """Sync the snapshot a manifest names into the cache and return its data.yaml."""
-    from components.data.snapshot import Manifest
-    from components.data.sync import sync_snapshot
-
-    fingerprint = Manifest.load(Path(manifest_path)).fingerprint
-    return sync_snapshot(Path(manifest_path), snapshot_cache(fingerprint)).data_yaml
+from components.log import show_logs
 
 
 def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tuple[str, dict[str, float]]:
@@ -66,40 +50,10 @@ def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tup
     return result.manifest.fingerprint, result.metrics()
 
 
-@dataclass(frozen=True)
-class TrainingDecision:
-    train: bool
-    note: str
-
-
-def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, num_gpus: str,
-                     store_uri: str = "") -> Attempt:
-    """What a run would train: this dataset snapshot, this code, these training parameters, and, when no
-    weights are given, the version of the weights staged in the store (the images' own come with the code)."""
-    from components.training.weights import staged_weights_version
-
-    parameters = {**asdict(config), "num_gpus": num_gpus}
-    staged = staged_weights_version(store_uri, config.model) if store_uri and not config.weights else ""
-    return Attempt(fingerprint, code_version, {**parameters, "staged_weights": staged} if staged else parameters)
-
-
 def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_unchanged: bool) -> TrainingDecision:
     """Skip training when an earlier run already trained exactly this attempt (unless forced)."""
     show_logs()
-    from components.publishing.attempts import describe, find_attempt
-    from components.storage import open_store
-
-    if not skip_if_unchanged:
-        return TrainingDecision(True, "skip_if_unchanged is off: training")
-    what = (f"dataset {attempt.dataset_fingerprint[:16]} with code {attempt.code_version} "
-            "and these training parameters")
-    store = open_store(store_uri)
-    earlier = find_attempt(store, model_name, attempt)
-    if earlier is None:
-        return TrainingDecision(True, f"no run of {model_name} has trained {what} yet: training")
-    snapshot = store.url(f"runs/{earlier.get('run_id')}/manifest.json")
-    return TrainingDecision(False, f"{describe(earlier)} already trained {what} (its snapshot {snapshot}): "
-                                   "training skipped (skip_if_unchanged=false trains anyway)")
+    return attempts.decide_training(store_uri, model_name, attempt, skip_if_unchanged)
 
 
 def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, model: str,
@@ -118,43 +72,20 @@ def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, mod
             **{f"last_epoch_{key}": value for key, value in last.items()}}
 
 
-def training_device(device: str, num_gpus: str) -> str:
-    """`cuda` with N GPUs becomes the device list ultralytics uses for DDP on one node."""
-    if not num_gpus.isdigit() or int(num_gpus) < 1:
-        raise UserError(f"num_gpus {num_gpus!r}: give a whole number of GPUs, at least 1")
-    if device == "cuda" and int(num_gpus) > 1:
-        return ",".join(str(index) for index in range(int(num_gpus)))
-    return device
-
-
-def _refusal_key(run_id: str, kfp_run_id: str) -> str:
-    return f"runs/{run_id}/refusals/{kfp_run_id}.json"
-
-
 def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: str, store_uri: str, run_id: str,
                kfp_run_id: str) -> dict[str, float]:
-    """Train; a failure no retry can fix (no CUDA, a bad parameter, a dead run) is recorded under the
-    run so that KFP's retries within the same pipeline run (`kfp_run_id`) end at once instead of training
-    again. KFP retries a failed step whatever the cause; lost nodes and evicted pods are what they are for."""
+    """Train; a failure no retry can fix (no CUDA, a bad parameter, a dead run) ends KFP's retries within the
+    same pipeline run (`kfp_run_id`) at once (components/training/refusals.py)."""
     show_logs()
-    from components.training.deadrun import DeadRunError
-    from components.storage import StorageError, open_store
+    from components.runtime.devices import training_device
+    from components.storage import open_store
+    from components.training.refusals import refusals_recorded
     from components.training.train import train_model
 
-    store, refusal = open_store(store_uri), _refusal_key(run_id, kfp_run_id)
-    if store.exists(refusal):
-        raise UserError(f"not trained again: an earlier attempt failed for a reason a retry cannot fix: "
-                        f"{store.get_json(refusal)['reason']}")
-    try:
+    with refusals_recorded(open_store(store_uri), run_id, kfp_run_id):
         device = training_device(config.device, num_gpus)
         return train_model(materialize(manifest_path), Path(out_dir), replace(config, device=device),
                            store=store_uri, run_id=run_id).metrics
-    except (UserError, DeadRunError) as exc:
-        try:
-            store.put_json(refusal, {"reason": str(exc)})
-        except StorageError as unrecorded:  # the failure that ends the step stays the one that explains it
-            LOG.error(f"could not record that a retry cannot fix this ({unrecorded})")
-        raise
 
 
 def analyze_step(manifest_path: str, trained_dir: str, verdict_path: str, analysis_dir: str, store_uri: str,

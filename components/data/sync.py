@@ -4,17 +4,20 @@ Downloads run in parallel through one shared client; a file already present with
 snapshot's size and content (its sha256, else an MD5 ETag) is kept, every download is verified
 and renamed into place, so a killed sync resumes where it stopped. Files of other snapshots
 are removed, so the folder holds that snapshot and nothing else; several syncs may share the
-folder.
+folder. `materialize` syncs into the snapshot cache, one folder per snapshot, where the steps and
+the CLI on one machine find what validation already downloaded.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from components.config import cache_root
 from components.errors import UserError
 from components.data.snapshot import Manifest
 from components.storage import (TEMPORARY_SUFFIXES, fetch_objects, local_path, open_store, remove_if_abandoned,
@@ -90,3 +93,19 @@ def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: 
     data_yaml = write_data_yaml(dest, manifest)
     return SyncSummary(counts.downloaded, counts.skipped, counts.bytes, time.monotonic() - started,
                        data_yaml, removed)
+
+
+def dataset_cache_root() -> Path:
+    """Where snapshots are materialized: POGONA_CACHE_DIR (a pod's emptyDir), else the user cache."""
+    return Path(os.environ.get("POGONA_CACHE_DIR") or cache_root() / "datasets")
+
+
+def snapshot_cache(fingerprint: str) -> Path:
+    """One folder per dataset snapshot, so concurrent runs on a shared cache never mix two snapshots."""
+    return dataset_cache_root() / fingerprint[:16]
+
+
+def materialize(manifest_path: str) -> Path:
+    """Sync the snapshot a manifest names into the cache and return its data.yaml."""
+    fingerprint = Manifest.load(Path(manifest_path)).fingerprint
+    return sync_snapshot(Path(manifest_path), snapshot_cache(fingerprint)).data_yaml

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from components.storage import ObjectStore
+from components.config import TrainConfig
+from components.storage import ObjectStore, open_store
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,38 @@ class Attempt:
     @classmethod
     def from_json(cls, text: str) -> Attempt:
         return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class TrainingDecision:
+    train: bool
+    note: str
+
+
+def training_attempt(fingerprint: str, code_version: str, config: TrainConfig, num_gpus: str,
+                     store_uri: str = "") -> Attempt:
+    """What a run would train: this dataset snapshot, this code, these training parameters, and, when no
+    weights are given, the version of the weights staged in the store (the images' own come with the code)."""
+    from components.training.weights import staged_weights_version
+
+    parameters = {**asdict(config), "num_gpus": num_gpus}
+    staged = staged_weights_version(store_uri, config.model) if store_uri and not config.weights else ""
+    return Attempt(fingerprint, code_version, {**parameters, "staged_weights": staged} if staged else parameters)
+
+
+def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_unchanged: bool) -> TrainingDecision:
+    """Skip training when an earlier run already trained exactly this attempt (unless forced)."""
+    if not skip_if_unchanged:
+        return TrainingDecision(True, "skip_if_unchanged is off: training")
+    what = (f"dataset {attempt.dataset_fingerprint[:16]} with code {attempt.code_version} "
+            "and these training parameters")
+    store = open_store(store_uri)
+    earlier = find_attempt(store, model_name, attempt)
+    if earlier is None:
+        return TrainingDecision(True, f"no run of {model_name} has trained {what} yet: training")
+    snapshot = store.url(f"runs/{earlier.get('run_id')}/manifest.json")
+    return TrainingDecision(False, f"{describe(earlier)} already trained {what} (its snapshot {snapshot}): "
+                                   "training skipped (skip_if_unchanged=false trains anyway)")
 
 
 def _attempt_key(model_name: str, attempt: Attempt) -> str:

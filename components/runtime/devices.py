@@ -29,6 +29,15 @@ def check_device(device: str) -> str:
     return ",".join(indices) if indices else "0"
 
 
+def training_device(device: str, num_gpus: str) -> str:
+    """`cuda` with N GPUs becomes the device list ultralytics uses for DDP on one node."""
+    if not num_gpus.isdigit() or int(num_gpus) < 1:
+        raise UserError(f"num_gpus {num_gpus!r}: give a whole number of GPUs, at least 1")
+    if device == "cuda" and int(num_gpus) > 1:
+        return ",".join(str(index) for index in range(int(num_gpus)))
+    return device
+
+
 def check_single_device(device: str) -> str:
     """One device for evaluation or export, as torch names it ("cpu", "mps", "cuda:N"), checked like training's."""
     checked = check_device(device)

@@ -25,7 +25,7 @@ def _dataset(args: argparse.Namespace) -> Path:
         return args.data
     if not args.manifest.is_file():
         raise UserError(f"manifest {args.manifest} does not exist")
-    from pipelines.steps import materialize
+    from components.data.sync import materialize
 
     return materialize(str(args.manifest))
 

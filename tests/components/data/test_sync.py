@@ -12,8 +12,9 @@ from components.errors import UserError
 from components.data.push import push_dataset
 from components.data.snapshot import Manifest, ManifestEntry
 from components.storage import StorageError, md5_etag
-from components.data.sync import sync_snapshot
+from components.data.sync import dataset_cache_root, materialize, snapshot_cache, sync_snapshot
 from components.data.validate import validate_dataset
+from components.training.weights import default_cache_dir
 from pipelines.cli import main
 
 
@@ -194,3 +195,21 @@ def test_a_snapshot_validation_found_unusable_is_refused_unless_allowed(demo_dat
     assert main(["dataset", "sync", "--manifest", str(manifest), "--dest", str(dest), "--quiet",
                  "--allow-unusable"]) == 0
     assert (dest / label.relative_to(broken)).read_text() == "0 320 240 64 48\n"
+
+
+def test_materialize_syncs_a_snapshot_into_its_own_cache_folder(manifest: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "cache"))
+    fingerprint = Manifest.load(manifest).fingerprint
+    data_yaml = materialize(str(manifest))
+    assert data_yaml == snapshot_cache(fingerprint) / "data.yaml" == tmp_path / "cache" / fingerprint[:16] / "data.yaml"
+    assert yaml.safe_load(data_yaml.read_text())["path"] == str(snapshot_cache(fingerprint).resolve())
+
+
+def test_datasets_and_weights_are_cached_under_one_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("POGONA_CACHE_DIR", raising=False)
+    assert dataset_cache_root() == tmp_path / "xdg" / "pogona" / "datasets"
+    assert default_cache_dir() == tmp_path / "xdg" / "pogona" / "weights"
+    monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "pod"))  # a pod's mounted cache wins for datasets
+    assert dataset_cache_root() == tmp_path / "pod"
