@@ -28,7 +28,6 @@ class Checkpoint:
     """What a previous attempt of the same run left in the store."""
 
     last: Path
-    epoch: int  # 0-based epoch of last.pt
     finished: bool
     train_args: dict[str, Any]  # the arguments the run was started with, saved in last.pt
 
@@ -62,7 +61,7 @@ def fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Checkpo
                         "best.pt beside it; start a new run with another --run-id")
     LOG.info(f"{'completing' if finished else 'resuming'} from {store.url('last.pt')} "
              f"after epoch {saved_epoch + 1} of {epochs}")
-    return Checkpoint(weights / "last.pt", saved_epoch, finished, saved.get("train_args") or {})
+    return Checkpoint(weights / "last.pt", finished, saved.get("train_args") or {})
 
 
 def complete_finished_run(checkpoint: Checkpoint, data_yaml: Path, out_dir: Path, config: TrainConfig,

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from components.config import TrainConfig
@@ -25,7 +26,8 @@ def _epochs(results_csv: Path) -> list[int]:
 
 
 def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epoch(demo_dataset_dir: Path,
-                                                                                     tmp_path: Path):
+                                                                                     tmp_path: Path,
+                                                                                     caplog: pytest.LogCaptureFixture):
     store, epochs = tmp_path / "store", RESUMED.epochs
     first_out, second_out = tmp_path / "machine1" / "train", tmp_path / "machine2" / "train"
     command = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))",
@@ -52,6 +54,8 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
     done_before_kill = len(_epochs(first_out / "results.csv"))
 
     result = train_model(demo_dataset_dir, second_out, RESUMED, store=str(store), run_id="r1")
+    stored = open_store(str(store)).url("runs/r1/checkpoints/last.pt")
+    assert f"resuming from {stored} after epoch {saved_epochs} of {epochs}" in caplog.text  # what the log says
     assert _epochs(result.results_csv) == list(range(1, epochs + 1))
     before_kill = (first_out / "results.csv").read_text().splitlines()
     assert result.results_csv.read_text().splitlines()[:saved_epochs + 1] == before_kill[:saved_epochs + 1]
@@ -63,6 +67,7 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
 
     # A pod that dies after its last checkpoint but before writing its outputs: the retry trains no more.
     third = train_model(demo_dataset_dir, tmp_path / "machine3" / "train", RESUMED, store=str(store), run_id="r1")
+    assert f"completing from {stored} after epoch {epochs} of {epochs}" in caplog.text
     assert _epochs(third.results_csv) == list(range(1, epochs + 1))
     assert third.best.read_bytes() == open_store(str(store)).get_bytes("runs/r1/checkpoints/best.pt")
     summary = json.loads(third.metrics_json.read_text())
