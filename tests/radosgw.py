@@ -8,8 +8,10 @@ ceph-common are the only requirement (`make tools` installs them); nothing is le
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -35,6 +37,11 @@ class Radosgw:
     access_key: str
     secret_key: str
     root: Path
+
+
+def _die_with_parent() -> None:
+    """A daemon gets SIGTERM when the process that started it dies, however it dies (Linux's PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -104,7 +111,7 @@ class _Cluster:
         """A daemon in the foreground (-f), so that it is this process's child and dies with the fixture."""
         log = open(self.root / "log" / f"{Path(command[0]).name}.out", "wb")
         self.processes.append(subprocess.Popen([command[0], "-f", "-c", str(self.conf), *command[1:]],
-                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                                               stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent))
         log.close()
 
     def check_alive(self) -> None:
