@@ -1,5 +1,6 @@
 # Container images and the local kind cluster (docs/kind.md). Included from the Makefile.
-#   make tools                              kubectl, for the manifest tests
+#   make tools                              kubectl, for the manifest tests, and Ceph's radosgw (a
+#                                           second real S3 server for the storage tests)
 #   make images                             both images, tagged :<version>-<source digest> (what the
 #                                           pipeline compiles with; pipelines/images.py) and :<version>
 #   make e2e                                cluster, KFP, MinIO, CPU image, then a full pipeline run
@@ -29,6 +30,9 @@ tools:
 	  echo "kubectl not found: installing Debian's kubernetes-client"; \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y kubernetes-client; }
 	@$(KUBECTL) kustomize --help >/dev/null
+	@command -v radosgw >/dev/null 2>&1 && command -v ceph-osd >/dev/null 2>&1 && command -v ceph-mon >/dev/null 2>&1 || { \
+	  echo "radosgw not found: installing Debian's ceph-mon, ceph-osd, radosgw and ceph-common (tests/radosgw.py)"; \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common; }
 
 images: images-cpu images-cuda
 

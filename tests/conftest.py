@@ -1,5 +1,5 @@
-"""Shared fixtures: a real S3 endpoint on loopback (moto's standalone server in its own
-process), small generated datasets, and one tiny trained ultralytics run."""
+"""Shared fixtures: real S3 endpoints on loopback (moto's standalone server in its own process, and
+Ceph's radosgw), small generated datasets, and one tiny trained ultralytics run."""
 
 from __future__ import annotations
 
@@ -91,6 +91,37 @@ def s3_bucket(s3_env: str) -> str:
 
     name = f"pogona-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def radosgw_server():
+    """Ceph's radosgw (tests/radosgw.py): a second, real S3 server that checks signatures; started on
+    first use, stopped after the session. A failed start fails the tests that use it, with the logs' tail."""
+    from radosgw import radosgw
+
+    with radosgw() as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def radosgw_env(radosgw_server, monkeypatch: pytest.MonkeyPatch):
+    """Point the standard AWS variables at radosgw, with its user's keys."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", radosgw_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", radosgw_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", radosgw_server.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return radosgw_server
+
+
+@pytest.fixture
+def radosgw_bucket(radosgw_env) -> str:
+    """A fresh, empty bucket on radosgw; returns its URI `s3://<name>`."""
+    import boto3
+
+    name = f"pogona-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=radosgw_env.endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
 
 

@@ -153,9 +153,13 @@ class S3Store(ObjectStore):
             raise
         etag, encrypted = reply["ETag"].strip('"'), "ServerSideEncryption" in reply or "SSECustomerAlgorithm" in reply
         stored = reply.get("ChecksumCRC32")
-        if stored is None:  # some servers keep the full-object CRC32 without echoing it in the completion
-            held = (self.head(key) or ObjectInfo(key, 0, "")).checksum or ""
-            stored = held.removeprefix("crc32:") if held.startswith("crc32:") else None
+        # Some servers keep the full-object CRC32 without echoing it in the completion, and radosgw 16.2
+        # completes with an empty ETag: the object's HEAD holds both.
+        if stored is None or not etag:
+            held = self.head(key) or ObjectInfo(key, 0, "")
+            etag, checksum = etag or held.etag, held.checksum or ""
+            if stored is None:
+                stored = checksum.removeprefix("crc32:") if checksum.startswith("crc32:") else None
         arrived = stored == crc32 if stored is not None else encrypted or etag == multipart_etag(part_digests)
         if not arrived:
             raise StorageError(f"upload of {src} to {where} did not arrive whole (CRC32 or ETag differs)")
@@ -172,7 +176,9 @@ class S3Store(ObjectStore):
 
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
         if if_match is not None:
-            request["IfMatch"] = f'"{if_match.strip(chr(34))}"'
+            # the bare ETag: radosgw 16.2 compares If-Match on a PUT byte for byte with its stored, unquoted
+            # ETag (a quoted one never matches), while AWS S3 and MinIO ignore the quotes either way
+            request["IfMatch"] = if_match.strip('"')
         if if_none_match:
             request["IfNoneMatch"] = "*"
 
