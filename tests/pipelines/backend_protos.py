@@ -71,7 +71,12 @@ def _errors(document: Any, message: type) -> set[str]:
 
 def rejections(package: Path, backend: Backend) -> list[str]:
     """Why `backend` refuses the compiled `package`: distinct errors, sorted; empty when it accepts it."""
-    spec, platform = yaml.safe_load_all(package.read_text())
+    return rejections_of(list(yaml.safe_load_all(package.read_text())), backend)
+
+
+def rejections_of(documents: list[Any], backend: Backend) -> list[str]:
+    """`rejections` of a compiled package's YAML documents: the pipeline spec, then any platform spec."""
+    spec, platform = (documents + [{"platforms": {"kubernetes": {"deploymentSpec": {"executors": {}}}}}])[:2]
     classes = _message_classes(backend)
     errors = _errors(spec, classes["PipelineSpec"]) | _errors(platform, classes["PlatformSpec"])
     for config in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values():

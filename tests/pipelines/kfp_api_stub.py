@@ -26,6 +26,9 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from pipelines.kfp_backends import Backend
+from backend_protos import rejections_of
+
 API = "/apis/v2beta1"
 
 # int64 fields: the generated models type them as `str` (the OpenAPI spec's int64 format), and
@@ -160,8 +163,10 @@ class KfpState:
 class KfpApiStub:
     """Serve the KFP v2beta1 API on 127.0.0.1 from a background thread (use as a context manager)."""
 
-    def __init__(self, multi_user: bool = False) -> None:
+    def __init__(self, multi_user: bool = False, tag_name: str = "2.17.0") -> None:
+        """`tag_name` is the backend release healthz reports; uploads are parsed strictly against its protos."""
         self.state = KfpState(multi_user=multi_user)
+        self.tag_name = tag_name
         self._lock = threading.Lock()
         self._routes: list[tuple[str, re.Pattern, Callable]] = [
             ("GET", re.compile(rf"{API}/healthz"), self._healthz),
@@ -249,7 +254,8 @@ class KfpApiStub:
             raise ApiError(400, f"body is not JSON: {exc}") from exc
 
     def _healthz(self, **_: Any) -> Any:
-        return _serialize(kfp_server_api.V2beta1GetHealthzResponse(multi_user=self.state.multi_user))
+        # backend/src/apiserver/main.go: the healthz handler writes these three fields from its build
+        return {"commit_sha": "0" * 40, "tag_name": self.tag_name, "multi_user": self.state.multi_user}
 
     def _namespace(self, query: dict, what: str) -> str:
         """The namespace a list request names; multi-user KFP refuses to list runs and experiments without one."""
@@ -268,6 +274,10 @@ class KfpApiStub:
             documents = list(yaml.safe_load_all(body["uploadfile"]))
         except yaml.YAMLError as exc:
             raise ApiError(400, f"uploadfile is not YAML: {exc}") from exc
+        backend = Backend.parse(self.tag_name)
+        errors = rejections_of(documents, backend) if backend else []
+        if errors:
+            raise ApiError(400, f"invalid v2 pipeline spec for KFP {self.tag_name}: {'; '.join(errors)}")
         if len(documents) > 1:
             return check_pipeline_spec({"pipeline_spec": documents[0], "platform_spec": documents[1]}, "uploadfile")
         return check_pipeline_spec(documents[0], "uploadfile")

@@ -12,7 +12,7 @@ import yaml
 from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline
 from pipelines.kfp_backends import NEWEST, OLDEST, Backend, package_needs
 from pipelines.pipeline import Placement
-from tests.pipelines.backend_protos import RELEASES, rejections
+from backend_protos import RELEASES, rejections
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 TARGETS = (OLDEST, Backend(2, 15), NEWEST)  # the --kfp-version values that change what is compiled

@@ -15,10 +15,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from kfp import compiler, dsl
 from kfp_api_stub import KfpApiStub
 
 from pipelines.cli import main
+from pipelines.compile import compile_pipeline
+from pipelines.kfp_backends import NEWEST
+from pipelines.pipeline import Placement
 
 NIGHTLY = "0 0 2 * * *"
 
@@ -298,3 +302,32 @@ def test_the_endpoint_rejects_requests_outside_the_api_models(kfp_api):
     assert post({"display_name": "x", "maxConcurrency": 1}) == 400
     assert post({"display_name": "x", "no_catchup": "yes"}) == 400
     assert post({"display_name": "x", "mode": "ON"}) == 400
+
+
+@pytest.mark.parametrize("tag_name, compiled_for, deadline", [("2.5.0", "2.5", False), ("2.17.0", "2.17", True)])
+def test_upload_sends_what_the_servers_backend_accepts_and_says_which(capsys, monkeypatch, tag_name, compiled_for,
+                                                                       deadline):
+    """The stub parses an upload strictly against the protos of the release its healthz reports."""
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    with KfpApiStub(tag_name=tag_name) as server:
+        code, out, err = pogona(capsys, "upload", "--host", server.url)
+        assert code == 0, err
+        assert f"KFP backend {tag_name} at {server.url}: uploading the pipeline compiled for {compiled_for} (" \
+               f"{'with' if deadline else 'without'} the run deadline" in err
+        (upload,) = server.requests_to("POST", "/pipelines/upload")
+        _, platform = yaml.safe_load_all(upload.body["uploadfile"])
+        assert ("pipelineConfig" in platform["platforms"]["kubernetes"]) == deadline
+
+
+def test_an_old_server_refuses_nothing_it_cannot_load(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    newest = compile_pipeline(tmp_path / "p.yaml", Placement.for_profile("gpu"), NEWEST)
+    with KfpApiStub(tag_name="2.5.0") as server:
+        code, _, err = pogona(capsys, "upload", "--host", server.url, "--package", str(newest))
+        assert code == 2 and "needs KFP backend 2.17 or newer" in err and "--kfp-version 2.5" in err
+        code, _, err = pogona(capsys, "submit", "--host", server.url, "--package", str(newest))
+        assert code == 2 and "needs KFP backend 2.17 or newer" in err
+        assert not server.requests_to("POST", "/pipelines/upload")
+    with KfpApiStub(tag_name="2.3.0") as server:
+        code, _, err = pogona(capsys, "schedule", "--host", server.url, "--cron", "0 0 2 * * *")
+        assert code == 2 and "older than 2.5" in err and "s3_secret_name" in err
