@@ -124,6 +124,22 @@ def check_pipeline_spec(spec: dict, where: str) -> pipeline_spec_pb2.PipelineSpe
     return parsed
 
 
+ARGUMENT_KINDS = {"NUMBER_DOUBLE": (int, float), "NUMBER_INTEGER": (int, float), "STRING": (str,),
+                  "BOOLEAN": (bool,), "LIST": (list,), "STRUCT": (dict,)}
+
+
+def _check_arguments(spec: dict, arguments: dict[str, Any]) -> None:
+    """A run's arguments against the pipeline's parameters, as every backend's API server checks them
+    (v2_template.go, validation of the runtime config): a value of another JSON kind is a 400."""
+    parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    for name, value in arguments.items():
+        if name not in parameters:
+            raise ApiError(400, f"parameter {name} is not a parameter of the pipeline")
+        kind = parameters[name]["parameterType"]
+        if not isinstance(value, ARGUMENT_KINDS[kind]) or (kind != "BOOLEAN" and isinstance(value, bool)):
+            raise ApiError(400, f"input parameter {name} requires type {kind}, but got {json.dumps(value)}")
+
+
 def _serialize(model: Any) -> Any:
     return kfp_server_api.ApiClient().sanitize_for_serialization(model)
 
@@ -362,18 +378,22 @@ class KfpApiStub:
         return _serialize(experiment)
 
     def _check_run_source(self, run: Any) -> None:
-        """A run names an existing experiment and exactly one source: a spec or an uploaded version."""
+        """A run names an existing experiment and exactly one source: a spec or an uploaded version; its
+        arguments have the pipeline's parameter types."""
         if run.experiment_id not in self.state.experiments:
             raise ApiError(404, f"experiment {run.experiment_id!r} not found")
         reference = run.pipeline_version_reference
         if (run.pipeline_spec is None) == (reference is None):
             raise ApiError(400, "give exactly one of pipeline_spec and pipeline_version_reference")
         if run.pipeline_spec is not None:
-            check_pipeline_spec(run.pipeline_spec, "pipeline_spec")
+            spec = json_format.MessageToDict(check_pipeline_spec(run.pipeline_spec, "pipeline_spec"))
         elif reference.pipeline_version_id or isinstance(run, kfp_server_api.V2beta1Run):
-            self._get_version(reference.pipeline_id, reference.pipeline_version_id)
+            spec = self._get_version(reference.pipeline_id, reference.pipeline_version_id)["pipeline_spec"]
         elif not self._pipeline_versions(reference.pipeline_id):  # a recurring run follows the newest version
             raise ApiError(400, f"pipeline {reference.pipeline_id!r} has no versions")
+        else:
+            spec = max(self._pipeline_versions(reference.pipeline_id), key=lambda v: v.created_at).pipeline_spec
+        _check_arguments(spec, (run.runtime_config.parameters if run.runtime_config else None) or {})
 
     def _create_run(self, body: Any, **_: Any) -> Any:
         run = decode_model(body, kfp_server_api.V2beta1Run)
