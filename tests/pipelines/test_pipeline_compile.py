@@ -210,3 +210,16 @@ def test_check_reports_drift(tmp_path, capsys):
     stale.write_text(COMMITTED_PIPELINE.read_text().replace(PIPELINE_NAME, "old-name", 1))
     assert main(["compile", "--check", "--output", str(stale)]) == 1
     assert "out of date" in capsys.readouterr().err
+
+
+def test_compile_for_a_newer_backend_needs_its_own_output_and_refuses_one_too_old(tmp_path, capsys):
+    assert main(["compile", "--kfp-version", "2.17"]) == 2
+    assert "give --output" in capsys.readouterr().err
+    assert main(["compile", "--kfp-version", "2.4"]) == 2
+    assert "older than 2.5" in capsys.readouterr().err
+    newer = tmp_path / "kfp-2.17.yaml"
+    assert main(["compile", "--kfp-version", "2.17.0", "--output", str(newer)]) == 0
+    _, platform = yaml.safe_load_all(newer.read_text())
+    assert platform["platforms"]["kubernetes"]["pipelineConfig"]["activeDeadlineSeconds"] > 0
+    assert main(["compile", "--check", "--kfp-version", "2.17", "--output", str(newer)]) == 0
+    assert main(["compile", "--check", "--output", str(newer)]) == 1  # the default, 2.5, has no deadline
