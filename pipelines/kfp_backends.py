@@ -48,8 +48,9 @@ class Backend:
 
     def features(self) -> str:
         """What a pipeline compiled for this backend has beyond the oldest, in words."""
-        return (f"{'with' if self.run_deadline else 'without'} the run deadline (2.17), "
-                f"S3 endpoint ConfigMap {'optional' if self.optional_config_map else 'required'} (optional from 2.15)")
+        deadline = "run deadline" if self.run_deadline else "no run deadline (from 2.17)"
+        config_map = "optional" if self.optional_config_map else "required (optional from 2.15)"
+        return f"{deadline}, S3 endpoint ConfigMap {config_map}"
 
 
 OLDEST = Backend(2, 5)  # Kubeflow Platform 1.10.2; retry policies (Argo retryStrategy) need 2.5 too

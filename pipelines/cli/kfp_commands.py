@@ -70,7 +70,7 @@ def _upload(args: argparse.Namespace) -> int:
             backend = client.server_backend(conn)
             package = compile_pipeline(Path(work) / defaults.DEFAULT_PACKAGE.name, Placement.for_profile("gpu"),
                                        backend)
-            _say_backend(conn, f"uploading the pipeline compiled for {backend} ({backend.features()})")
+            _say_backend(conn, f"uploading the pipeline compiled for {backend}: {backend.features()}")
         else:
             package = args.package
             _say_backend(conn, f"uploading {package} as it is (it loads on {client.check_accepts(conn, package)} "

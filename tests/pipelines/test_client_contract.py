@@ -308,7 +308,8 @@ def test_the_endpoint_rejects_requests_outside_the_api_models(kfp_api):
     assert post({"display_name": "x", "mode": "ON"}) == 400
 
 
-@pytest.mark.parametrize("tag_name, compiled_for, deadline", [("2.5.0", "2.5", False), ("2.17.0", "2.17", True)])
+@pytest.mark.parametrize("tag_name, compiled_for, deadline", [("2.5.0", "2.5", False), ("2.17.0", "2.17", True),
+                                                            ("unknown", "2.5", False)])
 def test_upload_sends_what_the_servers_backend_accepts_and_says_which(capsys, monkeypatch, tag_name, compiled_for,
                                                                        deadline):
     """The stub parses an upload strictly against the protos of the release its healthz reports."""
@@ -316,8 +317,8 @@ def test_upload_sends_what_the_servers_backend_accepts_and_says_which(capsys, mo
     with KfpApiStub(tag_name=tag_name) as server:
         code, out, err = pogona(capsys, "upload", "--host", server.url)
         assert code == 0, err
-        assert f"KFP backend {tag_name} at {server.url}: uploading the pipeline compiled for {compiled_for} (" \
-               f"{'with' if deadline else 'without'} the run deadline" in err
+        assert f"KFP backend {tag_name} at {server.url}: uploading the pipeline compiled for {compiled_for}: " \
+               f"{'run deadline' if deadline else 'no run deadline (from 2.17)'}, S3 endpoint ConfigMap" in err
         (upload,) = server.requests_to("POST", "/pipelines/upload")
         _, platform = yaml.safe_load_all(upload.body["uploadfile"])
         assert ("pipelineConfig" in platform["platforms"]["kubernetes"]) == deadline
