@@ -6,13 +6,11 @@ from these, so a default changed here changes everywhere.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Mapping, TypeVar, get_type_hints
 
-from components.errors import UserError
 
 CLASS_NAMES: dict[int, str] = {0: "pogona_head"}
 MODALITIES: tuple[str, ...] = ("thermal", "visible")
@@ -111,7 +109,7 @@ class RunParameters:
     """Every parameter of a pipeline run, with its default and its help: the pipeline's signature
     (the KFP UI's run form) and the `pogona run --local` flags are made from these fields, and the
     training numbers come from the configurations above: each of their settings is one run parameter
-    (`run_parameters_of`), which reaches the components as one JSON input per configuration."""
+    (`run_parameters_of`), which reaches the components that use it as an input of its own."""
 
     dataset_uri: str = _parameter("s3://pogona/datasets/pogona-head",
                                   "Labeled dataset in the contract layout (s3://bucket/datasets/NAME or a folder).")
@@ -160,16 +158,9 @@ def run_parameters_of(config: type) -> dict[str, str]:
 Config = TypeVar("Config")
 
 
-def config_from_json(config: type[Config], text: str) -> Config:
-    """`config` from a JSON object of some of its fields (the rest keep their defaults), each value converted to the
-    field's type: a KFP backend writes the number 16.0 as 16."""
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{config.__name__} {text!r} is not JSON ({exc}): a text run parameter may not hold a "
-                        "double quote or a backslash") from None
+def config_from_run(config: type[Config], arguments: Mapping[str, Any]) -> Config:
+    """`config` from a step's arguments: the run parameters that set its fields (`run_parameters_of`), each
+    converted to the field's type (a KFP backend hands the float 16.0 as 16); the other fields keep their
+    defaults."""
     types = get_type_hints(config)
-    unknown = sorted(set(values) - set(types))
-    if unknown:
-        raise UserError(f"{config.__name__} has no field {', '.join(unknown)}")
-    return config(**{name: types[name](value) for name, value in values.items()})
+    return config(**{name: types[name](arguments[parameter]) for parameter, name in run_parameters_of(config).items()})

@@ -28,6 +28,8 @@ from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH
 from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
 from components.errors import UserError
+from pipelines import kfp_backends
+from pipelines.kfp_backends import Backend
 from pipelines.kfp_defaults import DEFAULT_TOKEN_ENV, HOST_ENV, UI_HOST_ENV
 
 PROBE_TIMEOUT_S = 10.0
@@ -41,6 +43,7 @@ class Connection:
     host: str
     client: kfp.Client
     namespace: str | None = None
+    tag_name: str = "unknown"  # the backend release the server's healthz reports
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,9 @@ def _service_account_token_path() -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def _probe(host: str, token: str | None) -> None:
-    """Fail within seconds on an unreachable or wrong host, before kfp.Client's slow health retries."""
+def _probe(host: str, token: str | None) -> str:
+    """Fail within seconds on an unreachable or wrong host, before kfp.Client's slow health retries; return
+    the backend release the server reports (healthz `tag_name`, backend/src/apiserver/main.go)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = urllib3.Timeout(connect=PROBE_TIMEOUT_S, read=PROBE_TIMEOUT_S)
     with _calling(host):
@@ -119,6 +123,10 @@ def _probe(host: str, token: str | None) -> None:
     if response.status != 200:
         raise UserError(f"KFP at {host} answered {response.status} to its health check; "
                         "is this the KFP API address, and are you authenticated?")
+    try:
+        return str(json.loads(response.data).get("tag_name") or "unknown")
+    except (ValueError, AttributeError):
+        return "unknown"
 
 
 def connect(host: str | None, namespace: str | None = None, token_env: str | None = None) -> Connection:
@@ -130,12 +138,12 @@ def connect(host: str | None, namespace: str | None = None, token_env: str | Non
         raise UserError(f"--host {host}: give the scheme too, e.g. http://{host}")
     token = _existing_token(token_env)
     token_path = None if token else _service_account_token_path()
-    _probe(host, token or (Path(token_path).read_text().strip() if token_path else None))
+    tag_name = _probe(host, token or (Path(token_path).read_text().strip() if token_path else None))
     credentials = ServiceAccountTokenVolumeCredentials(token_path) if token_path else None
     options = {"namespace": namespace} if namespace else {}
     with _calling(host):
         client = kfp.Client(host=host, existing_token=token, credentials=credentials, **options)
-    return Connection(host=host, client=client, namespace=namespace)
+    return Connection(host=host, client=client, namespace=namespace, tag_name=tag_name)
 
 
 def ui_url(conn: Connection, fragment: str) -> str:
@@ -277,6 +285,27 @@ def uploaded_source(conn: Connection, pipeline_name: str, version_id: str | None
     return PipelineSource(parameter_types=parameter_types(version.pipeline_spec or {}), pipeline_id=pipeline_id,
                           version_id=version.pipeline_version_id,
                           description=f"{pipeline_name} version {version.display_name}")
+
+
+def server_backend(conn: Connection) -> Backend:
+    """The backend release `conn`'s server runs, refused below the oldest pogona supports."""
+    return kfp_backends.server_backend(conn.tag_name, conn.host)
+
+
+def package_backend(package: Path) -> Backend:
+    """The oldest backend that accepts the compiled `package`."""
+    documents = list(yaml.safe_load_all(_require_package(package).read_text()))
+    return kfp_backends.package_needs(documents[1] if len(documents) > 1 else {})
+
+
+def check_accepts(conn: Connection, package: Path) -> Backend:
+    """The oldest backend that accepts `package`; refused, with the `--kfp-version` to compile it for, when
+    the server's backend is older."""
+    backend, needs = server_backend(conn), package_backend(package)
+    if needs > backend:
+        raise UserError(f"{package} needs KFP backend {needs} or newer and {conn.host} runs {conn.tag_name}: "
+                        f"compile it with `pogona compile --kfp-version {backend} --output FILE`")
+    return needs
 
 
 def package_source(package: Path) -> PipelineSource:

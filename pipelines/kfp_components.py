@@ -1,9 +1,10 @@
 """KFP component bodies: each adapts artifact paths and parameters, then calls `pipelines.steps`.
 
 KFP ships these functions to the pod as source text, so every import sits inside the body and
-the body stays a call or two. A training or sanity configuration arrives as one JSON input
-(`train_config`, `sanity_config`) that the pipeline builds from the run parameters setting it. `build_components` binds them to the project's images (the
-project is installed there: no pip at pod start).
+the body stays a call or two. A training or sanity configuration arrives as one input per run
+parameter that sets one of its fields, named and typed as in `RunParameters` (a test holds the
+two together), and `config_from_run` builds it from the body's arguments. `build_components`
+binds the bodies to the project's images (the project is installed there: no pip at pod start).
 """
 
 from dataclasses import dataclass
@@ -25,42 +26,45 @@ def validate_dataset(dataset_uri: str, manifest: Output[Artifact], validation_re
 
 
 def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool, code_version: str,
-                    train_config: str, num_gpus: str,
+                    num_gpus: str, model: str, base_weights_uri: str, epochs: int, patience: int, imgsz: int,
+                    batch: float, training_device: str,
                     ) -> NamedTuple("Decision", [("train", bool), ("note", str), ("attempt", str)]):
     """Train unless an earlier run trained this dataset snapshot with this code and these parameters."""
     from collections import namedtuple
 
-    from components.config import TrainConfig, config_from_json
+    from components.config import TrainConfig, config_from_run
     from pipelines.steps import decide_training as decide
     from pipelines.steps import training_attempt
 
-    attempt = training_attempt(fingerprint, code_version, config_from_json(TrainConfig, train_config), num_gpus,
-                               store_uri)
+    config = config_from_run(TrainConfig, locals())
+    attempt = training_attempt(fingerprint, code_version, config, num_gpus, store_uri)
     decision = decide(store_uri, model_name, attempt, skip_if_unchanged)
     print(decision.note)
     return namedtuple("Decision", ["train", "note", "attempt"])(decision.train, decision.note, attempt.to_json())
 
 
-def sanity_gate(manifest: Input[Artifact], store_uri: str, model: str, base_weights_uri: str, sanity_config: str,
-                verdict: Output[Artifact], sanity_metrics: Output[Metrics]):
+def sanity_gate(manifest: Input[Artifact], store_uri: str, model: str, base_weights_uri: str, sanity_epochs: int,
+                sanity_batch: int, sanity_imgsz: int, sanity_max_images: int, sanity_min_loss_drop: float,
+                sanity_min_map50: float, verdict: Output[Artifact], sanity_metrics: Output[Metrics]):
     """CPU sanity gate: fails the run (no GPU time spent) when training is dead or not learning."""
-    from components.config import SanityConfig, config_from_json
+    from components.config import SanityConfig, config_from_run
     from pipelines.steps import sanity_step
 
-    config = config_from_json(SanityConfig, sanity_config)
+    config = config_from_run(SanityConfig, locals())
     for name, value in sanity_step(manifest.path, verdict.path, config, model, base_weights_uri,
                                    store_uri).items():
         sanity_metrics.log_metric(name, value)
 
 
 def train_detector(manifest: Input[Artifact], verdict: Input[Artifact], store_uri: str, run_id: str,
-                   kfp_run_id: str, train_config: str, num_gpus: str, trained: Output[Model],
+                   kfp_run_id: str, num_gpus: str, model: str, base_weights_uri: str, epochs: int, patience: int,
+                   imgsz: int, batch: float, training_device: str, trained: Output[Model],
                    train_metrics: Output[Metrics]):
     """Multi-epoch training; checkpoints go to the store every epoch so a retried pod resumes."""
-    from components.config import TrainConfig, config_from_json
+    from components.config import TrainConfig, config_from_run
     from pipelines.steps import train_step
 
-    config = config_from_json(TrainConfig, train_config)
+    config = config_from_run(TrainConfig, locals())
     for name, value in train_step(manifest.path, trained.path, config, num_gpus, store_uri, run_id or kfp_run_id,
                                   kfp_run_id).items():
         train_metrics.log_metric(name, value)

@@ -8,12 +8,13 @@ compiled, from a `Placement`; everything a user may change per run is a pipeline
 import inspect
 from dataclasses import dataclass, fields, replace
 from types import SimpleNamespace
-from typing import Any, Callable, get_type_hints
+from typing import Any, Callable
 
 from kfp import dsl, kubernetes
 
 from components.config import RunParameters, SanityConfig, TrainConfig, run_parameter_types, run_parameters_of
 from pipelines.images import cpu_image, cuda_image
+from pipelines.kfp_backends import OLDEST, Backend
 from pipelines.kfp_components import build_components
 from pipelines.kfp_defaults import DEFAULT_PIPELINE_NAME as PIPELINE_NAME
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -75,7 +76,7 @@ class Placement:
     sizes: StepSizes = StepSizes()
     # Retries resume from the last per-epoch checkpoint: they help when a node or pod is lost.
     train_retries: int = 2
-    # The whole run, pending pods included (an unschedulable GPU pod); needs KFP backend >= 2.17, 0 for none.
+    # The whole run, pending pods included (an unschedulable GPU pod); compiled in for KFP backends >= 2.17.
     run_deadline_s: int = 30 * HOUR
 
     @property
@@ -95,9 +96,12 @@ class Placement:
         raise ValueError(f"unknown profile {profile!r} (gpu or kind)")
 
 
-def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: str, size: StepSize, *,
-                caching: bool = True) -> dsl.PipelineTask:
+def _on_cluster(task: dsl.PipelineTask, placement: Placement, backend: Backend, s3_secret_name: str,
+                size: StepSize, *, caching: bool = True) -> dsl.PipelineTask:
     """S3 credentials from the Secret, endpoint from the ConfigMap, size, timeout, caching, dataset cache.
+
+    The ConfigMap may be missing (AWS S3 needs no endpoint) only on backends that know `optional`;
+    before 2.15 it must exist with both keys.
 
     The dataset cache is the pod's emptyDir. A PersistentVolumeClaim shared between runs is not
     offered: kfp-kubernetes cannot set the pod's fsGroup, so the non-root images could not write
@@ -106,7 +110,9 @@ def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: st
     """
     kubernetes.use_secret_as_env(task, secret_name=s3_secret_name, secret_key_to_env=S3_SECRET_KEYS)
     kubernetes.use_config_map_as_env(task, config_map_name=placement.s3_config_map,
-                                     config_map_key_to_env=S3_CONFIG_KEYS, optional=True)
+                                     config_map_key_to_env=S3_CONFIG_KEYS, optional=backend.optional_config_map)
+    if not backend.optional_config_map:
+        _drop_optional(task)
     task.set_cpu_request(size.cpu).set_cpu_limit(size.cpu_limit)
     task.set_memory_request(size.memory).set_memory_limit(size.memory_limit).set_caching_options(caching)
     kubernetes.set_timeout(task, size.timeout_s)
@@ -115,6 +121,14 @@ def _on_cluster(task: dsl.PipelineTask, placement: Placement, s3_secret_name: st
                                    size_limit=size.shm)
     kubernetes.empty_dir_mount(task, volume_name="dataset-cache", mount_path=CACHE_MOUNT)
     return task
+
+
+def _drop_optional(task: dsl.PipelineTask) -> None:
+    """Leave out the `optional` of SecretAsEnv and ConfigMapAsEnv: kfp-kubernetes writes it even when false,
+    and backends before 2.15 know neither field, so they would reject the whole pipeline."""
+    for mapping in task.platform_config["kubernetes"]["secretAsEnv"] + task.platform_config["kubernetes"][
+            "configMapAsEnv"]:
+        mapping.pop("optional", None)
 
 
 def _on_gpu(task: dsl.PipelineTask, placement: Placement, num_gpus: str) -> None:
@@ -134,25 +148,23 @@ def run_signature(defaults: RunParameters) -> tuple[inspect.Signature, str]:
     return inspect.Signature(parameters), f"Train, evaluate and publish a YOLO11 detector.\n\nArgs:\n{docs}\n"
 
 
-def config_argument(config: type, run: SimpleNamespace) -> str:
-    """`config`'s run parameters as one JSON object, for a component input of that configuration.
+def settings_of(config: type, run: SimpleNamespace) -> dict[str, Any]:
+    """The run parameters that set `config`'s fields, each to be passed as a component input of its own.
 
-    Each value is a parameter's channel inside the text; the compiler gives the task an input per
-    channel and KFP puts the values in when the task starts (the backend's launcher by substitution
-    into the executor input's JSON, kfp.local likewise), so text is quoted and numbers are not. A
-    text value holding a double quote or a backslash would break that JSON.
+    One input per setting, never a text the pipeline assembles from several parameters: KFP compiles
+    such a text to a constant holding `{{$.inputs.parameters[...]}}` placeholders, which launchers
+    before backend 2.14 replace in random order and may leave in place (kubeflow/pipelines#11035).
     """
-    types = get_type_hints(config)
-    members = [f'"{name}": "{getattr(run, parameter)}"' if types[name] is str else f'"{name}": {getattr(run, parameter)}'
-               for parameter, name in run_parameters_of(config).items()]
-    return "{" + ", ".join(members) + "}"
+    return {parameter: getattr(run, parameter) for parameter in run_parameters_of(config)}
 
 
-def build_pipeline(placement: Placement) -> Callable:
-    """The @dsl.pipeline for a placement (the compiled YAML and `kfp.local` both use it)."""
+def build_pipeline(placement: Placement, backend: Backend = OLDEST) -> Callable:
+    """The @dsl.pipeline for a placement and the oldest KFP backend it must load on (the compiled YAML and
+    `kfp.local` both use it)."""
     steps = build_components(placement.cpu_image, placement.cuda_image)
     defaults = RunParameters(training_device="cuda" if placement.gpu else "cpu")
-    run_config = dsl.PipelineConfig(active_deadline_seconds=placement.run_deadline_s or None)
+    run_deadline_s = placement.run_deadline_s if backend.run_deadline else 0
+    run_config = dsl.PipelineConfig(active_deadline_seconds=run_deadline_s or None)
     signature, docstring = run_signature(defaults)
 
     def pogona_train(*values: Any) -> None:  # KFP passes one channel per parameter, in signature order
@@ -160,27 +172,27 @@ def build_pipeline(placement: Placement) -> Callable:
         sizes = placement.sizes
 
         def on_cluster(task: dsl.PipelineTask, size: StepSize, caching: bool = True) -> dsl.PipelineTask:
-            return _on_cluster(task, placement, run.s3_secret_name, size, caching=caching)
+            return _on_cluster(task, placement, backend, run.s3_secret_name, size, caching=caching)
 
         validate = on_cluster(steps.validate(dataset_uri=run.dataset_uri), sizes.validate, caching=False)
         validate.set_display_name("sync and validate dataset")
-        train_config = config_argument(TrainConfig, run)
+        train_settings = settings_of(TrainConfig, run)
         decide = on_cluster(steps.decide(
             store_uri=run.store_uri, model_name=run.model_name, fingerprint=validate.outputs["Output"],
-            skip_if_unchanged=run.skip_if_unchanged, code_version=placement.code_version, train_config=train_config,
-            num_gpus=run.num_gpus), sizes.decide, caching=False)
+            skip_if_unchanged=run.skip_if_unchanged, code_version=placement.code_version, num_gpus=run.num_gpus,
+            **train_settings), sizes.decide, caching=False)
         decide.set_display_name("skip if unchanged")
 
         with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
             sanity = on_cluster(steps.sanity(
                 manifest=validate.outputs["manifest"], store_uri=run.store_uri, model=run.model,
-                base_weights_uri=run.base_weights_uri, sanity_config=config_argument(SanityConfig, run)), sizes.sanity)
+                base_weights_uri=run.base_weights_uri, **settings_of(SanityConfig, run)), sizes.sanity)
             sanity.set_display_name("CPU sanity gate")
 
             train = on_cluster(steps.train(
                 manifest=validate.outputs["manifest"], verdict=sanity.outputs["verdict"], store_uri=run.store_uri,
-                run_id=run.run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, train_config=train_config,
-                num_gpus=run.num_gpus), sizes.train)
+                run_id=run.run_id, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, num_gpus=run.num_gpus,
+                **train_settings), sizes.train)
             train.set_display_name("train").set_retry(num_retries=placement.train_retries,
                                                       backoff_duration="60s", backoff_factor=2)
             if placement.gpu:

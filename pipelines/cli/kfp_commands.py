@@ -51,11 +51,31 @@ def _connect(args: argparse.Namespace) -> Connection:
     return client.connect(args.host, namespace=args.namespace, token_env=args.token_env)
 
 
+def _say_backend(conn: Connection, what: str) -> None:
+    """One line: the server's backend release and what goes to it."""
+    print(f"KFP backend {conn.tag_name} at {conn.host}: {what}", file=sys.stderr)
+
+
 def _upload(args: argparse.Namespace) -> int:
+    import tempfile
+
     from pipelines import client
 
     conn = _connect(args)
-    uploaded = client.upload(conn, args.package, args.name, args.version, args.description)
+    with tempfile.TemporaryDirectory() as work:
+        if args.package is None:
+            from pipelines.compile import compile_pipeline
+            from pipelines.pipeline import Placement
+
+            backend = client.server_backend(conn)
+            package = compile_pipeline(Path(work) / defaults.DEFAULT_PACKAGE.name, Placement.for_profile("gpu"),
+                                       backend)
+            _say_backend(conn, f"uploading the pipeline compiled for {backend}: {backend.features()}")
+        else:
+            package = args.package
+            _say_backend(conn, f"uploading {package} as it is (it loads on {client.check_accepts(conn, package)} "
+                               "and newer)")
+        uploaded = client.upload(conn, package, args.name, args.version, args.description)
     print(f"{'created pipeline' if uploaded.created_pipeline else 'new version of'} {args.name} on {conn.host}",
           file=sys.stderr)
     print(f"pipeline id: {uploaded.pipeline_id}")
@@ -70,7 +90,9 @@ def _submit_source(conn: Connection, args: argparse.Namespace) -> PipelineSource
     if args.package is not None:
         if args.version_id:
             raise UserError("--version-id picks a version of an uploaded pipeline; it does not go with --package")
+        client.check_accepts(conn, args.package)
         return client.package_source(args.package)
+    client.server_backend(conn)
     return client.uploaded_source(conn, args.pipeline_name or defaults.DEFAULT_PIPELINE_NAME, args.version_id)
 
 
@@ -80,6 +102,7 @@ def _submit(args: argparse.Namespace) -> int:
     conn = _connect(args)
     source = _submit_source(conn, args)
     arguments = client.parse_params(args.param, source.parameter_types)
+    _say_backend(conn, f"running {source.description}")
     label = args.package.stem if args.package else args.pipeline_name or defaults.DEFAULT_PIPELINE_NAME
     run_name = args.run_name or f"{label} {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
     run_id = client.submit_run(conn, source, args.experiment, run_name, arguments,
@@ -108,8 +131,10 @@ def _schedule_create(args: argparse.Namespace) -> int:
         raise UserError('schedule create needs --cron, e.g. --cron "0 0 2 * * *" (6 fields, seconds first)')
     cron = client.validate_schedule(args.cron, args.max_concurrency)
     conn = _connect(args)
+    client.server_backend(conn)
     source = client.uploaded_source(conn, args.pipeline_name, args.version_id, follow_latest=True)
     arguments = client.parse_params(args.param, source.parameter_types)
+    _say_backend(conn, f"scheduling {source.description}")
     schedule = client.apply_schedule(conn, source, args.experiment, args.job_name, cron, arguments,
                                      max_concurrency=args.max_concurrency, catchup=args.catchup,
                                      service_account=args.service_account)
@@ -151,8 +176,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     upload = subparsers.add_parser("upload", parents=[connection], help="upload the compiled pipeline to KFP",
                                    description="Upload the compiled pipeline as a new pipeline, or as a new "
                                                "version when a pipeline of that name exists.")
-    upload.add_argument("--package", type=Path, default=defaults.DEFAULT_PACKAGE,
-                        help="compiled pipeline YAML (default: the committed pipelines/compiled one)")
+    upload.add_argument("--package", type=Path,
+                        help="compiled pipeline YAML to upload as it is (default: the pipeline compiled for the "
+                             "server's KFP backend version, read from its healthz)")
     upload.add_argument("--name", default=defaults.DEFAULT_PIPELINE_NAME, help="pipeline name (default: %(default)s)")
     upload.add_argument("--version", help="name of the new version when the pipeline exists (default: project "
                                           "version, UTC time and git revision); a new pipeline's first version "

@@ -10,6 +10,7 @@ from pathlib import Path
 from components.config import RunParameters, run_parameter_types
 from components.errors import UserError
 from pipelines.cli.flags import add_field_flags
+from pipelines.kfp_backends import OLDEST, NEWEST
 
 # Run parameters that `pogona run --local` sets itself or takes under flags of its own (--dataset,
 # --store, --model-name, --run-id, --no-skip-if-unchanged); every other one is a flag of the same name.
@@ -36,7 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 metavar="KEY=VALUE", help="node label the training pod must match")
     compile_parser.add_argument("--run-deadline-hours", type=float,
                                 help="end a run that has not finished after this long, pending pods included "
-                                     "(default: the profile's; 0 for none, as KFP backends before 2.17 need)")
+                                     "(default: the profile's; 0 for none; compiled in for --kfp-version 2.17 "
+                                     "and newer only)")
+    compile_parser.add_argument("--kfp-version", default=str(OLDEST), metavar="X.Y",
+                                help=f"oldest KFP backend the pipeline must load on, {OLDEST} to {NEWEST}; newer "
+                                     "ones add features (default: %(default)s, the committed pipeline)")
     compile_parser.set_defaults(handler=compile_command)
 
     run_parser = subparsers.add_parser("run", help="run the whole pipeline locally through kfp.local")
@@ -69,18 +74,23 @@ def _placement(args: argparse.Namespace):
 
 def compile_command(args: argparse.Namespace) -> int:
     from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline, drift
+    from pipelines.kfp_backends import supported
 
     placement = _placement(args)
+    backend = supported(args.kfp_version, "--kfp-version")
+    if backend != OLDEST and args.output is None:
+        raise UserError(f"--kfp-version {args.kfp_version}: the committed pipeline is compiled for {OLDEST}; "
+                        "give --output for another backend")
     target = args.output or COMMITTED_PIPELINE
     if args.check:
-        differences = drift(target, placement)
+        differences = drift(target, placement, backend)
         if differences:
             print("\n".join(differences[:80]), file=sys.stderr)
             print(f"{target} is out of date: run `pogona compile` and commit it", file=sys.stderr)
             return 1
         print(f"{target} matches the code")
         return 0
-    print(compile_pipeline(target, placement))
+    print(compile_pipeline(target, placement, backend))
     return 0
 
 

@@ -4,9 +4,8 @@ from dataclasses import fields
 
 import pytest
 
-from components.config import (RunParameters, SanityConfig, TrainConfig, config_from_json, run_parameters_of,
+from components.config import (RunParameters, SanityConfig, TrainConfig, config_from_run, run_parameters_of,
                                user_settings)
-from components.errors import UserError
 
 
 @pytest.mark.parametrize("config", [TrainConfig, SanityConfig])
@@ -20,12 +19,10 @@ def test_each_setting_is_one_run_parameter_and_every_other_field_says_why_it_is_
         assert getattr(defaults, parameter) == getattr(config(), name)
 
 
-def test_a_configuration_from_json_takes_the_field_types_and_names_what_is_wrong():
-    config = config_from_json(TrainConfig, '{"epochs": 7.0, "batch": 16, "model": "yolo11n"}')
-    assert (config.epochs, config.batch, config.model) == (7, 16.0, "yolo11n")
+def test_a_configuration_from_a_steps_arguments_takes_its_settings_with_the_field_types():
+    arguments = {"epochs": 7.0, "batch": 16, "model": "yolo11n", "base_weights_uri": 's3://b/"w".pt',
+                 "patience": 3, "imgsz": 96, "training_device": "cpu", "sanity_epochs": 1, "manifest": "/m"}
+    config = config_from_run(TrainConfig, arguments)
+    assert (config.epochs, config.batch, config.model, config.weights) == (7, 16.0, "yolo11n", 's3://b/"w".pt')
     assert isinstance(config.epochs, int) and isinstance(config.batch, float)
-    assert config.patience == TrainConfig().patience
-    with pytest.raises(UserError, match="SanityConfig has no field epoch"):
-        config_from_json(SanityConfig, '{"epoch": 3}')
-    with pytest.raises(UserError, match="double quote or a backslash"):
-        config_from_json(TrainConfig, '{"weights": "s3://b/"w.pt"}')
+    assert (config.patience, config.device, config.optimizer) == (3, "cpu", TrainConfig().optimizer)

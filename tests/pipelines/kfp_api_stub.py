@@ -26,6 +26,9 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from pipelines.kfp_backends import Backend
+from backend_protos import rejections_of
+
 API = "/apis/v2beta1"
 
 # int64 fields: the generated models type them as `str` (the OpenAPI spec's int64 format), and
@@ -121,6 +124,22 @@ def check_pipeline_spec(spec: dict, where: str) -> pipeline_spec_pb2.PipelineSpe
     return parsed
 
 
+ARGUMENT_KINDS = {"NUMBER_DOUBLE": (int, float), "NUMBER_INTEGER": (int, float), "STRING": (str,),
+                  "BOOLEAN": (bool,), "LIST": (list,), "STRUCT": (dict,)}
+
+
+def _check_arguments(spec: dict, arguments: dict[str, Any]) -> None:
+    """A run's arguments against the pipeline's parameters, as every backend's API server checks them
+    (v2_template.go, validation of the runtime config): a value of another JSON kind is a 400."""
+    parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    for name, value in arguments.items():
+        if name not in parameters:
+            raise ApiError(400, f"parameter {name} is not a parameter of the pipeline")
+        kind = parameters[name]["parameterType"]
+        if not isinstance(value, ARGUMENT_KINDS[kind]) or (kind != "BOOLEAN" and isinstance(value, bool)):
+            raise ApiError(400, f"input parameter {name} requires type {kind}, but got {json.dumps(value)}")
+
+
 def _serialize(model: Any) -> Any:
     return kfp_server_api.ApiClient().sanitize_for_serialization(model)
 
@@ -160,8 +179,10 @@ class KfpState:
 class KfpApiStub:
     """Serve the KFP v2beta1 API on 127.0.0.1 from a background thread (use as a context manager)."""
 
-    def __init__(self, multi_user: bool = False) -> None:
+    def __init__(self, multi_user: bool = False, tag_name: str = "2.17.0") -> None:
+        """`tag_name` is the backend release healthz reports; uploads are parsed strictly against its protos."""
         self.state = KfpState(multi_user=multi_user)
+        self.tag_name = tag_name
         self._lock = threading.Lock()
         self._routes: list[tuple[str, re.Pattern, Callable]] = [
             ("GET", re.compile(rf"{API}/healthz"), self._healthz),
@@ -249,7 +270,8 @@ class KfpApiStub:
             raise ApiError(400, f"body is not JSON: {exc}") from exc
 
     def _healthz(self, **_: Any) -> Any:
-        return _serialize(kfp_server_api.V2beta1GetHealthzResponse(multi_user=self.state.multi_user))
+        # backend/src/apiserver/main.go: the healthz handler writes these three fields from its build
+        return {"commit_sha": "0" * 40, "tag_name": self.tag_name, "multi_user": self.state.multi_user}
 
     def _namespace(self, query: dict, what: str) -> str:
         """The namespace a list request names; multi-user KFP refuses to list runs and experiments without one."""
@@ -268,6 +290,10 @@ class KfpApiStub:
             documents = list(yaml.safe_load_all(body["uploadfile"]))
         except yaml.YAMLError as exc:
             raise ApiError(400, f"uploadfile is not YAML: {exc}") from exc
+        backend = Backend.parse(self.tag_name)
+        errors = rejections_of(documents, backend) if backend else []
+        if errors:
+            raise ApiError(400, f"invalid v2 pipeline spec for KFP {self.tag_name}: {'; '.join(errors)}")
         if len(documents) > 1:
             return check_pipeline_spec({"pipeline_spec": documents[0], "platform_spec": documents[1]}, "uploadfile")
         return check_pipeline_spec(documents[0], "uploadfile")
@@ -352,18 +378,22 @@ class KfpApiStub:
         return _serialize(experiment)
 
     def _check_run_source(self, run: Any) -> None:
-        """A run names an existing experiment and exactly one source: a spec or an uploaded version."""
+        """A run names an existing experiment and exactly one source: a spec or an uploaded version; its
+        arguments have the pipeline's parameter types."""
         if run.experiment_id not in self.state.experiments:
             raise ApiError(404, f"experiment {run.experiment_id!r} not found")
         reference = run.pipeline_version_reference
         if (run.pipeline_spec is None) == (reference is None):
             raise ApiError(400, "give exactly one of pipeline_spec and pipeline_version_reference")
         if run.pipeline_spec is not None:
-            check_pipeline_spec(run.pipeline_spec, "pipeline_spec")
+            spec = json_format.MessageToDict(check_pipeline_spec(run.pipeline_spec, "pipeline_spec"))
         elif reference.pipeline_version_id or isinstance(run, kfp_server_api.V2beta1Run):
-            self._get_version(reference.pipeline_id, reference.pipeline_version_id)
+            spec = self._get_version(reference.pipeline_id, reference.pipeline_version_id)["pipeline_spec"]
         elif not self._pipeline_versions(reference.pipeline_id):  # a recurring run follows the newest version
             raise ApiError(400, f"pipeline {reference.pipeline_id!r} has no versions")
+        else:
+            spec = max(self._pipeline_versions(reference.pipeline_id), key=lambda v: v.created_at).pipeline_spec
+        _check_arguments(spec, (run.runtime_config.parameters if run.runtime_config else None) or {})
 
     def _create_run(self, body: Any, **_: Any) -> Any:
         run = decode_model(body, kfp_server_api.V2beta1Run)

@@ -14,11 +14,19 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import kfp_server_api
 import pytest
+import yaml
 from kfp import compiler, dsl
 from kfp_api_stub import KfpApiStub
 
 from pipelines.cli import main
+from pipelines.client import parameter_types, parse_params
+from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline
+from pipelines.kfp_backends import NEWEST
+from pipelines.pipeline import Placement
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 NIGHTLY = "0 0 2 * * *"
 
@@ -298,3 +306,60 @@ def test_the_endpoint_rejects_requests_outside_the_api_models(kfp_api):
     assert post({"display_name": "x", "maxConcurrency": 1}) == 400
     assert post({"display_name": "x", "no_catchup": "yes"}) == 400
     assert post({"display_name": "x", "mode": "ON"}) == 400
+
+
+@pytest.mark.parametrize("tag_name, compiled_for, deadline", [("2.5.0", "2.5", False), ("2.17.0", "2.17", True),
+                                                            ("unknown", "2.5", False)])
+def test_upload_sends_what_the_servers_backend_accepts_and_says_which(capsys, monkeypatch, tag_name, compiled_for,
+                                                                       deadline):
+    """The stub parses an upload strictly against the protos of the release its healthz reports."""
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    with KfpApiStub(tag_name=tag_name) as server:
+        code, out, err = pogona(capsys, "upload", "--host", server.url)
+        assert code == 0, err
+        assert f"KFP backend {tag_name} at {server.url}: uploading the pipeline compiled for {compiled_for}: " \
+               f"{'run deadline' if deadline else 'no run deadline (from 2.17)'}, S3 endpoint ConfigMap" in err
+        (upload,) = server.requests_to("POST", "/pipelines/upload")
+        _, platform = yaml.safe_load_all(upload.body["uploadfile"])
+        assert ("pipelineConfig" in platform["platforms"]["kubernetes"]) == deadline
+
+
+def test_an_old_server_refuses_nothing_it_cannot_load(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    newest = compile_pipeline(tmp_path / "p.yaml", Placement.for_profile("gpu"), NEWEST)
+    with KfpApiStub(tag_name="2.5.0") as server:
+        code, _, err = pogona(capsys, "upload", "--host", server.url, "--package", str(newest))
+        assert code == 2 and "needs KFP backend 2.17 or newer" in err and "--kfp-version 2.5" in err
+        code, _, err = pogona(capsys, "submit", "--host", server.url, "--package", str(newest))
+        assert code == 2 and "needs KFP backend 2.17 or newer" in err
+        assert not server.requests_to("POST", "/pipelines/upload")
+    with KfpApiStub(tag_name="2.3.0") as server:
+        code, _, err = pogona(capsys, "schedule", "--host", server.url, "--cron", "0 0 2 * * *")
+        assert code == 2 and "older than 2.5" in err and "s3_secret_name" in err
+
+
+def _readme_client_example(host: str) -> str:
+    """The kfp.Client example under README's "Starting runs from your own code", aimed at `host`."""
+    text = README.read_text()
+    section = text[text.index("### Starting runs from your own code"):]
+    code = section.split("```python\n", 1)[1].split("\n```", 1)[0]
+    assert "https://kfp.example.org" in code
+    return code.replace("https://kfp.example.org", host)
+
+
+def test_the_readme_kfp_client_example_starts_a_run_with_the_pipelines_parameter_types(kfp_api, monkeypatch):
+    monkeypatch.chdir(README.parent)
+    exec(compile(_readme_client_example(kfp_api.url), "README.md", "exec"), {})
+    [request] = kfp_api.requests_to("POST", "/runs")
+    sent = request.body["runtime_config"]["parameters"]
+    assert sent["num_gpus"] == "2" and sent["epochs"] == 80
+    spec, _ = yaml.safe_load_all(COMMITTED_PIPELINE.read_text())
+    assert parse_params([f"{name}={value}" for name, value in sent.items()], parameter_types(spec)) == sent
+
+
+def test_a_python_int_for_a_string_parameter_is_refused_with_400(kfp_api, monkeypatch):
+    monkeypatch.chdir(README.parent)
+    example = _readme_client_example(kfp_api.url)
+    with pytest.raises(kfp_server_api.ApiException) as refused:
+        exec(compile(example.replace('"num_gpus": "2"', '"num_gpus": 2'), "README.md", "exec"), {})
+    assert refused.value.status == 400 and "num_gpus requires type STRING" in refused.value.body

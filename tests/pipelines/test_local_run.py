@@ -14,7 +14,7 @@ from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.storage import open_store
 from pipelines.cli import build_parser
 from pipelines.local import run_local, summary_table
-from pipelines.pipeline import config_argument, run_signature
+from pipelines.pipeline import run_signature, settings_of
 
 TINY = dict(model="yolo11n", epochs=2, patience=2, imgsz=96, batch=16.0, sanity_epochs=3, sanity_imgsz=96,
             sanity_max_images=80, sanity_min_loss_drop=0.0, min_map50=0.0, export_formats="onnx")
@@ -64,15 +64,18 @@ def test_pogona_run_takes_every_run_parameter_it_does_not_set_itself_as_a_typed_
 
 
 @dsl.component(base_image="python:3.11")
-def _received(train_config: str, sanity_config: str, out: str):
+def _received(model: str, base_weights_uri: str, epochs: int, patience: int, imgsz: int, batch: float,
+              training_device: str, sanity_epochs: int, sanity_batch: int, sanity_imgsz: int, sanity_max_images: int,
+              sanity_min_loss_drop: float, sanity_min_map50: float, out: str):
     import json
     from dataclasses import asdict
     from pathlib import Path
 
-    from components.config import SanityConfig, TrainConfig, config_from_json
+    from components.config import SanityConfig, TrainConfig, config_from_run
 
-    Path(out).write_text(json.dumps([asdict(config_from_json(TrainConfig, train_config)),
-                                     asdict(config_from_json(SanityConfig, sanity_config))]))
+    arguments = locals()
+    Path(out).write_text(json.dumps([asdict(config_from_run(TrainConfig, arguments)),
+                                     asdict(config_from_run(SanityConfig, arguments))]))
 
 
 @dsl.component(base_image="python:3.11")
@@ -82,7 +85,7 @@ def _yes() -> bool:
 
 @pytest.mark.slow
 def test_kfp_local_hands_a_branch_step_the_configurations_the_run_parameters_set(tmp_path):
-    """kfp.local fills the parameters into the JSON the pipeline builds, as the cluster's backend does."""
+    """kfp.local hands a step inside a branch each setting the run changed, as the pipeline passes them."""
     names = [*run_parameters_of(TrainConfig), *run_parameters_of(SanityConfig)]
     arguments = {name: TINY.get(name, getattr(RunParameters(), name)) for name in names}
     signature, _ = run_signature(RunParameters())
@@ -91,8 +94,7 @@ def test_kfp_local_hands_a_branch_step_the_configurations_the_run_parameters_set
     def configurations(*values) -> None:  # as the pipeline: one channel per run parameter, in order
         run = SimpleNamespace(**dict(zip(signature.parameters, values)))
         with dsl.If(_yes().output == True):  # noqa: E712 (KFP condition), as the training steps sit in one
-            _received(train_config=config_argument(TrainConfig, run),
-                      sanity_config=config_argument(SanityConfig, run), out=str(out))
+            _received(**settings_of(TrainConfig, run), **settings_of(SanityConfig, run), out=str(out))
 
     configurations.__signature__ = signature
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))

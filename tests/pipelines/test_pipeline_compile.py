@@ -7,17 +7,16 @@ import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from google.protobuf import json_format, struct_pb2
 
-from components.config import (RunParameters, SanityConfig, TrainConfig, config_from_json, run_parameter_types,
-                               run_parameters_of)
+from components.config import RunParameters, SanityConfig, TrainConfig, run_parameter_types, run_parameters_of
 from pipelines.cli import main
 from pipelines.client import parameter_types, parse_params
 from pipelines.compile import COMMITTED_PIPELINE, compile_pipeline
 from pipelines.images import cpu_image, cuda_image
+from pipelines.kfp_backends import NEWEST, OLDEST
 from pipelines.kfp_defaults import DEFAULT_PIPELINE_NAME as PIPELINE_NAME
 from pipelines.pipeline import Placement
 
@@ -72,56 +71,36 @@ def test_the_backend_gives_the_training_pod_the_gpus_the_run_asks_for(gpu_pipeli
     assert _driver_gpu_limit(spec, arguments) == "4"
 
 
-def _launcher_text(value: struct_pb2.Value) -> str:
-    """A parameter's value as the backend's launcher (2.17, launcher_v2.go getPlaceholders) writes it into text:
-    a string as it is, a number in its shortest form without exponent (strconv 'f', -1), a bool as true/false."""
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        return np.format_float_positional(value.number_value, trim="-")
-    if kind == "bool_value":
-        return str(value.bool_value).lower()
-    return value.string_value
+def _component_inputs(spec: dict, task: str) -> dict:
+    """The inputs the component of `task` declares: those its body is called with."""
+    component = _tasks(spec)[task]["componentRef"]["name"]
+    return spec["components"][component]["inputDefinitions"]["parameters"]
 
 
-def _executor_input_value(spec: dict, task: str, name: str, arguments: dict) -> str:
-    """What the KFP executor in the pod reads for an input the pipeline built from several run parameters.
-
-    The compiler makes it a runtime constant holding `{{$.inputs.parameters['pipelinechannel--…']}}`
-    and gives the task one input per channel. The driver (resolve.go) passes the constant on as it
-    is and resolves the channels; the launcher (compileCmdAndArgs) writes the executor input as
-    JSON and replaces each placeholder in that text with the parameter's value.
-    """
-    parameters = _tasks(spec)[task]["inputs"]["parameters"]
-    executor_input = json.dumps({"inputs": {"parameterValues": {name: parameters[name]["runtimeValue"]["constant"]}}})
-    pipeline_parameters = spec["root"]["inputDefinitions"]["parameters"]
-    for channel, source in parameters.items():
-        if "componentInputParameter" in source:
-            parameter = source["componentInputParameter"].removeprefix("pipelinechannel--")
-            value = arguments.get(parameter, pipeline_parameters[parameter].get("defaultValue"))
-            executor_input = executor_input.replace(f"{{{{$.inputs.parameters['{channel}']}}}}",
-                                                    _launcher_text(json_format.ParseDict(value, struct_pb2.Value())))
-    return json.loads(executor_input)["inputs"]["parameterValues"][name]
+def test_no_component_input_is_a_constant_holding_parameter_placeholders(gpu_pipeline):
+    """Launchers before backend 2.14 replace such placeholders in random order and may leave them in place
+    (kubeflow/pipelines#11035). The compiler's own `accelerator_count` input is read by no component: the
+    driver takes the GPU count from the num_gpus channel."""
+    spec, _ = gpu_pipeline
+    for name, task in _tasks(spec).items():
+        declared = _component_inputs(spec, name) if "componentRef" in task else {}
+        for input_name, source in task.get("inputs", {}).get("parameters", {}).items():
+            constant = json.dumps(source.get("runtimeValue", {}).get("constant", ""))
+            assert input_name not in declared or "{{$.inputs.parameters" not in constant, (name, input_name)
 
 
-def _changed(value: str | int | float) -> str | int | float:
-    """Another value of the same type; a float becomes a whole number, which the backend writes without '.0'."""
-    if isinstance(value, str):
-        return f"{value}/changed"
-    return value + 1 if isinstance(value, int) else float(int(value) + 16)
-
-
-@pytest.mark.parametrize("task, config_input, config", [
-    ("decide-training", "train_config", TrainConfig), ("train-detector", "train_config", TrainConfig),
-    ("sanity-gate", "sanity_config", SanityConfig)])
-def test_each_component_gets_the_configuration_the_run_parameters_set(gpu_pipeline, task, config_input, config):
+@pytest.mark.parametrize("task, config", [
+    ("decide-training", TrainConfig), ("train-detector", TrainConfig), ("sanity-gate", SanityConfig)])
+def test_each_setting_reaches_its_components_as_the_run_parameter_itself(gpu_pipeline, task, config):
     spec, _ = gpu_pipeline
     settings = run_parameters_of(config)
     assert settings, f"no run parameter sets {config.__name__}"
-    for values in ({}, {parameter: _changed(getattr(RunParameters(), parameter)) for parameter in settings}):
-        arguments = parse_params([f"{name}={value}" for name, value in values.items()], parameter_types(spec))
-        run = replace(RunParameters(), **values)
-        expected = config(**{field: getattr(run, parameter) for parameter, field in settings.items()})
-        assert config_from_json(config, _executor_input_value(spec, task, config_input, arguments)) == expected
+    inputs, declared = _tasks(spec)[task]["inputs"]["parameters"], _component_inputs(spec, task)
+    pipeline_parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for parameter in settings:
+        source = inputs[parameter]["componentInputParameter"]
+        assert source.removeprefix("pipelinechannel--") == parameter, (task, parameter)
+        assert declared[parameter]["parameterType"] == pipeline_parameters[parameter]["parameterType"], parameter
 
 
 def test_steps_that_load_data_with_workers_get_a_memory_backed_shm(gpu_pipeline):
@@ -137,12 +116,13 @@ def test_every_step_has_a_timeout_and_the_run_a_deadline(gpu_pipeline, tmp_path)
         assert int(config["activeDeadlineSeconds"]) > 0, name
     train_timeout = int(k8s["exec-train-detector"]["activeDeadlineSeconds"])
 
-    def run_config(placement: Placement) -> dict:
-        _, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", placement).read_text())
+    def run_config(placement: Placement, backend=NEWEST) -> dict:
+        _, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml", placement, backend).read_text())
         return platform["platforms"]["kubernetes"].get("pipelineConfig", {})
 
     assert run_config(Placement.for_profile("gpu"))["activeDeadlineSeconds"] > train_timeout
-    assert run_config(replace(Placement.for_profile("gpu"), run_deadline_s=0)) == {}  # for backends before 2.17
+    assert run_config(replace(Placement.for_profile("gpu"), run_deadline_s=0)) == {}
+    assert run_config(Placement.for_profile("gpu"), backend=OLDEST) == {}  # backends before 2.17 reject it
 
 
 def test_cpu_steps_use_the_cpu_image_and_no_gpu(gpu_pipeline):
@@ -230,3 +210,16 @@ def test_check_reports_drift(tmp_path, capsys):
     stale.write_text(COMMITTED_PIPELINE.read_text().replace(PIPELINE_NAME, "old-name", 1))
     assert main(["compile", "--check", "--output", str(stale)]) == 1
     assert "out of date" in capsys.readouterr().err
+
+
+def test_compile_for_a_newer_backend_needs_its_own_output_and_refuses_one_too_old(tmp_path, capsys):
+    assert main(["compile", "--kfp-version", "2.17"]) == 2
+    assert "give --output" in capsys.readouterr().err
+    assert main(["compile", "--kfp-version", "2.4"]) == 2
+    assert "older than 2.5" in capsys.readouterr().err
+    newer = tmp_path / "kfp-2.17.yaml"
+    assert main(["compile", "--kfp-version", "2.17.0", "--output", str(newer)]) == 0
+    _, platform = yaml.safe_load_all(newer.read_text())
+    assert platform["platforms"]["kubernetes"]["pipelineConfig"]["activeDeadlineSeconds"] > 0
+    assert main(["compile", "--check", "--kfp-version", "2.17", "--output", str(newer)]) == 0
+    assert main(["compile", "--check", "--output", str(newer)]) == 1  # the default, 2.5, has no deadline
