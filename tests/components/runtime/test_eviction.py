@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+from processes import REPO, wait_until
 
 
-def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Block until `path` exists: the process under test writes it when it reached the moment a test wants."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"the process ended before writing {path}: {process.communicate()}"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+def wait_for_file(path: Path, process: subprocess.Popen) -> None:
+    wait_until(path.exists, process, f"writing {path}")
 
 
 def _start(script: str, folder: Path) -> subprocess.Popen:
