@@ -142,8 +142,7 @@ class GuardedDetectionTrainer(DetectionTrainer):
     def _store_on_eviction(self, eviction: Evicted) -> None:
         """Wait for the upload in flight and the newest checkpoint, and say in one line what a retry resumes from."""
         if self.checkpoint_uploads is None:
-            LOG.warning("evicted (SIGTERM): training stopped; no checkpoint store was given (--store and --run-id), "
-                        "so a retry starts over")
+            LOG.warning("evicted (SIGTERM): training stopped; this run stores no checkpoints, so a retry starts over")
             return
         waited_from = time.monotonic()
         stored = _wait_beside(self.checkpoint_uploads, eviction)
