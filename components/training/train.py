@@ -18,7 +18,6 @@ from components.config import TrainConfig, check_settings
 from components.data.dataset import Dataset, load_dataset
 from components.runtime.devices import check_device
 from components.errors import UserError
-from components.training.checkpoints import trim_results
 from components.training.image_cache import choose_cache
 from components.log import LOG
 from components.training.resume import complete_finished_run, fetch_checkpoint
@@ -72,8 +71,6 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     out_dir = out_dir.resolve()
     checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
     checkpoint = fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
-    if checkpoint:
-        trim_results(out_dir / "results.csv", checkpoint.epoch + 1)
     # a new run resolves them before anything is written; a resumed one trains on from its checkpoint
     base_weights = checkpoint.base_weights() if checkpoint else resolve_weights(config.weights, config.model,
                                                                                 default_cache_dir(), store)
