@@ -7,6 +7,7 @@ from these, so a default changed here changes everywhere.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar, get_type_hints
@@ -77,6 +78,56 @@ class SanityConfig:
     workers: int = _fixed(2, WORKERS)
     min_loss_drop: float = _parameter(0.05, "Fraction the total loss must fall during the sanity gate.")
     min_map50: float = _parameter(0.5, "mAP50 the sanity gate must reach when starting from pretrained weights.")
+
+
+# Every YOLO11 detector downsamples by 32: ultralytics rounds any other image size up to a multiple of it.
+MODEL_STRIDE = 32
+_MODEL_NAME = re.compile(r"yolo11[nsmlx](\.pt|\.ya?ml)?")
+_DEVICE = re.compile(r"cpu|mps|cuda(:\d+)?|\d+(,\d+)*")
+
+
+def check_settings(train: TrainConfig | None = None, sanity: SanityConfig | None = None) -> None:
+    """Refuse a setting outside its range before any work, in one line naming it and the admitted range: ultralytics
+    would fail on it only after its setup, or, for an image size, round it silently. The CLI and the pipeline's
+    decide step both call this."""
+    problems = ([] if train is None else _train_problems(train)) + ([] if sanity is None else _sanity_problems(sanity))
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def _train_problems(config: TrainConfig) -> list[str]:
+    problems = _at_least("epochs", config.epochs, 1) + _at_least("patience", config.patience, 0)
+    problems += _image_size("imgsz", config.imgsz)
+    if not (0 < config.batch < 1 or (config.batch >= 1 and config.batch == int(config.batch))):
+        problems.append(f"batch {config.batch:g} is out of range: a whole number >= 1, or a fraction of GPU memory "
+                        "between 0 and 1 (exclusive)")
+    if not _DEVICE.fullmatch(config.device.strip().lower()):
+        problems.append(f"device {config.device!r} is not one of cpu, mps, cuda, cuda:N or a GPU list such as 0,1")
+    if not (_MODEL_NAME.fullmatch(config.model) or config.model.endswith((".yaml", ".yml"))):
+        problems.append(f"model {config.model!r} is not one of yolo11n, yolo11s, yolo11m, yolo11l, yolo11x "
+                        "(optionally .pt or .yaml) or an architecture .yaml file")
+    return problems
+
+
+def _sanity_problems(config: SanityConfig) -> list[str]:
+    problems = [text for name in ("epochs", "batch") for text in _at_least(f"sanity {name}", getattr(config, name), 1)]
+    problems += _image_size("sanity imgsz", config.imgsz) + _at_least("sanity max_images", config.max_images, 1)
+    for name in ("min_loss_drop", "min_map50"):
+        value = getattr(config, name)
+        if not 0 <= value <= 1:
+            problems.append(f"sanity {name} {value:g} is out of range: a fraction between 0 and 1")
+    return problems
+
+
+def _at_least(name: str, value: int, least: int) -> list[str]:
+    return [] if value >= least else [f"{name} {value} is out of range: a whole number >= {least}"]
+
+
+def _image_size(name: str, value: int) -> list[str]:
+    """An image size the model takes as it is: a positive multiple of its stride."""
+    if value >= MODEL_STRIDE and value % MODEL_STRIDE == 0:
+        return []
+    return [f"{name} {value} is out of range: a multiple of the model's stride {MODEL_STRIDE} (32, 64, ..., 640, ...)"]
 
 
 def user_settings(config: type) -> tuple[str, ...]:

@@ -14,14 +14,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from components.config import cache_root
 from components.errors import UserError
 from components.data.snapshot import Manifest
-from components.storage import (TEMPORARY_SUFFIXES, fetch_objects, local_path, open_store, remove_if_abandoned,
-                                write_atomic)
+from components.runtime.eviction import raise_if_evicted
+from components.storage import (TEMPORARY_SUFFIXES, ObjectStore, fetch_objects, local_path, open_store,
+                                remove_if_abandoned, write_atomic)
 
 _DATASET_DIRS = ("images", "labels")
 
@@ -61,6 +63,22 @@ def _remove_strays(dest: Path, wanted: set[Path]) -> int:
     return removed
 
 
+class _StopsOnEviction:
+    """The snapshot's store, refusing to start a download once the pod is evicted: SIGTERM stops only the main
+    thread, and the download threads would otherwise fetch every queued object before the sync may exit. Downloads
+    under way finish or remove their temporary file, as on any error."""
+
+    def __init__(self, store: ObjectStore):
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def download(self, *args: Any, **kwargs: Any) -> Any:
+        raise_if_evicted()
+        return self._store.download(*args, **kwargs)
+
+
 def write_data_yaml(dest: Path, manifest: Manifest) -> Path:
     """The data.yaml that points ultralytics at the local copy."""
     document: dict[str, object] = {"path": str(dest.resolve())}
@@ -88,8 +106,8 @@ def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: 
     dest.mkdir(parents=True, exist_ok=True)
     wanted = {local_path(dest, entry.key) for entry in manifest.entries}
     removed = _remove_strays(dest, wanted)
-    counts = fetch_objects(open_store(manifest.source), [entry.object_info() for entry in manifest.entries],
-                           dest, workers, progress)
+    counts = fetch_objects(_StopsOnEviction(open_store(manifest.source)),
+                           [entry.object_info() for entry in manifest.entries], dest, workers, progress)
     data_yaml = write_data_yaml(dest, manifest)
     return SyncSummary(counts.downloaded, counts.skipped, counts.bytes, time.monotonic() - started,
                        data_yaml, removed)

@@ -6,6 +6,10 @@ A checkpoint that arrives while another uploads waits; a waiting one that a newe
 reaches first is superseded, file by file, so the store always ends with the newest of each.
 Only a transient failure (a 5xx, throttling, a dropped connection) is tried again: a refusal such
 as AccessDenied or a full disk cannot succeed later, so it is reported at once.
+
+The files of one checkpoint land one after the other, so a pod that dies between two of them
+leaves a results.csv newer than last.pt: `trim_results` cuts it back to last.pt's epochs before
+a run resumes, or the resumed run would write the lost epochs' rows a second time.
 """
 
 from __future__ import annotations
@@ -129,3 +133,17 @@ def _is_transient(error: BaseException) -> bool:
     retried it a few times within seconds; an outage can outlast that)."""
     return is_transient(error) or (isinstance(error, StorageError) and error.__cause__ is not None
                                    and is_transient(error.__cause__))
+
+
+def trim_results(results_csv: Path, epochs: int) -> None:
+    """Keep the header and the rows of the first `epochs` epochs in ultralytics' results.csv (its `epoch` column
+    counts from 1): the rows a checkpoint of that many epochs goes on from. Kept lines stay as they were."""
+    if not results_csv.is_file():
+        return
+    header, *rows = results_csv.read_text().splitlines(keepends=True)
+    epoch_column = [name.strip() for name in header.split(",")].index("epoch")
+    kept = [row for row in rows if row.strip() and int(float(row.split(",")[epoch_column])) <= epochs]
+    if len(kept) < len(rows):
+        LOG.info(f"{results_csv}: dropped the rows of {len(rows) - len(kept)} epochs that the checkpoint of epoch "
+                 f"{epochs} does not hold (stored after it by an attempt that died before storing its last.pt)")
+        results_csv.write_text("".join([header, *kept]))

@@ -18,6 +18,7 @@ from components.config import TrainConfig
 from components.errors import UserError
 from components.log import LOG
 from components.storage import open_store
+from components.training.checkpoints import trim_results
 from components.training.outputs import TrainResult, write_outputs
 from components.training.weights import BaseWeights
 from components.runtime.yolo_env import offline_ultralytics
@@ -61,6 +62,7 @@ def fetch_checkpoint(checkpoint_uri: str, out_dir: Path, epochs: int) -> Checkpo
                         "best.pt beside it; start a new run with another --run-id")
     LOG.info(f"{'completing' if finished else 'resuming'} from {store.url('last.pt')} "
              f"after epoch {saved_epoch + 1} of {epochs}")
+    trim_results(out_dir / "results.csv", saved_epoch + 1)  # it may have landed after last.pt's epoch, last.pt not
     return Checkpoint(weights / "last.pt", finished, saved.get("train_args") or {})
 
 

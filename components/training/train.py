@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from components.training.batch_policy import BatchPlan, plan_batch
-from components.config import TrainConfig
+from components.config import TrainConfig, check_settings
 from components.data.dataset import Dataset, load_dataset
 from components.runtime.devices import check_device
 from components.errors import UserError
@@ -58,6 +58,7 @@ def _environment(name: str, value: str) -> Iterator[None]:
 def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), store: str = "",
                 run_id: str = "") -> TrainResult:
     """Train a detector into out_dir; with store and run_id, checkpoint every epoch and resume from there."""
+    check_settings(config)
     device = check_device(config.device)
     ultralytics = offline_ultralytics()
     from components.training.trainer import CHECKPOINT_URI_ENV, GuardedDetectionTrainer

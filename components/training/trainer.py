@@ -16,6 +16,7 @@ ultralytics themselves.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from components.training.batch_policy import BatchPlan, choose_batch, plan_batch
@@ -23,6 +24,7 @@ from components.training.checkpoints import CheckpointUploads
 from components.training.deadrun import DeadRunDetector
 from components.log import LOG
 from components.storage import open_store
+from components.runtime.eviction import Evicted, deferred, raise_if_evicted
 from components.runtime.yolo_env import offline_ultralytics
 
 offline_ultralytics()
@@ -50,6 +52,13 @@ def _upload_checkpoint(trainer: GuardedDetectionTrainer) -> None:
     if trainer.best_fitness == trainer.fitness and trainer.best.is_file():  # ultralytics just wrote a new best.pt
         files["best.pt"] = trainer.best
     trainer.checkpoint_uploads.submit(files)
+    trainer.checkpoint_epochs = trainer.epoch + 1
+
+
+def _stop_if_evicted(trainer_or_validator: Any) -> None:
+    """A safe point to stop at on SIGTERM: between two batches (training or validation), or after an epoch's
+    checkpoint was queued."""
+    raise_if_evicted()
 
 
 class GuardedDetectionTrainer(DetectionTrainer):
@@ -68,8 +77,10 @@ class GuardedDetectionTrainer(DetectionTrainer):
         # staged beside the save dir, not in it: ultralytics empties the save dir before it launches DDP workers
         self.checkpoint_uploads = (CheckpointUploads(open_store(checkpoint_uri), self.save_dir.parent)
                                    if checkpoint_uri else None)
+        self.checkpoint_epochs = 0  # epochs in the newest checkpoint queued for upload
         hooks = [("on_train_batch_end", _watch_batch), ("on_train_epoch_end", _watch_epoch),
-                 ("on_model_save", _upload_checkpoint)]
+                 ("on_model_save", _upload_checkpoint), ("on_train_batch_end", _stop_if_evicted),
+                 ("on_val_batch_end", _stop_if_evicted), ("on_fit_epoch_end", _stop_if_evicted)]
         for event, hook in hooks:
             if hook not in self.callbacks[event]:  # DDP workers receive the parent's callbacks pickled
                 self.add_callback(event, hook)
@@ -113,20 +124,47 @@ class GuardedDetectionTrainer(DetectionTrainer):
         super().final_eval()
 
     def train(self) -> None:
-        """Train; on an error, still store the checkpoints already queued, so a retry resumes from the newest."""
+        """Train; on an error, still store the checkpoints already queued, so a retry resumes from the newest.
+
+        An eviction (SIGTERM) stops training at the next batch or epoch end: the epoch under way is lost either
+        way, since a checkpoint holds whole epochs, and the grace period is for storing the newest one."""
         try:
-            super().train()
+            with deferred():
+                super().train()
+        except Evicted as eviction:
+            self._store_on_eviction(eviction)
+            raise
         except BaseException as error:
             if self.checkpoint_uploads is not None:
                 _wait_beside(self.checkpoint_uploads, error)
             raise
 
+    def _store_on_eviction(self, eviction: Evicted) -> None:
+        """Wait for the upload in flight and the newest checkpoint, and say in one line what a retry resumes from."""
+        if self.checkpoint_uploads is None:
+            LOG.warning("evicted (SIGTERM): training stopped; this run stores no checkpoints, so a retry starts over")
+            return
+        waited_from = time.monotonic()
+        stored = _wait_beside(self.checkpoint_uploads, eviction)
+        if not self.checkpoint_epochs:
+            LOG.warning("evicted (SIGTERM): training stopped before its first epoch ended; no checkpoint to store, "
+                        "a retry starts over")
+        elif stored:
+            LOG.warning(f"evicted (SIGTERM): training stopped; stored the newest checkpoint (epoch "
+                        f"{self.checkpoint_epochs}) at {self.checkpoint_uploads.store.url('last.pt')} in "
+                        f"{time.monotonic() - waited_from:.1f} s; a retry resumes from it")
+        else:
+            LOG.warning(f"evicted (SIGTERM): training stopped; the checkpoint of epoch {self.checkpoint_epochs} "
+                        "could not be stored (see above); a retry resumes from an older one, if any")
 
-def _wait_beside(uploads: CheckpointUploads, error: BaseException) -> None:
+
+def _wait_beside(uploads: CheckpointUploads, error: BaseException) -> bool:
     """Wait for the queued uploads while `error` is on its way out; an upload failure is logged, never raised
-    in its place."""
+    in its place. Whether every upload succeeded."""
     try:
         uploads.wait()
     except Exception as failure:
         if failure is not error:
             LOG.error(str(failure))
+        return False
+    return True

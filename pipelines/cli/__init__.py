@@ -1,7 +1,8 @@
 """The `pogona` command: thin doors onto the step functions in `components/` and the pipeline.
 
 Each command group lives in its own module with a `register(subparsers)` function; errors a
-user can act on (bad input, storage failures) end as one line on stderr and exit code 2.
+user can act on (bad input, storage failures) end as one line on stderr and exit code 2, which no
+retry can fix. An eviction (SIGTERM) ends as one line and exit code 143, after the command's cleanup.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 
 from components.errors import UserError
 from components.log import show_logs
+from components.runtime.eviction import EVICTED_EXIT_CODE, Evicted, handle_sigterm
 from components.storage import StorageError
 from pipelines.cli import dataset, kfp_commands, pipeline_commands, reporting, training, weights
 
@@ -30,11 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show_logs()
+    handle_sigterm()
     try:
         return int(args.handler(args) or 0)
     except (UserError, StorageError) as exc:
         print(f"pogona {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Evicted as exc:
+        print(f"pogona {args.command}: {exc}: stopped and cleaned up; a retry goes on from what was stored",
+              file=sys.stderr)
+        return EVICTED_EXIT_CODE
     except KeyboardInterrupt:
         print(f"pogona {args.command}: interrupted", file=sys.stderr)
         return 130

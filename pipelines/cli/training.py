@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from components.config import SanityConfig, TrainConfig, user_settings
+from components.config import SanityConfig, TrainConfig, check_settings, user_settings
 from components.errors import UserError
 from pipelines.cli.flags import add_field_flags, config_from_flags
+
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
@@ -42,6 +43,7 @@ def _sanity(args: argparse.Namespace) -> int:
 
     config = config_from_flags(args, SanityConfig)
     weights, model = _weights_or_model(args.weights, args.model)
+    check_settings(TrainConfig(model=model, weights=weights), config)  # the sanity gate trains the run's model
     verdict = run_sanity(_dataset(args), args.verdict, config, weights=weights, model=model, store=args.store)
     print(f"sanity: {verdict.verdict} after {verdict.steps} optimizer steps, {verdict.wall_seconds:.0f} s "
           f"-> {args.verdict}")
@@ -57,6 +59,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError("--store and --run-id go together (checkpoints live at <store>/runs/<run-id>/checkpoints/)")
     weights, model = _weights_or_model(args.weights, args.model)
     config = config_from_flags(args, TrainConfig, model=model, weights=weights)
+    check_settings(config)
     result = train_model(_dataset(args), args.out, config, store=args.store, run_id=args.run_id)
     print(f"train: {result.epochs_completed} epochs; best {result.best}; metrics {result.metrics_json}")
     return 0

@@ -1,6 +1,8 @@
 """`pogona sanity | train | evaluate` as a user runs them: exit codes, one-line errors, the files they write."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from components.runtime.yolo_env import offline_ultralytics
 from pipelines.cli import build_parser, main
 from pipelines.cli.flags import config_from_flags
 
+REPO = Path(__file__).resolve().parents[2]
 EPOCH_KEYS = {"box_loss", "cls_loss", "dfl_loss", "precision", "recall", "map50", "map50_95"}
 
 
@@ -99,3 +102,47 @@ def test_evaluate_writes_the_json_it_summarizes(trained_run: Path, demo_dataset_
     result = json.loads(out.read_text())
     assert set(result["by_modality"]) == {"thermal", "visible"}
     assert f"mAP50 {result['overall']['map50']:.3f}" in capsys.readouterr().out
+
+
+# A bad setting must be refused before any work: the data folder does not exist and torch is never imported.
+REFUSAL_PROBE = """
+import json, sys
+from pipelines.cli import main
+code = main(json.loads(sys.argv[1]))
+print(json.dumps([code, "torch" in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize("command, flags, line", [
+    ("train", ["--epochs", "0"], "epochs 0 is out of range: a whole number >= 1"),
+    ("train", ["--epochs", "-1"], "epochs -1 is out of range: a whole number >= 1"),
+    ("train", ["--imgsz", "31"], "imgsz 31 is out of range: a multiple of the model's stride 32"),
+    ("train", ["--patience", "-2"], "patience -2 is out of range: a whole number >= 0"),
+    ("train", ["--batch", "0"], "batch 0 is out of range: a whole number >= 1, or a fraction of GPU memory"),
+    ("train", ["--batch", "2.5"], "batch 2.5 is out of range"),
+    ("train", ["--device", "gpu0"], "device 'gpu0' is not one of cpu, mps, cuda, cuda:N or a GPU list"),
+    ("train", ["--model", "yolo12n"], "model 'yolo12n' is not one of yolo11n"),
+    ("sanity", ["--epochs", "0"], "sanity epochs 0 is out of range: a whole number >= 1"),
+    ("sanity", ["--batch", "-8"], "sanity batch -8 is out of range"),
+    ("sanity", ["--imgsz", "100"], "sanity imgsz 100 is out of range: a multiple of the model's stride 32"),
+    ("sanity", ["--max-images", "0"], "sanity max_images 0 is out of range"),
+    ("sanity", ["--min-loss-drop", "1.5"], "sanity min_loss_drop 1.5 is out of range: a fraction between 0 and 1"),
+    ("sanity", ["--min-map50", "-1"], "sanity min_map50 -1 is out of range"),
+    ("sanity", ["--model", "x"], "model 'x' is not one of yolo11n"),
+])
+def test_a_bad_setting_exits_2_with_one_line_before_any_work(command: str, flags: list[str], line: str,
+                                                             tmp_path: Path, capsys: pytest.CaptureFixture):
+    verdict = ["--verdict", str(tmp_path / "verdict.json")] if command == "sanity" else []
+    code = main([command, "--data", str(tmp_path / "missing"), "--out" if command == "train" else "--store",
+                 str(tmp_path / "out") if command == "train" else "", *verdict, *flags])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"pogona {command}: error: {line}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_setting_is_refused_without_importing_torch():
+    argv = ["train", "--data", "missing", "--epochs", "0"]
+    result = subprocess.run([sys.executable, "-c", REFUSAL_PROBE, json.dumps(argv)], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert json.loads(result.stdout) == [2, False], result.stderr
+    assert result.stderr.splitlines()[-1] == "pogona train: error: epochs 0 is out of range: a whole number >= 1"

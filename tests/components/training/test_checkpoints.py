@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from components.training.checkpoints import CheckpointUploadError, CheckpointUploads
+from components.training.checkpoints import CheckpointUploadError, CheckpointUploads, trim_results
 from components.storage import FolderStore, ObjectInfo, open_store
 
 
@@ -103,3 +103,14 @@ def test_s3_access_denied_is_asked_once_and_a_5xx_outage_outlasting_the_store_re
     outage.wait()
     assert store.get_bytes("last.pt") == b"last.pt of epoch 2" and not s3_faults.faults
     assert any("attempt 2 of 4" in line and "503" in line for line in caplog.messages)
+
+
+def test_trim_results_keeps_the_rows_the_checkpoint_holds_byte_for_byte(tmp_path: Path):
+    results = tmp_path / "results.csv"
+    header, rows = "epoch,time,train/box_loss\n", [f"{epoch},{epoch * 1.5},0.{epoch}\n" for epoch in (1, 2, 3)]
+    results.write_text(header + "".join(rows))
+    trim_results(results, 3)
+    assert results.read_text() == header + "".join(rows)
+    trim_results(results, 2)  # results.csv of epoch 3 stored, its last.pt not
+    assert results.read_text() == header + "".join(rows[:2])
+    trim_results(tmp_path / "absent.csv", 1)  # a checkpoint without results.csv

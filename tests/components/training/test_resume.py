@@ -1,6 +1,7 @@
 """Resuming a training run from the store: after kill -9 mid-training, and after a pod that died between its
 last checkpoint and its outputs."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from components.metrics.results_csv import read_history
 from components.storage import open_store
 from components.training.train import train_model
 from components.runtime.yolo_env import offline_ultralytics
+from processes import start_pogona, wait_until
 
 RESUMED = TrainConfig(model="yolo11n", epochs=4, imgsz=64, batch=16, device="cpu", workers=0)
 
@@ -75,3 +77,33 @@ def test_a_run_killed_mid_training_resumes_from_the_store_losing_at_most_one_epo
     assert yaml.safe_load(third.args_yaml.read_text())["epochs"] == epochs
     assert (second_out / "weights" / "last.pt").is_file()
     assert open_store(str(store)).head("runs/r1/checkpoints/results.csv").size > 0
+
+
+@pytest.mark.slow
+def test_a_run_whose_last_pt_was_not_stored_after_its_results_csv_resumes_with_each_epoch_once(
+        demo_dataset_dir: Path, tmp_path: Path, s3_bucket: str, s3_faults):
+    """The store as a pod killed between a checkpoint's results.csv and its last.pt leaves it: here the last.pt
+    upload of epoch 2 is refused (held until the refusal is armed), and the attempt fails."""
+    epochs, out = 3, tmp_path / "machine1" / "train"
+    s3_faults.inject_on("PUT", "checkpoints/last.pt", "hold")
+    process = start_pogona("train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--epochs", str(epochs),
+                           "--imgsz", "64", "--batch", "16", "--device", "cpu", "--store", s3_bucket,
+                           "--run-id", "r1", "--out", str(out))
+    try:
+        wait_until(s3_faults.held.is_set, process, "the upload of epoch 1's last.pt")
+        s3_faults.inject_on("PUT", "checkpoints/last.pt", "403")  # the next one: epoch 2's
+        s3_faults.release()
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 2 and "checkpoint upload of" in stderr, stderr[-3000:]
+    store = open_store(f"{s3_bucket}/runs/r1/checkpoints")
+    assert _epochs_in(store.get_bytes("results.csv")) == [1, 2] and store.exists("last.pt")  # last.pt of epoch 1
+
+    result = train_model(demo_dataset_dir, tmp_path / "machine2" / "train",
+                         dataclasses.replace(RESUMED, epochs=epochs), store=s3_bucket, run_id="r1")
+    assert _epochs(result.results_csv) == list(range(1, epochs + 1))
+
+
+def _epochs_in(results_csv: bytes) -> list[int]:
+    return [int(float(line.split(",")[0])) for line in results_csv.decode().splitlines()[1:]]
