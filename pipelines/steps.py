@@ -119,7 +119,7 @@ def analyze_step(manifest_path: str, trained_dir: str, verdict_path: str, analys
     write_report(Path(trained_dir), out / "report", sanity=Path(verdict_path), champion=champion_path,
                  evaluation=out / "evaluation" / "evaluation.json", exports=exports_json, promotion=promotion,
                  changes=out / "changes.json")
-    return {key: float(value) for key, value in evaluation["overall"].items()}
+    return evaluation.overall.values()
 
 
 def assemble_run_dir(run_dir: Path, manifest_path: str, validation_report: str, verdict_path: str,

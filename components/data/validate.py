@@ -24,6 +24,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from components.config import CLASS_NAMES, SPLITS
+from components.document import Block, Bullets, Heading, Paragraph, table, to_markdown
 from components.errors import UserError
 from components.data.labels import LabelVerdict, read_label
 from components.data.near_duplicates import appearance, near_duplicate_leakage
@@ -228,13 +229,13 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
     return result
 
 
-def _problem_list(title: str, problems: list[str]) -> list[str]:
+def _problem_blocks(title: str, problems: list[str]) -> list[Block]:
     if not problems:
         return []
-    lines = [f"### {title} ({len(problems)})", ""] + [f"- `{p}`" for p in problems[:_LISTED_PROBLEMS]]
+    items = [f"`{problem}`" for problem in problems[:_LISTED_PROBLEMS]]
     if len(problems) > _LISTED_PROBLEMS:
-        lines.append(f"- … and {len(problems) - _LISTED_PROBLEMS} more")
-    return lines + [""]
+        items.append(f"… and {len(problems) - _LISTED_PROBLEMS} more")
+    return [Heading(f"{title} ({len(problems)})", 3), Bullets(tuple(items))]
 
 
 def render_report(manifest: Manifest, counts: dict[str, dict[str, GroupCounts]], box_sizes: list[float],
@@ -242,27 +243,27 @@ def render_report(manifest: Manifest, counts: dict[str, dict[str, GroupCounts]],
     """The Markdown report: verdict, counts per split and modality, box-size spread, problems."""
     verdict = "usable" if not errors else f"not usable ({len(errors)} errors)"
     names = ", ".join(f"{i}: {n}" for i, n in sorted(manifest.names.items()))
-    lines = [f"# Dataset validation: {manifest.source}", "", f"**Verdict: {verdict}**", "",
-             f"- fingerprint: `{manifest.fingerprint}`", f"- classes: {names}",
-             f"- objects: {len(manifest.entries)}", "",
-             "## Counts", "", "| split | modality | images | backgrounds | instances |", "|---|---|---:|---:|---:|"]
-    total = GroupCounts()
+    rows, total = [], GroupCounts()
     for split in SPLITS:
         for modality, group in sorted(counts.get(split, {}).items()):
-            lines.append(f"| {split} | {modality} | {group.images} | {group.backgrounds} | {group.instances} |")
+            rows.append((split, modality, group.images, group.backgrounds, group.instances))
             total = GroupCounts(total.images + group.images, total.backgrounds + group.backgrounds,
                                 total.instances + group.instances)
-    lines += [f"| **total** | | {total.images} | {total.backgrounds} | {total.instances} |", "", "## Box sizes", ""]
+    rows.append(("**total**", "", total.images, total.backgrounds, total.instances))
+    blocks: list[Block] = [
+        Heading(f"Dataset validation: {manifest.source}", 1), Paragraph(f"**Verdict: {verdict}**"),
+        Bullets((f"fingerprint: `{manifest.fingerprint}`", f"classes: {names}", f"objects: {len(manifest.entries)}")),
+        Heading("Counts"), table(("split", "modality", "images", "backgrounds", "instances"), rows, "llrrr"),
+        Heading("Box sizes")]
     if len(box_sizes) >= 2:
         deciles = statistics.quantiles(box_sizes, n=10)
-        lines += ["Box size as a fraction of the image side (sqrt of width x height):", "",
-                  "| min | p10 | median | p90 | max |", "|---:|---:|---:|---:|---:|",
-                  f"| {min(box_sizes):.3f} | {deciles[0]:.3f} | {statistics.median(box_sizes):.3f} | "
-                  f"{deciles[-1]:.3f} | {max(box_sizes):.3f} |", ""]
+        blocks += [Paragraph("Box size as a fraction of the image side (sqrt of width x height):"),
+                   table(("min", "p10", "median", "p90", "max"),
+                         [(min(box_sizes), deciles[0], statistics.median(box_sizes), deciles[-1], max(box_sizes))],
+                         "rrrrr")]
     else:
-        lines += [f"{len(box_sizes)} boxes: too few for a spread.", ""]
-    lines += ["## Problems", ""]
-    lines += _problem_list("Errors", errors) + _problem_list("Warnings", warnings)
+        blocks.append(Paragraph(f"{len(box_sizes)} boxes: too few for a spread."))
+    blocks += [Heading("Problems"), *_problem_blocks("Errors", errors), *_problem_blocks("Warnings", warnings)]
     if not errors and not warnings:
-        lines += ["None.", ""]
-    return "\n".join(lines)
+        blocks.append(Paragraph("None."))
+    return to_markdown(blocks)

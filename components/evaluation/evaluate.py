@@ -7,34 +7,36 @@ they match what `yolo val` reports for the same weights and data.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from components.data.dataset import Dataset, image_modality, load_dataset
-from components.runtime.devices import check_single_device
 from components.errors import UserError
-from components.evaluation.failures import worst_images
+from components.evaluation.failures import Prediction, collecting_validator, worst_images
+from components.metrics.artifacts import Evaluation, Scores
+from components.runtime.devices import check_single_device
 from components.runtime.yolo_env import offline_ultralytics
 
 WORST_DIR = "worst"  # beside evaluation.json: the drawn worst validation images
 PLOTS = {"BoxPR_curve.png": "pr_curve.png", "confusion_matrix.png": "confusion_matrix.png"}
 
 
-def _scores(metrics: Any) -> dict[str, float]:
+def _scores(metrics: Any, images: int | None = None) -> Scores:
     box = metrics.box
-    return {"precision": float(box.mp), "recall": float(box.mr), "map50": float(box.map50),
-            "map50_95": float(box.map)}
+    return Scores(float(box.mp), float(box.mr), float(box.map50), float(box.map), images)
 
 
-def _run_val(model: Any, data_yaml: Path, split: str, imgsz: int, device: str, save_dir: Path) -> Any:
-    return model.val(data=str(data_yaml), split=split, imgsz=imgsz, device=device, save_dir=str(save_dir),
-                     exist_ok=True, plots=True, verbose=False)
+def _run_val(model: Any, data_yaml: Path, split: str, imgsz: int, device: str, save_dir: Path,
+             validator: type | None = None) -> Any:
+    return model.val(validator=validator, data=str(data_yaml), split=split, imgsz=imgsz, device=device,
+                     save_dir=str(save_dir), exist_ok=True, plots=True, verbose=False)
 
 
-def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: str) -> dict[str, dict[str, float]]:
-    """Score each modality's share of the val split with a val run of its own."""
+def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: str,
+                 predictions: dict[Path, list[Prediction]]) -> dict[str, Scores]:
+    """Score each modality's share of the val split with a val run of its own, recording its detections
+    into `predictions` (components.evaluation.failures reads the worst images from them)."""
     groups: dict[str, list[Path]] = {}
     for image in dataset.images("val"):
         groups.setdefault(image_modality(image, dataset.splits["val"]), []).append(image)
@@ -43,12 +45,13 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
         listing = work / f"val-{modality}.txt"
         listing.write_text("".join(f"{image.resolve()}\n" for image in images))
         data_yaml = dataset.write_yaml(work / f"data-{modality}.yaml", {**dataset.splits, "val": listing})
-        scores[modality] = {**_scores(_run_val(model, data_yaml, "val", imgsz, device, work / modality)),
-                            "images": len(images)}
+        validation = _run_val(model, data_yaml, "val", imgsz, device, work / modality,
+                              collecting_validator(predictions))
+        scores[modality] = _scores(validation, len(images))
     return scores
 
 
-def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu") -> dict:
+def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu") -> Evaluation:
     """Write evaluation JSON (overall: the val split, by_modality, speed_ms, worst_images: the validation images
     with most missed heads and false detections per modality, drawn into worst/, and splits: the test split when
     the dataset has one) plus PR-curve and confusion-matrix PNGs.
@@ -66,18 +69,15 @@ def evaluate_model(weights: Path, data: Path, out_path: Path, device: str = "cpu
     work = out_dir / "evaluation-work"
     data_yaml = dataset.write_yaml(work / "data.yaml")
     overall = _run_val(model, data_yaml, "val", imgsz, device, work / "overall")
-    result: dict[str, Any] = {
-        "weights": str(weights), "imgsz": imgsz, "device": device,
-        "overall": _scores(overall),
-        "by_modality": _by_modality(model, dataset, work, imgsz, device),
-        "speed_ms": {stage: float(ms) for stage, ms in overall.speed.items()},
-        "worst_images": worst_images(model, dataset, imgsz, device, out_dir / WORST_DIR),
-    }
-    if "test" in dataset.splits:
-        result["splits"] = {"test": _scores(_run_val(model, data_yaml, "test", imgsz, device, work / "test"))}
+    predictions: dict[Path, list[Prediction]] = {}
+    by_modality = _by_modality(model, dataset, work, imgsz, device, predictions)
+    splits = ({"test": _scores(_run_val(model, data_yaml, "test", imgsz, device, work / "test"))}
+              if "test" in dataset.splits else {})
+    result = Evaluation(str(weights), imgsz, device, _scores(overall), by_modality,
+                        {stage: float(ms) for stage, ms in overall.speed.items()},
+                        worst_images(predictions, dataset, out_dir / WORST_DIR), splits)
     for source, target in PLOTS.items():
         if (work / "overall" / source).is_file():
             shutil.copyfile(work / "overall" / source, out_dir / target)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    result.save(out_path)
     return result

@@ -13,7 +13,6 @@ scored by ONNX Runtime on the CPU, which is where they are deployed, and exports
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import statistics
@@ -28,6 +27,7 @@ import numpy as np
 from components.data.dataset import Dataset, load_dataset
 from components.runtime.devices import check_single_device
 from components.errors import UserError
+from components.metrics.artifacts import ExportedModel, Exports
 from components.runtime.yolo_env import offline_ultralytics
 
 SUPPORTED_FORMATS = ("onnx", "int8", "engine")
@@ -223,7 +223,7 @@ def parse_formats(text: str, parameter: str = "--formats") -> tuple[str, ...]:
 
 
 def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, ...] = ("onnx", "int8"),
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu") -> Exports:
     """Export the weights on `device` ("cpu", "cuda", "cuda:N"), measure each model's mAP and latency on val,
     and write exports.json."""
     device = check_single_device(device)
@@ -243,16 +243,13 @@ def export_model(weights: Path, data: Path, out_dir: Path, formats: tuple[str, .
     engine = files.pop("engine", None)
     if images:
         files["int8"] = quantize_int8(files["onnx"], out_dir / f"{weights.stem}.int8.onnx", images, imgsz)
-    models: list[dict[str, Any]] = [
-        {"format": name, "file": str(path), "size_bytes": path.stat().st_size,
-         "precision": "int8" if name == "int8" else "fp32", "device": ONNX_RUNTIME_DEVICE,
-         **exported_map(path, data_yaml, imgsz), "latency_ms": latency_ms(path, imgsz, samples[0]),
-         **({"calibration_images": len(images)} if name == "int8" else {})}
-        for name, path in files.items()]
+    models = [ExportedModel(name, str(path), path.stat().st_size, "int8" if name == "int8" else "fp32",
+                            ONNX_RUNTIME_DEVICE, **exported_map(path, data_yaml, imgsz),
+                            latency_ms=latency_ms(path, imgsz, samples[0]),
+                            calibration_images=len(images) if name == "int8" else None)
+              for name, path in files.items()]
     if engine:
-        models.append({"format": "engine", "file": str(engine), "size_bytes": engine.stat().st_size,
-                       "precision": "fp16", "device": engine_device(device), "map50": None, "map50_95": None,
-                       "latency_ms": None})
-    result = {"weights": str(weights), "data": str(data_yaml), "imgsz": imgsz, "device": device, "models": models}
-    (out_dir / "exports.json").write_text(json.dumps(result, indent=2) + "\n")
+        models.append(ExportedModel("engine", str(engine), engine.stat().st_size, "fp16", engine_device(device)))
+    result = Exports(str(weights), str(data_yaml), imgsz, device, tuple(models))
+    result.save(out_dir / "exports.json")
     return result

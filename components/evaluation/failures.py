@@ -1,9 +1,11 @@
 """Where the model fails: the validation images with the most missed heads and false detections.
 
 Numbers say how often the model fails; these pictures say what it fails on, so the person
-labeling data sees what to label next. Each image is predicted once at the evaluation's
-image size; a prediction matches an unmatched ground-truth box of its class at IoU >= 0.5,
-highest confidence first (as mAP50 counts it). The worst images of each modality are drawn
+labeling data sees what to label next. No image is predicted for this: the evaluation's own
+per-modality validator passes record each image's detections of confidence 0.25 or more
+(`collecting_validator`), in the original image's coordinates as `predict` gives them. A
+detection matches an unmatched ground-truth box of its class at IoU >= 0.5, highest confidence
+first (as mAP50 counts it). The worst images of each modality are drawn
 small, ground truth in green (thick where missed), detections in blue and false ones in red
 with their confidence.
 """
@@ -20,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from components.data.dataset import Dataset, image_modality
 from components.data.labels import read_label
+from components.metrics.artifacts import WorstImage
 from components.runtime.yolo_env import offline_ultralytics
 
 MIN_CONFIDENCE = 0.25  # ultralytics' default prediction threshold
@@ -29,6 +32,7 @@ DRAWN_SIDE = 320  # pixels; keeps report.html small
 GROUND_TRUTH, DETECTION, FALSE_DETECTION = (40, 200, 60), (60, 120, 255), (235, 40, 40)
 
 XYXY = tuple[float, float, float, float]  # fractions of the image
+Prediction = tuple[int, XYXY, float]  # class, box, confidence
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,7 @@ def _iou(a: XYXY, b: XYXY) -> float:
     return overlap / union if union > 0 else 0.0
 
 
-def match(truth: list[tuple[int, XYXY]],
-          predictions: list[tuple[int, XYXY, float]]) -> tuple[list[bool], list[Detection]]:
+def match(truth: list[tuple[int, XYXY]], predictions: list[Prediction]) -> tuple[list[bool], list[Detection]]:
     """Which ground-truth boxes are missed, and which predictions are correct (greedy by confidence)."""
     missed = [True] * len(truth)
     detections = []
@@ -92,21 +95,41 @@ def _truth(image: Path, class_count: int) -> list[tuple[int, XYXY]]:
             for cls, cx, cy, w, h in read_label(str(label), label.read_bytes(), class_count).boxes]
 
 
-def judge(model: Any, image: Path, dataset: Dataset, imgsz: int, device: str) -> ImageFailures:
-    """Predict one validation image and match its detections with its ground truth."""
+def collecting_validator(predictions: dict[Path, list[Prediction]]) -> type:
+    """Ultralytics' detection validator, recording into `predictions` what it detects on each image it scores
+    with confidence MIN_CONFIDENCE or more, keyed by the image's resolved path, as fractions of that image."""
+    offline_ultralytics()
+    from ultralytics.models.yolo.detect import DetectionValidator
+    from ultralytics.utils import ops
+
+    class CollectingValidator(DetectionValidator):
+        def update_metrics(self, preds: list[dict[str, Any]], batch: dict[str, Any]) -> None:
+            for index, pred in enumerate(preds):
+                kept = pred["conf"] >= MIN_CONFIDENCE
+                height, width = batch["ori_shape"][index]
+                boxes = ops.scale_boxes(batch["img"].shape[2:], pred["bboxes"][kept].clone(), (height, width),
+                                        ratio_pad=batch["ratio_pad"][index])
+                predictions[Path(batch["im_file"][index]).resolve()] = [
+                    (int(cls), (x1 / width, y1 / height, x2 / width, y2 / height), float(confidence))
+                    for cls, (x1, y1, x2, y2), confidence in
+                    zip(pred["cls"][kept].tolist(), boxes.tolist(), pred["conf"][kept].tolist())]
+            super().update_metrics(preds, batch)
+
+    return CollectingValidator
+
+
+def judge(image: Path, predictions: list[Prediction], dataset: Dataset) -> ImageFailures:
+    """Match one validation image's detections with its ground truth."""
     truth = _truth(image, len(dataset.names))
-    result = model.predict(str(image), imgsz=imgsz, conf=MIN_CONFIDENCE, device=device, verbose=False)[0]
-    predictions = [(int(cls), tuple(float(v) for v in box), float(confidence)) for cls, box, confidence in
-                   zip(result.boxes.cls.tolist(), result.boxes.xyxyn.tolist(), result.boxes.conf.tolist())]
     missed, detections = match(truth, predictions)
     key = image.relative_to(dataset.root).as_posix() if image.is_relative_to(dataset.root) else str(image)
     return ImageFailures(image, key, image_modality(image, dataset.splits["val"]), tuple(box for _, box in truth),
                          tuple(missed), tuple(detections))
 
 
-def find_failures(model: Any, dataset: Dataset, imgsz: int, device: str) -> list[ImageFailures]:
+def find_failures(predictions: dict[Path, list[Prediction]], dataset: Dataset) -> list[ImageFailures]:
     """Every validation image with a missed head or a false detection, worst first."""
-    judged = (judge(model, image, dataset, imgsz, device) for image in dataset.images("val"))
+    judged = (judge(image, predictions.get(image.resolve(), []), dataset) for image in dataset.images("val"))
     return sorted((failures for failures in judged if failures.errors), key=lambda f: (-f.errors, f.key))
 
 
@@ -140,19 +163,19 @@ def draw(failures: ImageFailures) -> bytes:
     return buffer.getvalue()
 
 
-def worst_images(model: Any, dataset: Dataset, imgsz: int, device: str, out_dir: Path) -> dict[str, list[dict]]:
+def worst_images(predictions: dict[Path, list[Prediction]], dataset: Dataset,
+                 out_dir: Path) -> dict[str, tuple[WorstImage, ...]]:
     """Draw the SHOWN_PER_MODALITY worst validation images of each modality into `out_dir`; their records
     (key, counts, caption, the drawing's path relative to out_dir's parent) per modality, for evaluation.json."""
     shutil.rmtree(out_dir, ignore_errors=True)  # no drawing of an earlier evaluation stays beside these
-    shown: dict[str, list[dict]] = {}
-    for failures in find_failures(model, dataset, imgsz, device):
+    shown: dict[str, list[WorstImage]] = {}
+    for failures in find_failures(predictions, dataset):
         records = shown.setdefault(failures.modality, [])
         if len(records) == SHOWN_PER_MODALITY:
             continue
         name = f"{failures.modality}-{len(records) + 1}.jpg"
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / name).write_bytes(draw(failures))
-        records.append({"key": failures.key, "missed": sum(failures.missed),
-                        "false_detections": sum(not d.correct for d in failures.detections),
-                        "caption": failures.caption(), "drawing": f"{out_dir.name}/{name}"})
-    return shown
+        records.append(WorstImage(failures.key, sum(failures.missed), sum(not d.correct for d in failures.detections),
+                                  failures.caption(), f"{out_dir.name}/{name}"))
+    return {modality: tuple(records) for modality, records in shown.items()}

@@ -6,13 +6,15 @@ drawing a report needs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from components.errors import UserError
+from components.metrics.artifacts import Evaluation
 from components.metrics.results_csv import METRICS, best_checkpoint_epoch, read_history
+
+if TYPE_CHECKING:  # training's record; the metrics package is below the stages that write it
+    from components.training.outputs import TrainingMetrics
 
 
 @dataclass(frozen=True)
@@ -23,37 +25,19 @@ class ModelMetrics:
     source: str
 
 
-def read_json(path: Path | None, what: str) -> dict[str, Any] | None:
-    """A JSON input file (None when not given); a missing or broken file is a UserError naming it."""
-    if path is None:
-        return None
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such {what} file") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: the {what} is not valid JSON ({exc})") from None
-
-
 def _ours(figures: dict[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in figures.items() if key in METRICS and value is not None}
 
 
-def training_metrics(results_csv: Path) -> dict[str, Any] | None:
-    """metrics.json, which training writes beside results.csv (None for a bare ultralytics run)."""
-    path = Path(results_csv).parent / "metrics.json"
-    return read_json(path, "training metrics") if path.is_file() else None
-
-
-def best_model_metrics(results_csv: Path, evaluation: dict[str, Any] | None,
-                       training: dict[str, Any] | None) -> ModelMetrics:
+def best_model_metrics(results_csv: Path, evaluation: Evaluation | None,
+                       training: TrainingMetrics | None) -> ModelMetrics:
     """What best.pt, the model a run publishes, measured: the evaluation's overall figures, else the final
-    validation training wrote to metrics.json beside results.csv (`training`, from `training_metrics`), else results.csv's row at the epoch
-    ultralytics kept as best.pt. Always one measurement of one model, never each metric's best epoch."""
-    overall = _ours((evaluation or {}).get("overall") or {})
+    validation training wrote to metrics.json beside results.csv (`training`), else results.csv's row at the
+    epoch ultralytics kept as best.pt. Always one measurement of one model, never each metric's best epoch."""
+    overall = evaluation.overall.values() if evaluation else {}
     if overall:
         return ModelMetrics(overall, "evaluation")
-    final = _ours((training or {}).get("metrics") or {})
+    final = _ours(training.metrics) if training else {}
     if final:
         return ModelMetrics(final, "final validation")
     best = best_checkpoint_epoch(read_history(Path(results_csv)))

@@ -22,8 +22,10 @@ import yaml
 
 from components.config import MODEL_NAME, PromotionConfig
 from components.errors import UserError
-from components.metrics.run_metrics import best_model_metrics, read_json, training_metrics
+from components.metrics.artifacts import Evaluation, read_json
+from components.metrics.run_metrics import best_model_metrics
 from components.storage import ObjectStore, PreconditionFailed, StorageError, open_store, sha256_file
+from components.training.outputs import TrainingMetrics
 from components.version import code_version
 
 # Parts of a pogona working dir that belong to the run, and whether their sub-folders do too
@@ -80,12 +82,14 @@ def _run_layout(run_dir: Path) -> tuple[Path, dict[str, Path]]:
 
 
 def _challenger_metrics(run_dir: Path, train_dir: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    """Overall and per-modality metrics of best.pt, the model published (components.metrics.run_metrics)."""
+    """Overall and per-modality metrics of best.pt, the model published (components.metrics.run_metrics),
+    the per-modality ones as evaluation.json holds them."""
     path = run_dir / "evaluation" / "evaluation.json"
-    evaluation = read_json(path, "evaluation") if path.is_file() else None
+    evaluation = Evaluation.load(path) if path.is_file() else None
     results_csv = train_dir / "results.csv"
-    overall = best_model_metrics(results_csv, evaluation, training_metrics(results_csv)).values
-    return overall, (evaluation or {}).get("by_modality", {})
+    overall = best_model_metrics(results_csv, evaluation, TrainingMetrics.beside(results_csv)).values
+    by_modality = {name: scores.to_json() for name, scores in evaluation.by_modality.items()} if evaluation else {}
+    return overall, by_modality
 
 
 def decide(challenger: dict[str, float], champion: dict[str, Any] | None, promotion: PromotionConfig) -> Decision:

@@ -2,25 +2,25 @@
 
 The numbers come from the run's analysis (components.reporting.analysis) and advice (components.reporting.advice);
 optional inputs add the per-modality evaluation, the CPU sanity baseline, the production
-champion and the exported models. One list of blocks is rendered twice: report.md with its PNGs
+champion and the exported models. One list of blocks (components.document) is rendered twice: report.md with its PNGs
 beside it, and a self-contained report.html.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any
 
+from components.config import PromotionConfig
+from components.document import Block, Bullets, Figure, Heading, Paragraph, table, to_html, to_markdown
+from components.errors import UserError
+from components.metrics.artifacts import Evaluation, Exports, read_json
+from components.metrics.results_csv import METRICS, RunHistory, read_history
+from components.metrics.run_metrics import ModelMetrics, best_model_metrics, sanity_metrics
 from components.reporting.advice import Recommendation, assess, recommend
 from components.reporting.analysis import OSCILLATION_DROP, Analysis, analyze
-from components.config import PromotionConfig
-from components.errors import UserError
-from components.metrics.results_csv import METRICS, RunHistory, read_history
-from components.metrics.run_metrics import ModelMetrics, best_model_metrics, read_json, sanity_metrics, training_metrics
+from components.training.outputs import TrainingMetrics
 
 
 @dataclass(frozen=True)
@@ -59,100 +59,6 @@ def find_run_files(run: Path) -> RunFiles:
     raise UserError(f"{run}: no results.csv there nor in {run / 'train'} (give a run dir or a results.csv)")
 
 
-# --- rendering: one list of blocks, written both as Markdown and as self-contained HTML -------------
-
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    caption: str
-    png: bytes | None = field(default=None, repr=False)
-
-
-Block = Union[Heading, Paragraph, Table, Bullets, Figure]
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return "nan" if not math.isfinite(value) else f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    return Table(tuple(header), tuple(tuple(_fmt(cell) for cell in row) for row in rows))
-
-
-def to_markdown(blocks: Sequence[Block]) -> str:
-    lines: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            lines += ["#" * block.level + " " + block.text, ""]
-        elif isinstance(block, Paragraph):
-            lines += [block.text, ""]
-        elif isinstance(block, Table):
-            lines.append("| " + " | ".join(block.header) + " |")
-            lines.append("|" + "---|" * len(block.header))
-            lines += ["| " + " | ".join(row) + " |" for row in block.rows]
-            lines.append("")
-        elif isinstance(block, Bullets):
-            lines += [f"- {item}" for item in block.items] + [""]
-        elif block.png is not None:
-            lines += [f"![{block.caption}]({block.name})", ""]
-        else:
-            lines += [f"*{block.caption}*", ""]
-    return "\n".join(lines)
-
-
-def to_html(blocks: Sequence[Block], title: str) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-             "img{max-width:100%}</style></head><body>"]
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Paragraph):
-            parts.append(f"<p>{html.escape(block.text)}</p>")
-        elif isinstance(block, Table):
-            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in block.header) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows]
-            parts.append("</table>")
-        elif isinstance(block, Bullets):
-            parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in block.items) + "</ul>")
-        elif block.png is not None:
-            encoded = base64.b64encode(block.png).decode()
-            mime = "image/jpeg" if block.name.endswith(".jpg") else "image/png"
-            parts.append(f"<figure><img alt='{html.escape(block.caption)}' src='data:{mime};base64,{encoded}'>"
-                         f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
-        else:
-            parts.append(f"<p><em>{html.escape(block.caption)}</em></p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
 def _find_pr_curve(evaluation: Path | None) -> Path | None:
     if evaluation is None:
         return None
@@ -169,7 +75,7 @@ def _changes_blocks(changes: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = [Heading("What changed since the champion"),
                            Paragraph(f"Compared with {changes['baseline']}.")]
     if changes["groups"]:
-        blocks.append(_table(("split", "modality", *(c.replace("_", " ") for c in _CHANGE_COLUMNS)),
+        blocks.append(table(("split", "modality", *(c.replace("_", " ") for c in _CHANGE_COLUMNS)),
                              [(g["split"], g["modality"], *(g[c] for c in _CHANGE_COLUMNS))
                               for g in changes["groups"]]))
     if changes["names_before"] != changes["names_after"]:
@@ -181,89 +87,84 @@ def _changes_blocks(changes: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def _failure_blocks(evaluation: dict[str, Any] | None, evaluation_path: Path | None) -> list[Block]:
-    """The evaluation's worst validation images per modality (components.evaluation.failures), drawn."""
-    worst = (evaluation or {}).get("worst_images")
-    if worst is None or evaluation_path is None:
-        return []
-    blocks: list[Block] = [Heading("Where the model fails"), Paragraph(
-        "The validation images with the most missed heads and false detections (confidence 0.25 or more, "
-        "IoU 0.5), per modality. Ground truth in green, thick where missed; detections in blue; false "
-        "detections in red; numbers are confidences.")]
-    for modality in sorted(set(worst) | set((evaluation or {}).get("by_modality") or {})):
-        records = worst.get(modality, [])
-        blocks.append(Heading(modality, 3))
-        if not records:
-            blocks.append(Paragraph("No validation image has a missed head or a false detection."))
-        blocks += [Figure(f"worst-{Path(r['drawing']).name}", r["caption"],
-                          (Path(evaluation_path).parent / r["drawing"]).read_bytes()) for r in records]
-    return blocks
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything a report says, read and judged; each section of the report is drawn from it."""
+
+    results: Path
+    history: RunHistory
+    analysis: Analysis
+    recommendations: tuple[Recommendation, ...]
+    assessment: str
+    model: ModelMetrics
+    training: TrainingMetrics | None = None
+    evaluation: Evaluation | None = None
+    evaluation_path: Path | None = None
+    exports: Exports | None = None
+    sanity: dict[str, Any] | None = None
+    champion: dict[str, Any] | None = None
+    changes: dict[str, Any] | None = None
 
 
-def _weights_text(record: dict[str, Any]) -> str:
-    return record.get("uri") or record.get("path") or "?"
+def _summary_blocks(inputs: ReportInputs) -> list[Block]:
+    args, analysis = inputs.history.args, inputs.analysis
+    return [Heading("Training report", 1), Paragraph(
+        f"Source: {inputs.results}. Model {args.get('model', '?')}, imgsz {args.get('imgsz', '?')}, epochs "
+        f"{analysis.epochs_run} run of {args.get('epochs', '?')} configured, patience {args.get('patience', '?')}, "
+        f"optimizer {args.get('optimizer', '?')}, lr0 {args.get('lr0', '?')}, batch {args.get('batch', '?')}."),
+        Heading("Overall assessment"), Paragraph(inputs.assessment)]
 
 
-def _setup_blocks(training: dict[str, Any] | None, sanity: dict[str, Any] | None,
-                  evaluation: dict[str, Any] | None, exports: dict[str, Any] | None) -> list[Block]:
+def _weights_text(uri: str | None, path: str | None) -> str:
+    return uri or path or "?"
+
+
+def _setup_blocks(inputs: ReportInputs) -> list[Block]:
     """Where the run started from and what it ran on: the base weights, the batch plan, the devices."""
+    training, evaluation, exports = inputs.training, inputs.evaluation, inputs.exports
     lines: list[str] = []
-    weights = (training or {}).get("base_weights")
-    if weights and not weights.get("pretrained"):
-        lines.append(f"Warning: trained from scratch (`{_weights_text(weights)}`, no pretrained weights): from-scratch "
+    weights = training.base_weights if training else None
+    used = _weights_text(weights.uri, weights.path) if weights else ""
+    if weights and not weights.pretrained:
+        lines.append(f"Warning: trained from scratch (`{used}`, no pretrained weights): from-scratch "
                      "training needs far more epochs than the field notes' figures, which assume COCO-pretrained "
                      "weights. Stage them with `pogona weights stage <model>.pt --store <store>`, or bake them "
                      "into the images.")
     elif weights:
-        lines.append(f"Base weights: `{_weights_text(weights)}` ({weights.get('source', '?')}).")
-    started = (sanity or {}).get("base_weights")
-    if weights and started and _weights_text(started) != _weights_text(weights):
-        lines.append(f"The sanity gate started from `{_weights_text(started)}`, training from "
-                     f"`{_weights_text(weights)}`.")
-    plan = (training or {}).get("batch_plan")
+        lines.append(f"Base weights: `{used}` ({weights.source or '?'}).")
+    started = (inputs.sanity or {}).get("base_weights")
+    if weights and started and _weights_text(started.get("uri"), started.get("path")) != used:
+        lines.append(f"The sanity gate started from `{_weights_text(started.get('uri'), started.get('path'))}`, "
+                     f"training from `{used}`.")
+    plan = training.batch_plan if training else None
     if plan:
-        lines.append(f"Batch {plan['batch']} ({plan['reason']}): {plan['optimizer_steps_per_epoch']:g} optimizer "
-                     f"steps per epoch; warm-up {plan['warmup_epochs']:g} epochs ({plan['warmup_share']:.0%} of "
-                     "the run).")
-    if training and training.get("device"):
-        device = str(training["device"])  # ultralytics' spelling: "cpu", or GPU indices such as "0" or "0,1"
+        lines.append(f"Batch {plan.batch} ({plan.reason}): {plan.optimizer_steps_per_epoch:g} optimizer "
+                     f"steps per epoch; warm-up {plan.warmup_epochs:g} epochs ({plan.warmup_share:.0%} of the run).")
+    if training and training.device:
+        device = str(training.device)  # ultralytics' spelling: "cpu", or GPU indices such as "0" or "0,1"
         lines.append(f"Trained on {'cuda:' + device if device[0].isdigit() else device}.")
-    if evaluation and evaluation.get("device"):
-        lines.append(f"Evaluated on {evaluation['device']} (speed_ms was measured there).")
-    if exports and exports.get("device"):
-        lines.append(f"Exported by ultralytics on {exports['device']}; ONNX and INT8 accuracy and latency measured "
+    if evaluation and evaluation.device:
+        lines.append(f"Evaluated on {evaluation.device} (speed_ms was measured there).")
+    if exports and exports.device:
+        lines.append(f"Exported by ultralytics on {exports.device}; ONNX and INT8 accuracy and latency measured "
                      "with ONNX Runtime on the CPU.")
     return [Heading("How it was trained"), Bullets(tuple(lines))] if lines else []
 
 
-def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[Recommendation],
-             assessment: str, results: Path, model: ModelMetrics, evaluation: dict[str, Any] | None,
-             sanity: dict[str, Any] | None,
-             champion: dict[str, Any] | None, exports: dict[str, Any] | None,
-             pr_curve: Path | None, changes: dict[str, Any] | None = None,
-             failures: Sequence[Block] = (), training: dict[str, Any] | None = None) -> list[Block]:
-    # matplotlib only when a report is drawn: `pogona report --help` imports this module
-    from components.reporting.plots import plot_learning_rate, plot_losses, plot_metrics
+def _recommendation_blocks(inputs: ReportInputs) -> list[Block]:
+    recommendations = inputs.recommendations
+    return [Heading("Recommendations"),
+            Bullets(tuple(f"{r.action} (because {r.trigger})" for r in recommendations)) if recommendations
+            else Paragraph("None: no number in this run calls for a change.")]
 
-    args = history.args
-    blocks: list[Block] = [Heading("Training report", 1), Paragraph(
-        f"Source: {results}. Model {args.get('model', '?')}, imgsz {args.get('imgsz', '?')}, epochs "
-        f"{analysis.epochs_run} run of {args.get('epochs', '?')} configured, patience {args.get('patience', '?')}, "
-        f"optimizer {args.get('optimizer', '?')}, lr0 {args.get('lr0', '?')}, batch {args.get('batch', '?')}.")]
-    blocks += [Heading("Overall assessment"), Paragraph(assessment)]
-    blocks += _setup_blocks(training, sanity, evaluation, exports)
-    if changes is not None:
-        blocks += _changes_blocks(changes)
-    blocks += [Heading("Recommendations"), Bullets(tuple(f"{r.action} (because {r.trigger})" for r in recommendations))
-               if recommendations else Paragraph("None: no number in this run calls for a change.")]
 
-    blocks += [Heading("Losses"), _table(
-        ("loss", "start", "final", "change %", "trend"),
-        [(s.column, s.start, s.final, f"{s.change_pct:+.1f}", s.trend) for s in analysis.losses])]
-    blocks += [Heading("Metrics"), _table(
-        ("metric", "best", "best epoch", "final"),
-        [(m.key, m.best, m.best_epoch, m.final) for m in analysis.metrics.values()])]
-
+def _history_blocks(analysis: Analysis) -> list[Block]:
+    """What results.csv says: losses, metrics, the learning rate and convergence."""
+    blocks: list[Block] = [
+        Heading("Losses"), table(("loss", "start", "final", "change %", "trend"),
+                                 [(s.column, s.start, s.final, f"{s.change_pct:+.1f}", s.trend) for s in analysis.losses]),
+        Heading("Metrics"), table(("metric", "best", "best epoch", "final"),
+                                  [(m.key, m.best, m.best_epoch, m.final) for m in analysis.metrics.values()])]
     lr = analysis.learning_rate
     if lr is not None:
         verdict = {True: "matches the configured schedule", False: "does NOT match the configured schedule",
@@ -271,7 +172,6 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
         blocks += [Heading("Learning rate"), Paragraph(
             f"Started at {lr.start:.6g}, ended at {lr.end:.6g}. Configured: {lr.configured or 'unknown'}; "
             f"after warm-up the curve looks {lr.observed}, which {verdict}.")]
-
     conv = analysis.convergence
     if conv is not None:
         blocks += [Heading("Convergence"), Bullets((
@@ -285,44 +185,99 @@ def _compose(history: RunHistory, analysis: Analysis, recommendations: Sequence[
             f"Overfitting: {'yes' if conv.overfitting else 'no'} (validation loss minimum at epoch "
             f"{conv.val_loss_min_epoch}, {conv.val_loss_rise_pct:+.1f}% since; training loss "
             f"{conv.train_loss_change_pct:+.1f}% over the same epochs)."))]
+    return blocks
 
-    modalities = (evaluation or {}).get("by_modality") or {}
-    blocks.append(Heading("Per modality"))
-    blocks.append(_table(("modality", *METRICS), [(name, *(values.get(key) for key in METRICS))
-                                                  for name, values in sorted(modalities.items())])
-                  if modalities else Paragraph("No evaluation given: per-modality numbers are absent."))
-    blocks += failures
 
+def _modality_blocks(inputs: ReportInputs) -> list[Block]:
+    """The evaluation per modality, then its worst validation images (components.evaluation.failures), drawn."""
+    evaluation = inputs.evaluation
+    modalities = evaluation.by_modality if evaluation else {}
+    blocks: list[Block] = [Heading("Per modality"), table(
+        ("modality", *METRICS), [(name, *(scores.values().get(key) for key in METRICS))
+                                 for name, scores in sorted(modalities.items())])
+        if modalities else Paragraph("No evaluation given: per-modality numbers are absent.")]
+    if evaluation is None or evaluation.worst_images is None or inputs.evaluation_path is None:
+        return blocks
+    blocks += [Heading("Where the model fails"), Paragraph(
+        "The validation images with the most missed heads and false detections (confidence 0.25 or more, "
+        "IoU 0.5), per modality. Ground truth in green, thick where missed; detections in blue; false "
+        "detections in red; numbers are confidences.")]
+    for modality in sorted(set(evaluation.worst_images) | set(modalities)):
+        records = evaluation.worst_images.get(modality, ())
+        blocks.append(Heading(modality, 3))
+        if not records:
+            blocks.append(Paragraph("No validation image has a missed head or a false detection."))
+        blocks += [Figure(f"worst-{Path(r.drawing).name}", r.caption,
+                          (inputs.evaluation_path.parent / r.drawing).read_bytes()) for r in records]
+    return blocks
+
+
+def _comparison_blocks(inputs: ReportInputs) -> list[Block]:
+    """This run's best.pt beside the CPU sanity baseline and the production champion."""
+    sanity, champion, model = inputs.sanity, inputs.champion, inputs.model
     baseline = sanity_metrics(sanity)
     champion_metrics = (champion or {}).get("metrics") or {}
-    blocks += [Heading("Compared with the sanity baseline and the production champion"), _table(
+    blocks: list[Block] = [Heading("Compared with the sanity baseline and the production champion"), table(
         ("metric", f"this run ({model.source})", "CPU sanity (last epoch)",
          f"champion {champion.get('run_id', '')}" if champion else "champion"),
         [(key, model.values.get(key), baseline.get(key), champion_metrics.get(key)) for key in METRICS])]
     if sanity:
         blocks.append(Paragraph(f"Sanity verdict: {sanity.get('verdict', '?')} "
                                 f"({sanity.get('wall_seconds', 0.0):.0f} s on {sanity.get('device', '?')})."))
+    return blocks
 
-    models = (exports or {}).get("models") or []
-    blocks.append(Heading("Exported models"))
-    blocks.append(_table(("format", "file", "size MB", "mAP50", "mAP50-95", "latency ms/image"),
-                         [(m["format"], Path(m["file"]).name, m.get("size_bytes", 0) / 1e6, m.get("map50"),
-                           m.get("map50_95"), m.get("latency_ms")) for m in models])
-                  if models else Paragraph("No exports given."))
-    if models:
-        blocks.append(Paragraph("On GPU nodes, TensorRT (`pogona export --formats engine`) is the faster option; "
-                                "it needs CUDA and is built on the node that serves it."))
 
-    columns = history.columns
-    blocks += [Heading("Plots"),
-               Figure("losses.png", "Training and validation losses", plot_losses(history.epochs, columns)),
-               Figure("metrics.png", "Precision, recall and mAP per epoch", plot_metrics(history.epochs, columns))]
+def _export_blocks(exports: Exports | None) -> list[Block]:
+    models = exports.models if exports else ()
+    if not models:
+        return [Heading("Exported models"), Paragraph("No exports given.")]
+    return [Heading("Exported models"),
+            table(("format", "file", "size MB", "mAP50", "mAP50-95", "latency ms/image"),
+                  [(m.format, Path(m.file).name, m.size_bytes / 1e6, m.map50, m.map50_95, m.latency_ms)
+                   for m in models]),
+            Paragraph("On GPU nodes, TensorRT (`pogona export --formats engine`) is the faster option; "
+                      "it needs CUDA and is built on the node that serves it.")]
+
+
+def _plot_blocks(history: RunHistory, pr_curve: Path | None) -> list[Block]:
+    # matplotlib only when a report is drawn: `pogona report --help` imports this module
+    from components.reporting.plots import plot_learning_rate, plot_losses, plot_metrics
+
+    epochs, columns = history.epochs, history.columns
+    blocks: list[Block] = [Heading("Plots"),
+                           Figure("losses.png", "Training and validation losses", plot_losses(epochs, columns)),
+                           Figure("metrics.png", "Precision, recall and mAP per epoch", plot_metrics(epochs, columns))]
     if any(name.startswith("lr/") for name in columns):
-        blocks.append(Figure("learning_rate.png", "Learning rate per epoch",
-                             plot_learning_rate(history.epochs, columns)))
+        blocks.append(Figure("learning_rate.png", "Learning rate per epoch", plot_learning_rate(epochs, columns)))
     blocks.append(Figure("pr_curve.png", "Precision-recall curve (evaluation)", pr_curve.read_bytes())
                   if pr_curve else Figure("pr_curve.png", "PR curve absent: no evaluation PR-curve image was given."))
     return blocks
+
+
+def _compose(inputs: ReportInputs) -> list[Block]:
+    """The report's sections in reading order: verdict and advice first, evidence after."""
+    return [*_summary_blocks(inputs), *_setup_blocks(inputs),
+            *(_changes_blocks(inputs.changes) if inputs.changes is not None else []),
+            *_recommendation_blocks(inputs), *_history_blocks(inputs.analysis), *_modality_blocks(inputs),
+            *_comparison_blocks(inputs), *_export_blocks(inputs.exports),
+            *_plot_blocks(inputs.history, _find_pr_curve(inputs.evaluation_path))]
+
+
+def _read_inputs(results: Path, sanity: Path | None, champion: Path | None, evaluation: Path | None,
+                 exports: Path | None, promotion: PromotionConfig, changes: Path | None) -> ReportInputs:
+    """Read every input file (each error names its file), analyze the history and judge the run."""
+    results = find_run_files(Path(results)).results
+    history = read_history(results)
+    analysis = analyze(history)
+    evaluation_record, exports_record = Evaluation.load(evaluation), Exports.load(exports)
+    sanity_data, champion_data = read_json(sanity, "sanity verdict"), read_json(champion, "production champion")
+    training = TrainingMetrics.beside(results)
+    model = best_model_metrics(results, evaluation_record, training)
+    return ReportInputs(
+        results, history, analysis, recommend(analysis, evaluation_record, exports_record),
+        assess(analysis, model.values, sanity_data, champion_data, promotion.min_map50), model, training,
+        evaluation_record, Path(evaluation) if evaluation else None, exports_record, sanity_data, champion_data,
+        read_json(changes, "dataset changes"))
 
 
 def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champion: Path | None = None,
@@ -333,27 +288,13 @@ def write_report(results: Path, out_dir: Path, sanity: Path | None = None, champ
     `results` may also be the run dir holding results.csv; `changes` is the dataset's changes since the
     champion's snapshot (components.data.changes), which say why the run trained.
     """
-    results = find_run_files(Path(results)).results
-    history = read_history(results)
-    analysis = analyze(history)
-    evaluation_data = read_json(evaluation, "evaluation")
-    sanity_data = read_json(sanity, "sanity verdict")
-    champion_data = read_json(champion, "production champion")
-    exports_data = read_json(exports, "exports")
-    training = training_metrics(results)
-    model = best_model_metrics(results, evaluation_data, training)
-    recommendations = recommend(analysis, evaluation_data, exports_data)
-    assessment = assess(analysis, model.values, sanity_data, champion_data, promotion.min_map50)
-    blocks = _compose(history, analysis, recommendations, assessment, Path(results), model, evaluation_data,
-                      sanity_data, champion_data, exports_data, _find_pr_curve(evaluation),
-                      read_json(changes, "dataset changes"), _failure_blocks(evaluation_data, evaluation),
-                      training)
-
+    inputs = _read_inputs(results, sanity, champion, evaluation, exports, promotion, changes)
+    blocks = _compose(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     for block in blocks:
         if isinstance(block, Figure) and block.png is not None:
             (out_dir / block.name).write_bytes(block.png)
     markdown, page = out_dir / "report.md", out_dir / "report.html"
     markdown.write_text(to_markdown(blocks))
-    page.write_text(to_html(blocks, f"Training report: {Path(results).parent.name}"))
-    return ReportResult(markdown, page, analysis, recommendations, assessment)
+    page.write_text(to_html(blocks, f"Training report: {inputs.results.parent.name}"))
+    return ReportResult(markdown, page, inputs.analysis, inputs.recommendations, inputs.assessment)

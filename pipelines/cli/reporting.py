@@ -44,8 +44,9 @@ def _export(args: argparse.Namespace) -> int:
 
     out = args.out or default_export_dir(args.weights)
     result = export_model(args.weights, args.data, out, parse_formats(args.formats), device=args.device)
-    for model in result["models"]:
-        print(json.dumps({key: model[key] for key in ("format", "file", "map50_95", "latency_ms")}))
+    for model in result.models:
+        print(json.dumps({"format": model.format, "file": model.file, "map50_95": model.map50_95,
+                          "latency_ms": model.latency_ms}))
     print(f"wrote {out / 'exports.json'}")
     return 0
 

@@ -69,8 +69,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from components.evaluation.evaluate import evaluate_model
 
     result = evaluate_model(args.weights, args.data, args.out, device=args.device)
-    overall = result["overall"]
-    print(f"evaluate: mAP50 {overall['map50']:.3f}, mAP50-95 {overall['map50_95']:.3f} -> {args.out}")
+    overall = result.overall
+    print(f"evaluate: mAP50 {overall.map50:.3f}, mAP50-95 {overall.map50_95:.3f} -> {args.out}")
     return 0
 
 

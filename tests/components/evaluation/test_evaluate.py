@@ -12,7 +12,7 @@ from PIL import Image
 
 from components.errors import UserError
 from components.evaluation.evaluate import evaluate_model
-from components.evaluation.failures import Detection, ImageFailures, draw, match
+from components.evaluation.failures import MIN_CONFIDENCE, Detection, ImageFailures, draw, find_failures, match
 from components.reporting.report import write_report
 from components.data.dataset import load_dataset
 from components.runtime.yolo_env import offline_ultralytics
@@ -35,10 +35,61 @@ def weights(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def evaluation(weights: Path, demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def evaluated(weights: Path, demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """evaluation.json, and how many images the model's forward passes saw while it was made."""
+    import torch
+
+    seen = []
+
+    def count(module: torch.nn.Module, args: tuple, output: object) -> None:
+        """Batches of images (96 px, letterboxed up to 128 by the validator), not the 32 px high probes with which
+        ultralytics measures the model's FLOPs when it fuses it."""
+        if type(module).__name__ == "DetectionModel" and isinstance(args[0], torch.Tensor) \
+                and min(args[0].shape[2:]) >= 96:
+            seen.append(args[0].shape[0])
+
     out = tmp_path_factory.mktemp("evaluation") / "evaluation.json"
-    evaluate_model(weights, demo_dataset_dir, out)
-    return out
+    hook = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        evaluate_model(weights, demo_dataset_dir, out)
+    finally:
+        hook.remove()
+    return out, sum(seen)
+
+
+@pytest.fixture(scope="module")
+def evaluation(evaluated: tuple[Path, int]) -> Path:
+    return evaluated[0]
+
+
+@pytest.mark.slow
+def test_each_validation_image_is_predicted_once_per_validator_pass(evaluated: tuple[Path, int],
+                                                                   demo_dataset_dir: Path):
+    """The overall pass and the per-modality passes; the worst images come from the latter, not a third pass."""
+    _, predicted = evaluated
+    assert predicted == 2 * len(load_dataset(demo_dataset_dir).images("val"))
+
+
+@pytest.mark.slow
+def test_the_worst_images_are_those_predicting_each_image_alone_finds(evaluation: Path, weights: Path,
+                                                                     demo_dataset_dir: Path):
+    """The validator's batched, letterboxed passes find what `predict` finds on each image by itself."""
+    model, dataset = offline_ultralytics().YOLO(str(weights)), load_dataset(demo_dataset_dir)
+    predicted = {}
+    for image in dataset.images("val"):
+        boxes = model.predict(str(image), imgsz=96, conf=MIN_CONFIDENCE, device="cpu", verbose=False)[0].boxes
+        predicted[image.resolve()] = [(int(cls), tuple(box), confidence) for cls, box, confidence in
+                                      zip(boxes.cls.tolist(), boxes.xyxyn.tolist(), boxes.conf.tolist())]
+    expected: dict[str, list[tuple]] = {}
+    for failures in find_failures(predicted, dataset):
+        shown = expected.setdefault(failures.modality, [])
+        if len(shown) < 3:
+            shown.append((failures.key, sum(failures.missed), sum(not d.correct for d in failures.detections),
+                          failures.caption()))
+    worst = json.loads(evaluation.read_text())["worst_images"]
+    assert any(expected.values())
+    assert {modality: [(r["key"], r["missed"], r["false_detections"], r["caption"]) for r in records]
+            for modality, records in worst.items()} == expected
 
 
 @pytest.mark.slow
@@ -79,8 +130,8 @@ def test_a_test_split_is_evaluated_on_its_own_images(weights: Path, demo_dataset
     for kind in ("images", "labels"):
         shutil.copytree(data / kind / "val" / "visible", data / kind / "test" / "visible")
     result = evaluate_model(weights, data, tmp_path / "evaluation.json")
-    assert set(result["splits"]) == {"test"}  # val is the overall figures
-    assert result["splits"]["test"] == pytest.approx({key: result["by_modality"]["visible"][key] for key in KEYS})
+    assert set(result.splits) == {"test"}  # val is the overall figures
+    assert result.splits["test"].values() == pytest.approx(result.by_modality["visible"].values())
 
 
 def test_the_device_is_recorded(evaluation: Path):

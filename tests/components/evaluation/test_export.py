@@ -15,6 +15,7 @@ from components.data.dataset import load_dataset
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
 from components.evaluation.export import export_model, parse_formats, preprocess
+from components.metrics.artifacts import Exports
 
 pytestmark = pytest.mark.slow  # every test here trains, exports or predicts
 
@@ -69,30 +70,28 @@ def exported(detector: tuple[Path, Path], demo_dataset_dir: Path, held_out_val: 
     return export_model(weights, data, out), out
 
 
-def test_int8_keeps_fp32_accuracy_on_the_demo_data(exported: tuple[dict, Path]) -> None:
+def test_int8_keeps_fp32_accuracy_on_the_demo_data(exported: tuple[Exports, Path]) -> None:
     result, _ = exported
-    models = {model["format"]: model for model in result["models"]}
-    fp32, int8 = models["onnx"], models["int8"]
-    assert fp32["map50_95"] > 0.3, "the model must detect something, or the comparison says nothing"
-    assert fp32["map50_95"] - int8["map50_95"] <= INT8_TOLERANCE_MAP50_95, (fp32, int8)  # a gain is no failure
-    assert int8["size_bytes"] < fp32["size_bytes"] / 2
-    assert fp32["latency_ms"] > 0 and int8["latency_ms"] > 0
-    assert fp32["device"] == int8["device"] == "onnxruntime-cpu" and result["device"] == "cpu"
+    fp32, int8 = result.model("onnx"), result.model("int8")
+    assert fp32.map50_95 > 0.3, "the model must detect something, or the comparison says nothing"
+    assert fp32.map50_95 - int8.map50_95 <= INT8_TOLERANCE_MAP50_95, (fp32, int8)  # a gain is no failure
+    assert int8.size_bytes < fp32.size_bytes / 2
+    assert fp32.latency_ms > 0 and int8.latency_ms > 0
+    assert fp32.device == int8.device == "onnxruntime-cpu" and result.device == "cpu"
 
 
 def test_int8_calibrates_on_a_txt_train_list_and_is_scored_on_the_given_dataset(
-        exported: tuple[dict, Path], demo_dataset_dir: Path, held_out_val: Path) -> None:
+        exported: tuple[Exports, Path], demo_dataset_dir: Path, held_out_val: Path) -> None:
     result, out = exported
-    int8 = next(model for model in result["models"] if model["format"] == "int8")
-    assert int8["calibration_images"] == 64, "every image of the 64-line train list"
-    written = yaml.safe_load(Path(result["data"]).read_text())
-    assert Path(result["data"]) == out / "data.yaml"
+    assert result.model("int8").calibration_images == 64, "every image of the 64-line train list"
+    written = yaml.safe_load(Path(result.data).read_text())
+    assert Path(result.data) == out / "data.yaml"
     assert Path(written["path"]) == demo_dataset_dir.resolve() and Path(written["val"]) == held_out_val.resolve()
 
 
-def test_int8_file_is_quantized_and_loads_in_ultralytics(exported: tuple[dict, Path]) -> None:
+def test_int8_file_is_quantized_and_loads_in_ultralytics(exported: tuple[Exports, Path]) -> None:
     result, out = exported
-    int8_file = Path(next(m["file"] for m in result["models"] if m["format"] == "int8"))
+    int8_file = Path(result.model("int8").file)
     graph = onnx.load(str(int8_file))
     assert any(node.op_type == "QuantizeLinear" for node in graph.graph.node)
     image = graph.graph.input[0].name
@@ -102,7 +101,10 @@ def test_int8_file_is_quantized_and_loads_in_ultralytics(exported: tuple[dict, P
     assert initializers[stem[0].input[1]].data_type == onnx.TensorProto.FLOAT, "the stem's weights stay float"
     metadata = {prop.key: prop.value for prop in graph.metadata_props}
     assert "pogona_head" in metadata["names"] and metadata["imgsz"] == "[96, 96]"
-    assert json.loads((out / "exports.json").read_text()) == json.loads(json.dumps(result))
+    written = json.loads((out / "exports.json").read_text())
+    assert written == result.to_json() and Exports.from_json(written, "exports.json") == result
+    assert list(written["models"][1]) == ["format", "file", "size_bytes", "precision", "device", "map50",
+                                          "map50_95", "latency_ms", "calibration_images"]
     assert sorted(path.name for path in out.glob("*.onnx")) == ["best.int8.onnx", "best.onnx"]
 
 
@@ -140,7 +142,7 @@ def test_the_export_device_is_recorded_apart_from_where_onnx_is_scored(trained_r
     written = json.loads((tmp_path / "exports.json").read_text())
     assert written["device"] == "cpu", "the torch device ultralytics exported on"
     assert [model["device"] for model in written["models"]] == ["onnxruntime-cpu"] == [
-        model["device"] for model in result["models"]]
+        model.device for model in result.models]
 
 
 def test_export_on_cuda_without_cuda_is_refused_before_anything_is_written(trained_run: Path, demo_dataset_dir: Path,

@@ -11,7 +11,9 @@ from components.reporting.advice import Recommendation, assess, recommend
 from components.reporting.analysis import analyze
 from components.config import PromotionConfig
 from components.metrics.results_csv import read_history
-from components.metrics.run_metrics import best_model_metrics, training_metrics
+from components.metrics.artifacts import Evaluation, Exports
+from components.metrics.run_metrics import best_model_metrics
+from components.training.outputs import TrainingMetrics
 from results_table import FIXTURES, first_within_one_percent, read_csv
 
 
@@ -20,8 +22,10 @@ def advice(results: Path, evaluation: dict[str, Any] | None = None, exports: dic
            champion: dict[str, Any] | None = None) -> tuple[tuple[Recommendation, ...], str]:
     """The recommendations and the assessment for a run, judged against the default promotion floor."""
     analysis = analyze(read_history(results))
-    model = best_model_metrics(results, evaluation, training_metrics(results)).values
-    return (recommend(analysis, evaluation, exports),
+    evaluation_record = Evaluation.from_json(evaluation, "evaluation.json") if evaluation is not None else None
+    exports_record = Exports.from_json(exports, "exports.json") if exports is not None else None
+    model = best_model_metrics(results, evaluation_record, TrainingMetrics.beside(results)).values
+    return (recommend(analysis, evaluation_record, exports_record),
             assess(analysis, model, sanity, champion, PromotionConfig().min_map50))
 
 
