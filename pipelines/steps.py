@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from components import layout
 from components.publishing.attempts import Attempt
 from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.errors import UserError
@@ -97,7 +98,7 @@ def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_u
     earlier = find_attempt(store, model_name, attempt)
     if earlier is None:
         return TrainingDecision(True, f"no run of {model_name} has trained {what} yet: training")
-    snapshot = store.url(f"runs/{earlier.get('run_id')}/manifest.json")
+    snapshot = store.url(layout.run_manifest(earlier.get('run_id')))
     return TrainingDecision(False, f"{describe(earlier)} already trained {what} (its snapshot {snapshot}): "
                                    "training skipped (skip_if_unchanged=false trains anyway)")
 
@@ -127,10 +128,6 @@ def training_device(device: str, num_gpus: str) -> str:
     return device
 
 
-def _refusal_key(run_id: str, kfp_run_id: str) -> str:
-    return f"runs/{run_id}/refusals/{kfp_run_id}.json"
-
-
 def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: str, store_uri: str, run_id: str,
                kfp_run_id: str) -> dict[str, float]:
     """Train; a failure no retry can fix (no CUDA, a bad parameter, a dead run) is recorded under the
@@ -141,7 +138,7 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
     from components.storage import StorageError, open_store
     from components.training.train import train_model
 
-    store, refusal = open_store(store_uri), _refusal_key(run_id, kfp_run_id)
+    store, refusal = open_store(store_uri), layout.run_refusal(run_id, kfp_run_id)
     if store.exists(refusal):
         raise UserError(f"not trained again: an earlier attempt failed for a reason a retry cannot fix: "
                         f"{store.get_json(refusal)['reason']}")

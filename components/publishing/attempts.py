@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from components import layout
 from components.storage import ObjectStore
 
 
@@ -38,7 +39,7 @@ class Attempt:
 
 
 def _attempt_key(model_name: str, attempt: Attempt) -> str:
-    return f"models/{model_name}/attempts/{attempt.key}.json"
+    return layout.attempt(model_name, attempt.key)
 
 
 def find_attempt(store: ObjectStore, model_name: str, attempt: Attempt) -> dict[str, Any] | None:
