@@ -106,13 +106,12 @@ def _ensure_demo_dataset(dataset: str, spec: DemoSpec) -> None:
 def _collect(run_id: str, store_uri: str, model_name: str, seconds: float) -> LocalRun:
     store = open_store(store_uri)
     result = LocalRun(run_id=run_id, store_uri=store_uri, seconds=seconds)
-    if store.exists(layout.run_metrics(run_id)):
-        result.metrics = store.get_json(layout.run_metrics(run_id))
+    if (metrics := store.get_json(layout.run_metrics(run_id), missing_ok=True)) is not None:
+        result.metrics = metrics
         result.sanity_verdict = store.get_json(layout.run_sanity_verdict(run_id))["verdict"]
     else:
         result.skipped = True
-    if store.exists(layout.production(model_name)):
-        result.champion = store.get_json(layout.production(model_name))
+    result.champion = store.get_json(layout.production(model_name), missing_ok=True)
     return result
 
 

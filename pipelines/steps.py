@@ -139,9 +139,9 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
     from components.training.train import train_model
 
     store, refusal = open_store(store_uri), layout.run_refusal(run_id, kfp_run_id)
-    if store.exists(refusal):
+    if (refused := store.get_json(refusal, missing_ok=True)) is not None:
         raise UserError(f"not trained again: an earlier attempt failed for a reason a retry cannot fix: "
-                        f"{store.get_json(refusal)['reason']}")
+                        f"{refused['reason']}")
     try:
         device = training_device(config.device, num_gpus)
         return train_model(materialize(manifest_path), Path(out_dir), replace(config, device=device),

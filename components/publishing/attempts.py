@@ -44,8 +44,7 @@ def _attempt_key(model_name: str, attempt: Attempt) -> str:
 
 def find_attempt(store: ObjectStore, model_name: str, attempt: Attempt) -> dict[str, Any] | None:
     """The record of an earlier run with exactly this attempt, or None."""
-    key = _attempt_key(model_name, attempt)
-    return store.get_json(key) if store.exists(key) else None
+    return store.get_json(_attempt_key(model_name, attempt), missing_ok=True)
 
 
 def record_attempt(store: ObjectStore, model_name: str, attempt: Attempt, run_id: str, promoted: bool,

@@ -102,8 +102,7 @@ def decide(challenger: dict[str, float], champion: dict[str, Any] | None, promot
 def read_champion(store: str | ObjectStore, model_name: str) -> dict[str, Any] | None:
     """The current production pointer of a model, or None when nothing was promoted yet."""
     store = open_store(store) if isinstance(store, str) else store
-    key = layout.production(model_name)
-    return store.get_json(key) if store.exists(key) else None
+    return store.get_json(layout.production(model_name), missing_ok=True)
 
 
 def _keep_history(store: ObjectStore, model_name: str, record: dict[str, Any]) -> None:
