@@ -94,7 +94,7 @@ class Throttle:
 
     def __init__(self, ceiling: int = 64, floor: int = 2, cut_interval: float = 0.2):
         self.ceiling, self.floor, self.cut_interval = ceiling, floor, cut_interval
-        self.limit = ceiling
+        self.limit = self.lowest = ceiling  # the lowest limit reached, for benchmarks and logs
         self._in_flight = self._successes = 0
         self._last_cut = float("-inf")
         self._changed = threading.Condition()
@@ -122,6 +122,7 @@ class Throttle:
                 self._successes = 0
                 if now - self._last_cut >= self.cut_interval and self.limit > self.floor:
                     self.limit = max(self.floor, int(self.limit * 0.7))
+                    self.lowest = min(self.lowest, self.limit)
                     self._last_cut = now
                     LOG.debug("server throttling: at most %d requests in flight", self.limit)
             else:

@@ -41,6 +41,7 @@ class S3Store(ObjectStore):
         self.multipart_chunk = multipart_chunk
         self._connection = _shared_connection(*_client_settings())
         self._client = self._connection.client
+        self.throttle = self._connection.throttle  # shared by every store of this endpoint
 
     def _key(self, key: str) -> str:
         key = key.lstrip("/")
@@ -53,7 +54,7 @@ class S3Store(ObjectStore):
         """Run one request with retries (each logged as `operation` on `where`), within the endpoint's
         throttle; a failure ends as one line, which says how often a transient one was tried."""
         try:
-            return with_retries(action, f"{operation} {where}", self.retries, self._connection.throttle)
+            return with_retries(action, f"{operation} {where}", self.retries, self.throttle)
         except StorageError:
             raise
         except RetriesExhausted as exc:  # the cause stays the server's error: callers judge it (checkpoints)

@@ -70,14 +70,14 @@ def test_throttling_lowers_the_requests_in_flight_and_successes_raise_them_again
     for _ in range(20):
         with pytest.raises(ClientError), throttle.slot():
             raise _s3_error(503, "SlowDown")
-    assert throttle.limit == 2  # cut on each throttled reply, never below the floor
+    assert throttle.limit == throttle.lowest == 2  # cut on each throttled reply, never below the floor
     with pytest.raises(ClientError), throttle.slot():
         raise _s3_error(500, "InternalError")  # a failure, not a throttle: no cut
     assert throttle.limit == 2
     for _ in range(200):
         with throttle.slot():
             pass
-    assert throttle.limit == 16  # recovered, up to the ceiling
+    assert throttle.limit == 16 and throttle.lowest == 2  # recovered, up to the ceiling
 
 
 def test_one_overload_cuts_the_limit_once_per_interval():
