@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from components.storage.interface import ObjectStore
-from components.storage.objects import ObjectInfo, PreconditionFailed, StorageError
-from components.storage.transfer import (LOCK_SUFFIX, TEMPORARY_SUFFIXES, content_checks, file_chunks, hashing,
-                                         md5_etag, write_atomic, write_verified)
+from components.storage.atomic import LOCK_SUFFIX, TEMPORARY_SUFFIXES, write_atomic, write_verified
+from components.storage.checksums import content_checks, file_chunks, hashing, md5_etag
+from components.storage.interface import NoSuchObject, ObjectStore, PreconditionFailed
+from components.storage.objects import ObjectInfo, StorageError
 
 
 class FolderStore(ObjectStore):
@@ -32,9 +32,9 @@ class FolderStore(ObjectStore):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self._path(prefix) if prefix else self.root
-        start = base if base.is_dir() else base.parent
-        if not start.exists():
-            return
+        start = base if base.is_dir() or base == self.root else base.parent  # never above the root
+        if not start.is_dir():
+            return  # a store not written yet (`dataset push --to` a new folder) holds nothing
         for path in sorted(start.rglob("*")):
             if not path.is_file() or path.name.endswith(TEMPORARY_SUFFIXES):
                 continue
@@ -67,7 +67,7 @@ class FolderStore(ObjectStore):
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         if not path.is_file():
-            raise StorageError(f"{self.url(key)} does not exist")
+            raise NoSuchObject(f"{self.url(key)} does not exist")
         return path.read_bytes()
 
     @contextlib.contextmanager
