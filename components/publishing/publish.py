@@ -13,6 +13,7 @@ to the write itself.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -163,10 +164,15 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
     hashes = {}
     for relative, path in files.items():
         key = layout.run_file(run_id, relative)
-        if not store.holds(path, published.get(key)):
-            store.upload_file(path, key)
-        if path.suffix in HASHED_SUFFIXES:
-            hashes[relative] = sha256_file(path)
+        hashed = path.suffix in HASHED_SUFFIXES
+        if store.holds(path, published.get(key)):  # published by an earlier try: read it once more to hash it
+            if hashed:
+                hashes[relative] = sha256_file(path)
+            continue
+        digest = hashlib.sha256()
+        store.upload_file(path, key, digests=(digest,) if hashed else ())
+        if hashed:
+            hashes[relative] = digest.hexdigest()
 
     args_path = train_dir / "args.yaml"
     metrics = {

@@ -12,7 +12,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from components.storage.objects import ObjectInfo
 
@@ -21,12 +21,18 @@ _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-[0-9]+")
 
 
+class Hasher(Protocol):
+    """What a transfer feeds the bytes it moves to: a hashlib object, or `Crc`."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 def file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as handle:
         yield from iter(lambda: handle.read(READ_CHUNK), b"")
 
 
-def hashing(chunks: Iterable[bytes], hasher: Any) -> Iterator[bytes]:
+def hashing(chunks: Iterable[bytes], hasher: Hasher) -> Iterator[bytes]:
     """Pass the chunks on, feeding each to `hasher` on the way."""
     for chunk in chunks:
         hasher.update(chunk)

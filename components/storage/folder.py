@@ -7,10 +7,10 @@ import fcntl
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from components.storage.atomic import LOCK_SUFFIX, TEMPORARY_SUFFIXES, write_atomic, write_verified
-from components.storage.checksums import content_checks, file_chunks, hashing, md5_etag
+from components.storage.checksums import Hasher, content_checks, file_chunks, hashing, md5_etag
 from components.storage.interface import NoSuchObject, ObjectStore, PreconditionFailed
 from components.storage.objects import ObjectInfo, StorageError
 
@@ -58,10 +58,13 @@ class FolderStore(ObjectStore):
         return write_verified(dest, file_chunks(src), f"{self.url(key)} changed since the snapshot",
                               expected.size if expected else None, checks)
 
-    def upload_file(self, src: Path, key: str) -> ObjectInfo:
+    def upload_file(self, src: Path, key: str, digests: Sequence[Hasher] = ()) -> ObjectInfo:
         """Copy `src` in atomically; its ETag (the MD5) is computed while the bytes pass."""
         md5 = hashlib.md5()
-        size = write_verified(self._path(key), hashing(file_chunks(src), md5), self.url(key))
+        chunks = file_chunks(src)
+        for digest in (md5, *digests):
+            chunks = hashing(chunks, digest)
+        size = write_verified(self._path(key), chunks, self.url(key))
         return ObjectInfo(key, size, md5.hexdigest())
 
     def get_bytes(self, key: str) -> bytes:

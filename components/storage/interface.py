@@ -8,9 +8,9 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from components.storage.checksums import file_matches
+from components.storage.checksums import Hasher, file_matches
 from components.storage.objects import ObjectInfo, StorageError
 
 
@@ -48,8 +48,11 @@ class ObjectStore(abc.ABC):
         `dest` is left as it was."""
 
     @abc.abstractmethod
-    def upload_file(self, src: Path, key: str) -> ObjectInfo:
-        """Store a local file under `key`, checked to have arrived whole; returns what the store now holds."""
+    def upload_file(self, src: Path, key: str, digests: Sequence[Hasher] = ()) -> ObjectInfo:
+        """Store a local file under `key`, checked to have arrived whole; returns what the store now holds.
+
+        Each of `digests` (hashlib-like) is fed every byte as it is read, so a caller that also needs the
+        file's hash (publish's sha256 of best.pt) reads the file once."""
 
     @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes:

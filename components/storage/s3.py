@@ -10,11 +10,11 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import quote, urlparse
 
 from components.storage.atomic import write_verified
-from components.storage.checksums import READ_CHUNK, Crc, base64_text, content_checks, multipart_etag, server_checksum
+from components.storage.checksums import READ_CHUNK, Crc, Hasher, base64_text, content_checks, multipart_etag, server_checksum
 from components.storage.interface import NoSuchObject, ObjectStore, PreconditionFailed
 from components.storage.objects import ObjectInfo, StorageError
 from components.storage.retries import RetriesExhausted, RetryPolicy, Throttle, with_retries
@@ -126,14 +126,17 @@ class S3Store(ObjectStore):
 
         return self._call("GET", where, action)
 
-    def upload_file(self, src: Path, key: str) -> ObjectInfo:
+    def upload_file(self, src: Path, key: str, digests: Sequence[Hasher] = ()) -> ObjectInfo:
         """Upload one file: a single PUT below the multipart threshold, else parts with their own retries."""
         size = src.stat().st_size
         if size < self.multipart_threshold:
-            return self.put_bytes(key, src.read_bytes())
-        return self._upload_multipart(src, key, size)
+            data = src.read_bytes()
+            for digest in digests:
+                digest.update(data)
+            return self.put_bytes(key, data)
+        return self._upload_multipart(src, key, size, digests)
 
-    def _upload_multipart(self, src: Path, key: str, size: int) -> ObjectInfo:
+    def _upload_multipart(self, src: Path, key: str, size: int, digests: Sequence[Hasher]) -> ObjectInfo:
         """Parts with their own retries, each checked by the server against its CRC32, and the whole
         object against a full-object CRC32 (or, from a server without checksums, the MD5-of-MD5s ETag)."""
         where, target = self.url(key), {"Bucket": self.bucket, "Key": self._key(key)}
@@ -149,7 +152,8 @@ class S3Store(ObjectStore):
                     parts.append({"PartNumber": number, "ETag": reply["ETag"],
                                   **({"ChecksumCRC32": reply["ChecksumCRC32"]} if "ChecksumCRC32" in reply else {})})
                     part_digests.append(hashlib.md5(chunk).digest())
-                    whole.update(chunk)
+                    for digest in (whole, *digests):
+                        digest.update(chunk)
             crc32 = base64_text(whole.digest())
             reply = self._call("CompleteMultipartUpload", where, lambda: self._client.complete_multipart_upload(
                 **target, UploadId=upload_id, MultipartUpload={"Parts": parts}, ChecksumCRC32=crc32,
