@@ -48,5 +48,11 @@ def test_unusable_data_yaml_is_refused_naming_the_file(tmp_path: Path):
     with pytest.raises(UserError, match=f"{tmp_path / 'data.yaml'}: no val split"):
         load_dataset(tmp_path)
     (tmp_path / "data.yaml").write_text("val: [images/a, images/b]\n")
-    with pytest.raises(UserError, match="'val' must be one folder or one .txt list"):
+    with pytest.raises(UserError, match="val images .*images/a do not exist"):
+        load_dataset(tmp_path)
+    (tmp_path / "data.yaml").write_text("val: {images: a}\n")
+    with pytest.raises(UserError, match="'val' must be a folder, a .txt list or a list of them"):
+        load_dataset(tmp_path)
+    (tmp_path / "data.yaml").write_text("nc: 2\nnames: [pogona_head]\n")
+    with pytest.raises(UserError, match="`nc: 2` disagrees with the 1 classes in `names` \\(pogona_head\\)"):
         load_dataset(tmp_path)
