@@ -22,10 +22,13 @@ from components.storage import write_atomic
 SplitSource = Path | tuple[Path, ...]  # one folder or .txt list, or several as data.yaml lists them
 
 
-def data_yaml_text(root: str, splits: dict[str, str | list[str]], names: dict[int, str],
+def data_yaml_text(root: str | None, splits: dict[str, str | list[str]], names: dict[int, str],
                    modalities: ModalityRule = ModalityRule(), comment: str = "") -> str:
-    """A data.yaml that ultralytics reads unchanged (`modalities` is pogona's own key, which it ignores)."""
-    content: dict[str, object] = {"path": root, **splits, "names": dict(names)}
+    """A data.yaml that ultralytics reads unchanged (`modalities` is pogona's own key, which it ignores).
+
+    `root` None leaves `path` out: the data.yaml's own folder is the root, wherever the dataset is copied.
+    """
+    content: dict[str, object] = {**({"path": root} if root is not None else {}), **splits, "names": dict(names)}
     if modalities.to_spec():
         content["modalities"] = modalities.to_spec()
     return "".join(f"# {line}\n" for line in comment.splitlines()) + yaml.safe_dump(content, sort_keys=False)
