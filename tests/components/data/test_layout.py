@@ -20,7 +20,6 @@ from PIL import Image
 from components.config import SPLITS
 from components.data.dataset import load_dataset
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
-from components.data.layout import label_key
 from components.data.push import push_dataset
 from components.data.snapshot import Manifest
 from components.data.sync import sync_snapshot
@@ -44,10 +43,19 @@ def _write(root: Path, key: str, data: bytes | str) -> None:
     path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+def _ultralytics_label(image: str) -> str:
+    from components.runtime.yolo_env import offline_ultralytics
+
+    offline_ultralytics()
+    from ultralytics.data.utils import img2label_paths
+
+    return img2label_paths([f"/{image}"])[0].lstrip("/")
+
+
 def _sample(root: Path, image_key: str, seed: int) -> None:
     """An image and its label where ultralytics looks for it."""
     _write(root, image_key, _image(seed))
-    _write(root, label_key(image_key), _LABEL)
+    _write(root, _ultralytics_label(image_key), _LABEL)
 
 
 def roboflow(root: Path) -> dict[str, int]:
@@ -83,8 +91,9 @@ def several_folders(root: Path) -> dict[str, int]:
     for index in range(3):
         _sample(root, f"cam_a/images/a_{index}.jpg", 20 + index)
         _sample(root, f"cam_b/images/night/b_{index}.jpg", 30 + index)
-    _sample(root, "holdout/images/c_0.jpg", 40)
-    _write(root, "data.yaml", "train: [cam_a/images, cam_b/images]\nval: [holdout/images]\nnames: [pogona_head]\n")
+    _sample(root, "images/holdout/images/c_0.jpg", 40)  # its label: the last `images` becomes `labels`
+    _write(root, "data.yaml", "train: [cam_a/images, cam_b/images]\nval: [images/holdout/images]\n"
+                              "names: [pogona_head]\n")
     return {"train": 6, "val": 1}
 
 
@@ -123,7 +132,7 @@ def _agrees_with_ultralytics(root: Path, manifest: Manifest, expected: dict[str,
     assert {split: len(images) for split, images in ours.items()} == expected
     assert {split: _relative(root, files) for split, files in seen.items()} == ours
     labels = {entry.key for entry in manifest.entries if entry.role == "label"}
-    assert labels == {label_key(key) for keys in ours.values() for key in keys}
+    assert labels == {_ultralytics_label(key) for keys in ours.values() for key in keys}
 
 
 @pytest.mark.parametrize("build", LAYOUTS)
@@ -182,7 +191,7 @@ def test_modalities_stated_in_data_yaml_slice_validation_and_the_synced_dataset_
     root = tmp_path / "export"
     several_folders(root)
     spec = yaml.safe_load((root / "data.yaml").read_text())
-    spec["modalities"] = {"thermal": "cam_b/*", "visible": ["cam_a/*", "holdout/*"]}
+    spec["modalities"] = {"thermal": "cam_b/*", "visible": ["cam_a/*", "*"]}  # the first that matches
     _write(root, "data.yaml", yaml.safe_dump(spec))
     result = validate_dataset(str(root), tmp_path / "manifest.json")
     assert {split: {m: g.images for m, g in groups.items()} for split, groups in result.counts.items()} == {
