@@ -76,15 +76,6 @@ def _below_split(image: Path, split_source: SplitSource) -> str:
     return (image.relative_to(folder) if folder else Path(image.parent.name, image.name)).as_posix()
 
 
-def image_modality(image: Path, split_source: SplitSource) -> str:
-    """The image's modality by the house rule (`Dataset.modality` applies the rule a dataset states).
-
-    An image from a .txt list (or outside the folder) is judged by its own folder and filename.
-    """
-    below = _below_split(image, split_source)
-    return ModalityRule().modality(below, below)
-
-
 def load_dataset(data: Path) -> Dataset:
     """Read a dataset folder (with data.yaml) or a data.yaml; missing split entries default to images/<split>."""
     yaml_path = data / DATA_YAML if data.is_dir() else data

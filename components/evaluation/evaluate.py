@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from components.data.dataset import Dataset, image_modality, load_dataset
+from components.data.dataset import Dataset, load_dataset
 from components.runtime.devices import check_single_device
 from components.errors import UserError
 from components.evaluation.failures import worst_images
@@ -37,7 +37,7 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
     """Score each modality's share of the val split with a val run of its own."""
     groups: dict[str, list[Path]] = {}
     for image in dataset.images("val"):
-        groups.setdefault(image_modality(image, dataset.splits["val"]), []).append(image)
+        groups.setdefault(dataset.modality(image, "val"), []).append(image)
     scores = {}
     for modality, images in sorted(groups.items()):
         listing = work / f"val-{modality}.txt"

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from components.data.dataset import Dataset, image_modality
+from components.data.dataset import Dataset
 from components.data.labels import read_label
 from components.runtime.yolo_env import offline_ultralytics
 
@@ -100,7 +100,7 @@ def judge(model: Any, image: Path, dataset: Dataset, imgsz: int, device: str) ->
                    zip(result.boxes.cls.tolist(), result.boxes.xyxyn.tolist(), result.boxes.conf.tolist())]
     missed, detections = match(truth, predictions)
     key = image.relative_to(dataset.root).as_posix() if image.is_relative_to(dataset.root) else str(image)
-    return ImageFailures(image, key, image_modality(image, dataset.splits["val"]), tuple(box for _, box in truth),
+    return ImageFailures(image, key, dataset.modality(image, "val"), tuple(box for _, box in truth),
                          tuple(missed), tuple(detections))
 
 

@@ -142,6 +142,8 @@ def test_each_layout_is_read_as_ultralytics_reads_it_and_synced_so_it_still_is(b
     result = validate_dataset(str(root), tmp_path / "manifest.json")
     assert result.usable, result.errors
     _agrees_with_ultralytics(root, result.manifest, expected)
+    original = load_dataset(root)  # what training reads from a local folder, without a bucket
+    assert {split: len(original.images(split)) for split in original.splits} == expected
 
     dest = tmp_path / "synced"
     sync_snapshot(tmp_path / "manifest.json", dest, progress=False)
