@@ -43,7 +43,7 @@ def parse_names(spec: dict[str, Any], where: str) -> dict[int, str]:
                             f"it), got {sorted(numbered)}")
     else:
         raise UserError(f"{where} has no `names` (expected e.g. names: {{0: pogona_head}})")
-    if "nc" in spec and spec["nc"] != len(numbered):
+    if "nc" in spec and str(spec["nc"]).strip() != str(len(numbered)):
         raise UserError(f"{where}: `nc: {spec['nc']}` disagrees with the {len(numbered)} classes in `names` "
                         f"({', '.join(numbered.values())}); ultralytics refuses such a file: fix `nc` or remove it")
     return numbered
