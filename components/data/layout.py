@@ -153,7 +153,9 @@ class _Resolver:
         return "" if normal == "." else normal
 
     def source(self, split: str, entry: str, fallback: bool) -> str:
-        """A split entry as a key: a folder or a .txt list (`fallback`: ultralytics' `../` rule for a single entry)."""
+        """A split entry as a key: a folder or a .txt list (`fallback`: ultralytics' `../` rule for a single entry).
+
+        An entry that names nothing stays as written (an empty folder does not exist in a bucket)."""
         yaml_key = f"{self.where(DATA_YAML)}: `{split}: {entry}`"
         candidates = [posixpath.join(self.root, entry)]
         if fallback and entry.startswith("../"):
@@ -164,10 +166,10 @@ class _Resolver:
             key = self.inside(candidate, "")
             if key in self.keys or key in self.folders or key == "":
                 return key
-        if all(posixpath.isabs(entry) or posixpath.normpath(c).startswith("..") for c in candidates):
+        if posixpath.isabs(entry) or posixpath.normpath(candidates[0]).startswith(".."):
             raise UserError(f"{yaml_key} leaves the dataset; give the split relative to the data.yaml's folder "
                             f"(e.g. {split}: images/{split}) and keep its files below it")
-        raise UserError(f"{yaml_key} names nothing in the dataset; upload that folder or list, or correct the path")
+        return self.inside(candidates[0], "")  # names nothing: validation reports the split empty, naming it
 
     def images_of(self, source: str) -> list[str]:
         if source in self.keys:

@@ -210,8 +210,6 @@ def test_modalities_stated_in_data_yaml_slice_validation_and_the_synced_dataset_
      r"data.yaml: `train: ../../elsewhere/images` leaves the dataset; give the split relative to the data.yaml"),
     ("path: ../other\ntrain: images/train\nval: images/val\nnames: [a]\n", {},
      r"data.yaml: `path: ../other` leaves the dataset; remove `path`"),
-    ("train: images/training\nval: images/val\nnames: [a]\n", {},
-     r"data.yaml: `train: images/training` names nothing in the dataset"),
     ("train: train.txt\nval: images/val\nnames: [a]\n", {"train.txt": "./images/train/x.jpg\n./images/train/gone.jpg\n"},
      r"train.txt line 2: ./images/train/gone.jpg names images/train/gone.jpg, which is not in the dataset; upload "
      r"the image or remove the line"),
@@ -255,3 +253,11 @@ def test_a_data_yaml_path_below_its_folder_is_the_root(tmp_path: Path):
     assert result.usable, result.errors
     assert {split: len(keys) for split, keys in _split_images(result.manifest).items()} == {"train": 3, "val": 2}
     assert result.manifest.sources == {"train": ("inner/images/train2017",), "val": ("inner/images/val2017",)}
+
+
+def test_a_split_entry_that_names_nothing_is_an_empty_split_named_in_the_report(tmp_path: Path):
+    coco_style(tmp_path)
+    _write(tmp_path, "data.yaml", "train: images/training\nval: images/val2017\nnames: [pogona_head]\n")
+    result = validate_dataset(str(tmp_path))
+    assert not result.usable and result.errors == [
+        f"{(tmp_path / 'images/training').as_uri()}: the train split has no images"]
