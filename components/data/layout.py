@@ -139,6 +139,14 @@ class DatasetLayout:
     orphan_labels: dict[str, SplitImage]  # a label file in a split's labels folder with no image: where it would be
 
 
+def _inside(path: str, refusal: str) -> str:
+    """`path` normalized as a key below the dataset prefix ("" for the prefix itself); `refusal` if it leaves it."""
+    normal = posixpath.normpath(path)
+    if posixpath.isabs(path) or normal == ".." or normal.startswith("../"):
+        raise UserError(refusal)
+    return "" if normal == "." else normal
+
+
 class _Resolver:
     """Resolves one data.yaml's entries against the listing; `where` names a key in refusals."""
 
@@ -146,30 +154,21 @@ class _Resolver:
         self.keys, self.read_text, self.where, self.root = keys, read_text, where, root
         self.folders = {str(p) for key in keys for p in PurePosixPath(key).parents if str(p) != "."}
 
-    def inside(self, path: str, refusal: str) -> str:
-        normal = posixpath.normpath(path)
-        if posixpath.isabs(path) or normal == ".." or normal.startswith("../"):
-            raise UserError(refusal)
-        return "" if normal == "." else normal
-
     def source(self, split: str, entry: str, fallback: bool) -> str:
         """A split entry as a key: a folder or a .txt list (`fallback`: ultralytics' `../` rule for a single entry).
 
         An entry that names nothing stays as written (an empty folder does not exist in a bucket)."""
-        yaml_key = f"{self.where(DATA_YAML)}: `{split}: {entry}`"
         candidates = [posixpath.join(self.root, entry)]
         if fallback and entry.startswith("../"):
             candidates.append(posixpath.join(self.root, entry[3:]))
-        for candidate in candidates:
-            if posixpath.isabs(entry) or posixpath.normpath(candidate).startswith(".."):
-                continue
-            key = self.inside(candidate, "")
-            if key in self.keys or key in self.folders or key == "":
-                return key
-        if posixpath.isabs(entry) or posixpath.normpath(candidates[0]).startswith(".."):
-            raise UserError(f"{yaml_key} leaves the dataset; give the split relative to the data.yaml's folder "
-                            f"(e.g. {split}: images/{split}) and keep its files below it")
-        return self.inside(candidates[0], "")  # names nothing: validation reports the split empty, naming it
+        within = [posixpath.normpath(c) for c in candidates
+                  if not posixpath.isabs(c) and not posixpath.normpath(c).startswith("..")]
+        if not within:
+            raise UserError(f"{self.where(DATA_YAML)}: `{split}: {entry}` leaves the dataset; give the split "
+                            f"relative to the data.yaml's folder (e.g. {split}: images/{split}) and keep its files "
+                            "below it")
+        keys = ["" if key == "." else key for key in within]
+        return next((key for key in keys if key in self.keys or key in self.folders or key == ""), keys[0])
 
     def images_of(self, source: str) -> list[str]:
         if source in self.keys:
@@ -188,8 +187,8 @@ class _Resolver:
             if not line.startswith("./"):
                 raise UserError(f"{at} is not relative to the list; ultralytics reads only lines starting with ./ "
                                 "relative to the list's folder: write it as ./<path from the list's folder>")
-            key = self.inside(posixpath.join(posixpath.dirname(list_key), line[2:]),
-                              f"{at} leaves the dataset; keep listed images below it")
+            key = _inside(posixpath.join(posixpath.dirname(list_key), line[2:]),
+                          f"{at} leaves the dataset; keep listed images below it")
             if key not in self.keys:
                 raise UserError(f"{at} names {key}, which is not in the dataset; upload the image or remove the line")
             images.append(key)
@@ -207,14 +206,14 @@ def read_layout(keys: Iterable[str], read_text: Callable[[str], str], where: Cal
     path = spec.get("path")
     # An absolute `path` names a folder on the machine that wrote the file: the data.yaml's folder is the root.
     root = "" if not isinstance(path, str) or posixpath.isabs(path) else path
-    resolver = _Resolver(keys, read_text, where, "")
-    resolver.root = resolver.inside(root, f"{where(DATA_YAML)}: `path: {path}` leaves the dataset; "
-                                          "remove `path` or give it relative to the data.yaml's folder")
+    root = _inside(root, f"{where(DATA_YAML)}: `path: {path}` leaves the dataset; remove `path` or give it "
+                         "relative to the data.yaml's folder")
+    resolver = _Resolver(keys, read_text, where, root)
     sources: dict[str, tuple[str, ...]] = {}
     for split in SPLITS:
         entry = spec.get(split)
         if entry is None:
-            default = posixpath.join(resolver.root, "images", split) if resolver.root else f"images/{split}"
+            default = posixpath.join(root, "images", split)
             if default in resolver.folders:
                 sources[split] = (default,)
             continue

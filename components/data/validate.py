@@ -173,7 +173,7 @@ def _read(store: ObjectStore, entries: list[ManifestEntry], cache_dir: Path | No
     content = {key: hashlib.sha256(data).hexdigest() for key, data in others.items()}
     content.update((image.key, check.digest) for image, check in zip(images, checked))
     hashed = [replace(e, sha256=content[e.key]) for e in entries]
-    labels = {e.key: data for e in entries if e.role == LABEL_ROLE for data in [others[e.key]]}
+    labels = {e.key: others[e.key] for e in entries if e.role == LABEL_ROLE}
     return _Read(hashed, list(zip(images, checked)), labels)
 
 

@@ -20,7 +20,6 @@ from PIL import Image
 from components.config import SPLITS
 from components.data.dataset import load_dataset
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
-from components.data.push import push_dataset
 from components.data.snapshot import Manifest
 from components.data.sync import sync_snapshot
 from components.data.validate import validate_dataset
