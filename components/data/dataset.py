@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from components.config import CLASS_NAMES, IMAGE_SUFFIXES, SPLITS
-from components.data.layout import DATA_YAML, ModalityRule, parse_names, read_spec
+from components.data.dataset_layout import DATA_YAML, ModalityRule, parse_names, read_spec
 from components.errors import UserError
 from components.storage import write_atomic
 

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from components.config import CLASS_NAMES, MODALITIES
 from components.data.dataset import data_yaml_text
-from components.data.layout import DATA_YAML
+from components.data.dataset_layout import DATA_YAML
 from components.errors import UserError
 from components.log import LOG
 from components.storage import open_store

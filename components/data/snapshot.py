@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from components.config import IMAGE_SUFFIXES, SPLITS
-from components.data.layout import ModalityRule
+from components.data.dataset_layout import ModalityRule
 from components.errors import UserError
 from components.storage import ObjectInfo, write_atomic
 

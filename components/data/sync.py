@@ -18,7 +18,7 @@ from typing import Any
 
 from components.config import cache_root
 from components.data.dataset import data_yaml_text
-from components.data.layout import DATA_YAML, ModalityRule
+from components.data.dataset_layout import DATA_YAML, ModalityRule
 from components.data.snapshot import Manifest
 from components.errors import UserError
 from components.runtime.eviction import raise_if_evicted

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from components.config import SPLITS
 from components.document import Block, Bullets, Heading, Paragraph, table, to_markdown
 from components.data.labels import LabelVerdict, read_label
-from components.data.layout import DATA_YAML, NO_MODALITY, DatasetLayout, label_key, read_layout
+from components.data.dataset_layout import DATA_YAML, NO_MODALITY, DatasetLayout, label_key, read_layout
 from components.data.near_duplicates import appearance, near_duplicate_leakage
 from components.data.snapshot import IMAGE_ROLE, LABEL_ROLE, LIST_ROLE, Manifest, ManifestEntry
 from components.errors import UserError
@@ -64,7 +64,7 @@ class ValidationResult:
 
 
 def read_store_layout(store: ObjectStore, keys: set[str]) -> DatasetLayout:
-    """The dataset's splits from its data.yaml (components.data.layout), read through `store`."""
+    """The dataset's splits from its data.yaml (components.data.dataset_layout), read through `store`."""
     def read_text(key: str) -> str:
         try:
             return store.get_bytes(key).decode("utf-8-sig")
