@@ -1,0 +1,82 @@
+"""The demo pipeline through kfp.local's DockerRunner, each step in the image the compiled pipeline
+names, against the same pipeline through the SubprocessRunner: the same decisions and results."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines import images
+
+RUN_ID = "demo-run"
+MODEL_NAME = "demo-detector"
+
+
+def run_demo(work: Path, runner: str) -> Path:
+    """`pogona run --local --demo --runner <runner>` in its own folder; returns its store."""
+    work.mkdir()
+    command = [str(Path(sys.executable).parent / "pogona"), "run", "--local", "--demo", "--runner", runner,
+               "--store", "store", "--run-id", RUN_ID, "--model-name", MODEL_NAME]
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=1500,
+                            env={**os.environ, "PYTHONPATH": str(images.REPO)})
+    assert result.returncode == 0, f"{runner}: {result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return work / "store"
+
+
+def read_json(store: Path, key: str) -> dict:
+    """The object's JSON with its run folder written as <work>: each run has its own (paths in args.yaml)."""
+    return json.loads((store / key).read_text().replace(str(store.parent), "<work>"))
+
+
+def close(left, right, path="") -> None:
+    """Equal JSON, floats to 1e-6: both runs train with the same locked torch on CPU."""
+    if isinstance(left, float) or isinstance(right, float):
+        assert math.isclose(left, right, rel_tol=1e-6, abs_tol=1e-9), f"{path}: {left} != {right}"
+    elif isinstance(left, dict):
+        assert left.keys() == right.keys(), path
+        for key in left:
+            close(left[key], right[key], f"{path}.{key}")
+    elif isinstance(left, list):
+        assert len(left) == len(right), path
+        for index, (a, b) in enumerate(zip(left, right)):
+            close(a, b, f"{path}[{index}]")
+    else:
+        assert left == right, f"{path}: {left!r} != {right!r}"
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("demo")
+    return {runner: run_demo(root / runner, runner) for runner in ("subprocess", "docker")}
+
+
+def test_docker_steps_ran_in_the_images_the_pipeline_names(stores):
+    """Published runs record the git revision of the code that ran: in a container, the image's label."""
+    labels = json.loads(subprocess.run(["docker", "image", "inspect", images.cpu_image()], capture_output=True,
+                                       text=True, check=True).stdout)[0]["Config"]["Labels"]
+    recorded = read_json(stores["docker"], f"runs/{RUN_ID}/metrics.json")["code_version"]
+    assert recorded["git_revision"] == labels["org.opencontainers.image.revision"]
+    attempts = list((stores["docker"] / "models" / MODEL_NAME / "attempts").glob("*.json"))
+    assert attempts and images.cpu_image() in attempts[0].read_text()
+
+
+def test_docker_run_gives_the_subprocess_runs_verdict_metrics_report_and_model(stores):
+    subprocess_store, docker_store = stores["subprocess"], stores["docker"]
+    key = f"runs/{RUN_ID}/sanity/verdict.json"
+    close(read_json(subprocess_store, key), read_json(docker_store, key), key)
+    metrics = [read_json(store, f"runs/{RUN_ID}/metrics.json") for store in (subprocess_store, docker_store)]
+    for field in ("metrics", "by_modality", "dataset_fingerprint", "hyperparameters"):
+        close(metrics[0][field], metrics[1][field], field)
+    reports = [store / f"runs/{RUN_ID}/report/report.html" for store in (subprocess_store, docker_store)]
+    assert all(report.stat().st_size > 0 for report in reports)
+    production = [read_json(store, f"models/{MODEL_NAME}/production.json") for store in (subprocess_store, docker_store)]
+    assert production[0]["run_id"] == production[1]["run_id"] == RUN_ID  # both promoted this run
+    published = [sorted(p.relative_to(store).as_posix() for p in (store / "models" / MODEL_NAME).rglob("*") if p.is_file())
+                 for store in (subprocess_store, docker_store)]
+    assert published[0] == published[1] and published[0]
