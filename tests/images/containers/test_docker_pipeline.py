@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,20 +35,23 @@ def read_json(store: Path, key: str) -> dict:
     return json.loads((store / key).read_text().replace(str(store.parent), "<work>"))
 
 
-def close(left, right, path="") -> None:
-    """Equal JSON, floats to 1e-6: both runs train with the same locked torch on CPU."""
-    if isinstance(left, float) or isinstance(right, float):
-        assert math.isclose(left, right, rel_tol=1e-6, abs_tol=1e-9), f"{path}: {left} != {right}"
-    elif isinstance(left, dict):
-        assert left.keys() == right.keys(), path
-        for key in left:
-            close(left[key], right[key], f"{path}.{key}")
-    elif isinstance(left, list):
-        assert len(left) == len(right), path
-        for index, (a, b) in enumerate(zip(left, right)):
-            close(a, b, f"{path}[{index}]")
-    else:
-        assert left == right, f"{path}: {left!r} != {right!r}"
+# What differs between any two runs, whatever runs them: how long things took.
+TIMINGS = re.compile(r"seconds|duration|elapsed|_at$|time")
+
+
+def differences(left, right, path="") -> list[str]:
+    """Where two JSON documents differ, floats to 1e-6 (both runs train with the same locked torch
+    on CPU) and timings left out."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        return [difference for key in sorted(left.keys() | right.keys()) if not TIMINGS.search(key)
+                for difference in (differences(left[key], right[key], f"{path}.{key}")
+                                   if key in left and key in right else [f"{path}.{key}: only in one run"])]
+    if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):
+        return [difference for index, (a, b) in enumerate(zip(left, right))
+                for difference in differences(a, b, f"{path}[{index}]")]
+    if isinstance(left, float) and isinstance(right, (int, float)):
+        return [] if math.isclose(left, right, rel_tol=1e-6, abs_tol=1e-9) else [f"{path}: {left} != {right}"]
+    return [] if left == right else [f"{path}: {left!r} != {right!r}"]
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +73,11 @@ def test_docker_steps_ran_in_the_images_the_pipeline_names(stores):
 def test_docker_run_gives_the_subprocess_runs_verdict_metrics_report_and_model(stores):
     subprocess_store, docker_store = stores["subprocess"], stores["docker"]
     key = f"runs/{RUN_ID}/sanity/verdict.json"
-    close(read_json(subprocess_store, key), read_json(docker_store, key), key)
+    found = differences(read_json(subprocess_store, key), read_json(docker_store, key), "verdict")
     metrics = [read_json(store, f"runs/{RUN_ID}/metrics.json") for store in (subprocess_store, docker_store)]
     for field in ("metrics", "by_modality", "dataset_fingerprint", "hyperparameters"):
-        close(metrics[0][field], metrics[1][field], field)
+        found += differences(metrics[0][field], metrics[1][field], field)
+    assert not found, "\n".join(found)
     reports = [store / f"runs/{RUN_ID}/report/report.html" for store in (subprocess_store, docker_store)]
     assert all(report.stat().st_size > 0 for report in reports)
     production = [read_json(store, f"models/{MODEL_NAME}/production.json") for store in (subprocess_store, docker_store)]
