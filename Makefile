@@ -73,4 +73,5 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) $(LATEST) .pogona
 
+include make/images.mk
 include make/kind.mk

@@ -1,6 +1,7 @@
 """The whole pipeline through kfp.local on a tiny demo dataset: the path `make demo` takes."""
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,8 @@ from components.config import RunParameters, SanityConfig, TrainConfig, run_para
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.storage import open_store
 from pipelines.cli import build_parser
-from pipelines.local import run_local, summary_table
+from components.errors import UserError
+from pipelines.local import _docker_runner, run_local, summary_table
 from pipelines.pipeline import run_signature, settings_of
 
 TINY = dict(model="yolo11n", epochs=2, patience=2, imgsz=96, batch=16.0, sanity_epochs=3, sanity_imgsz=96,
@@ -103,3 +105,28 @@ def test_kfp_local_hands_a_branch_step_the_configurations_the_run_parameters_set
     expected = [asdict(config(**{field: arguments[name] for name, field in run_parameters_of(config).items()}))
                 for config in (TrainConfig, SanityConfig)]
     assert received == expected
+
+
+def test_the_runner_is_subprocess_unless_docker_is_asked_for_and_nothing_else_is_taken():
+    parser = build_parser()
+    assert parser.parse_args(["run", "--local", "--demo"]).runner == "subprocess"
+    assert parser.parse_args(["run", "--local", "--demo", "--runner", "docker"]).runner == "docker"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--local", "--runner", "podman"])
+    with pytest.raises(UserError, match="--runner 'kubernetes': one of subprocess, docker"):
+        run_local(dataset="unused", runner="kubernetes")
+
+
+def test_docker_steps_see_local_folders_at_their_own_paths_as_the_caller_in_group_0(tmp_path, monkeypatch):
+    """The store and dataset URIs mean the same inside the containers; files land owned by the caller."""
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    store, dataset = tmp_path / "store", tmp_path / "data"
+    runner = _docker_runner([store.as_uri(), str(dataset)])
+    mounts = {(mount["Source"], mount["Target"]) for mount in runner.container_run_args["mounts"]}
+    assert mounts == {(str(store), str(store)), (str(dataset), str(dataset))}
+    assert runner.container_run_args["user"] == f"{os.getuid()}:0"
+    assert runner.container_run_args["network_mode"] == "none"  # nothing beyond this machine to reach
+    assert runner.container_run_args["environment"] == {"AWS_REGION": "eu-west-1"}
+    remote = _docker_runner([store.as_uri(), "s3://bucket/datasets/demo"])
+    assert remote.container_run_args["network_mode"] == "host"
+    assert [mount["Source"] for mount in remote.container_run_args["mounts"]] == [str(store)]
