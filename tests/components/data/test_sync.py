@@ -122,8 +122,11 @@ def test_on_an_sse_kms_bucket_sync_verifies_every_file_and_a_resync_downloads_no
 
 
 @pytest.mark.slow
-def test_two_syncs_into_one_folder_leave_each_others_files_in_flight_alone(s3_manifest: Path, s3_faults,
-                                                                          tmp_path: Path):
+def test_two_syncs_into_one_folder_leave_each_others_files_in_flight_alone(
+        s3_manifest: Path, s3_faults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture):
+    # the first sync's held GET must outlast the second sync however loaded the machine: no read timeout ends it
+    monkeypatch.setenv("POGONA_S3_READ_TIMEOUT", "900")
     dest = tmp_path / "shared"
     entries = Manifest.load(s3_manifest).entries
     s3_faults.inject_on("GET", entries[0].key, "hold")  # the first sync stops half-way through one file
@@ -137,6 +140,8 @@ def test_two_syncs_into_one_folder_leave_each_others_files_in_flight_alone(s3_ma
         torn.write_bytes(b"torn")
         second = sync_snapshot(s3_manifest, dest, workers=4, progress=False)
         assert second.removed == 1 and not torn.exists()
+        assert not [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")], \
+            "a download was retried (its temporary file goes with it): the held GET must stay in flight"
         assert all(p.exists() for p in in_flight), "the second sync deleted the first one's download"
     finally:
         s3_faults.release()
