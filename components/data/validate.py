@@ -54,12 +54,15 @@ class ValidationResult:
     manifest: Manifest
 
     def metrics(self) -> dict[str, float]:
-        """Flat numbers for a dashboard: `<split>_<count>` totals and `<split>_<modality>_<count>`."""
+        """Flat numbers for a dashboard: `<split>_<count>` totals, and `<split>_<modality>_<count>` where the dataset
+        has modalities (the images without one as `no_modality`)."""
+        per_modality = has_modalities(modality for groups in self.counts.values() for modality in groups)
         flat: dict[str, float] = {}
         for split, groups in self.counts.items():
             for modality, group in groups.items():
                 for name, value in vars(group).items():
-                    flat[f"{split}_{modality}_{name}"] = float(value)
+                    if per_modality:
+                        flat[f"{split}_{modality_group(modality).replace(' ', '_')}_{name}"] = float(value)
                     flat[f"{split}_{name}"] = flat.get(f"{split}_{name}", 0.0) + value
         return flat
 
