@@ -26,6 +26,18 @@ from components.errors import UserError
 
 DATA_YAML = "data.yaml"
 NO_MODALITY = "unknown"  # the modality of an image no rule places (kept: snapshot fingerprints include it)
+NO_MODALITY_GROUP = "no modality"  # how figures and reports name those images beside the modalities of the others
+
+
+def modality_group(modality: str) -> str:
+    """The name under which figures and reports show images of `modality`."""
+    return NO_MODALITY_GROUP if modality == NO_MODALITY else modality
+
+
+def has_modalities(modalities: Iterable[str]) -> bool:
+    """Whether images of these modalities call for figures per modality: a dataset whose images all lack one
+    gets overall figures only."""
+    return any(modality != NO_MODALITY for modality in modalities)
 
 
 def parse_names(spec: dict[str, Any], where: str) -> dict[int, str]:

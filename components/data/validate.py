@@ -25,7 +25,8 @@ from PIL import Image, UnidentifiedImageError
 from components.config import SPLITS
 from components.document import Block, Bullets, Heading, Paragraph, table, to_markdown
 from components.data.labels import LabelVerdict, read_label
-from components.data.dataset_layout import DATA_YAML, NO_MODALITY, DatasetLayout, label_key, read_layout
+from components.data.dataset_layout import (DATA_YAML, NO_MODALITY, DatasetLayout, has_modalities, label_key, modality_group,
+                                    read_layout)
 from components.data.near_duplicates import appearance, near_duplicate_leakage
 from components.data.snapshot import IMAGE_ROLE, LABEL_ROLE, LIST_ROLE, Manifest, ManifestEntry
 from components.errors import UserError
@@ -33,7 +34,7 @@ from components.storage import ObjectStore, fetch_objects, open_store, write_ato
 
 _LISTED_PROBLEMS = 200
 # PIL's names of the formats ultralytics reads (ultralytics.data.utils.IMG_FORMATS)
-TRAINABLE_FORMATS = frozenset({"BMP", "JPEG", "JPEG2000", "MPO", "PNG", "TIFF", "WEBP"})
+TRAINABLE_FORMATS = frozenset({"AVIF", "BMP", "JPEG", "JPEG2000", "MPO", "PNG", "TIFF", "WEBP"})
 MIN_IMAGE_SIDE = 10  # ultralytics skips smaller images
 
 
@@ -53,12 +54,15 @@ class ValidationResult:
     manifest: Manifest
 
     def metrics(self) -> dict[str, float]:
-        """Flat numbers for a dashboard: `<split>_<count>` totals and `<split>_<modality>_<count>`."""
+        """Flat numbers for a dashboard: `<split>_<count>` totals, and `<split>_<modality>_<count>` where the dataset
+        has modalities (the images without one as `no_modality`)."""
+        per_modality = has_modalities(modality for groups in self.counts.values() for modality in groups)
         flat: dict[str, float] = {}
         for split, groups in self.counts.items():
             for modality, group in groups.items():
                 for name, value in vars(group).items():
-                    flat[f"{split}_{modality}_{name}"] = float(value)
+                    if per_modality:
+                        flat[f"{split}_{modality_group(modality).replace(' ', '_')}_{name}"] = float(value)
                     flat[f"{split}_{name}"] = flat.get(f"{split}_{name}", 0.0) + value
         return flat
 
@@ -274,23 +278,32 @@ def _problem_blocks(title: str, problems: list[str]) -> list[Block]:
     return [Heading(f"{title} ({len(problems)})", 3), Bullets(tuple(items))]
 
 
-def render_report(manifest: Manifest, counts: dict[str, dict[str, GroupCounts]], box_sizes: list[float],
-                  errors: list[str], warnings: list[str]) -> str:
-    """The Markdown report: verdict, counts per split and modality, box-size spread, problems."""
-    verdict = "usable" if not errors else f"not usable ({len(errors)} errors)"
-    names = ", ".join(f"{i}: {n}" for i, n in sorted(manifest.names.items()))
+def _counts_table(counts: dict[str, dict[str, GroupCounts]]) -> Block:
+    """Images, backgrounds and instances per split and modality, and in all; per split only in a dataset without
+    modalities."""
+    per_modality = has_modalities(modality for groups in counts.values() for modality in groups)
     rows, total = [], GroupCounts()
     for split in SPLITS:
         for modality, group in sorted(counts.get(split, {}).items()):
-            rows.append((split, modality, group.images, group.backgrounds, group.instances))
+            rows.append((split, *((modality_group(modality),) if per_modality else ()), group.images,
+                         group.backgrounds, group.instances))
             total = GroupCounts(total.images + group.images, total.backgrounds + group.backgrounds,
                                 total.instances + group.instances)
-    rows.append(("**total**", "", total.images, total.backgrounds, total.instances))
+    modality = ("modality",) if per_modality else ()
+    rows.append(("**total**", *(("",) if per_modality else ()), total.images, total.backgrounds, total.instances))
+    return table(("split", *modality, "images", "backgrounds", "instances"), rows, "l" * (1 + len(modality)) + "rrr")
+
+
+def render_report(manifest: Manifest, counts: dict[str, dict[str, GroupCounts]], box_sizes: list[float],
+                  errors: list[str], warnings: list[str]) -> str:
+    """The Markdown report: verdict, counts per split (and modality, where the dataset has them), box-size spread,
+    problems."""
+    verdict = "usable" if not errors else f"not usable ({len(errors)} errors)"
+    names = ", ".join(f"{i}: {n}" for i, n in sorted(manifest.names.items()))
     blocks: list[Block] = [
         Heading(f"Dataset validation: {manifest.source}", 1), Paragraph(f"**Verdict: {verdict}**"),
         Bullets((f"fingerprint: `{manifest.fingerprint}`", f"classes: {names}", f"objects: {len(manifest.entries)}")),
-        Heading("Counts"), table(("split", "modality", "images", "backgrounds", "instances"), rows, "llrrr"),
-        Heading("Box sizes")]
+        Heading("Counts"), _counts_table(counts), Heading("Box sizes")]
     if len(box_sizes) >= 2:
         deciles = statistics.quantiles(box_sizes, n=10)
         blocks += [Paragraph("Box size as a fraction of the image side (sqrt of width x height):"),

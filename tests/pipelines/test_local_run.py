@@ -15,7 +15,8 @@ from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.storage import open_store
 from pipelines.cli import build_parser
 from components.errors import UserError
-from pipelines.local import _docker_runner, run_local, summary_table
+from components.metrics.artifacts import Evaluation
+from pipelines.local import LocalRun, _docker_runner, run_local, summary_table
 from pipelines.pipeline import run_signature, settings_of
 
 TINY = dict(model="yolo11n", epochs=2, patience=2, imgsz=96, batch=16.0, sanity_epochs=3, sanity_imgsz=96,
@@ -130,3 +131,14 @@ def test_docker_steps_see_local_folders_at_their_own_paths_as_the_caller_in_grou
     remote = _docker_runner([store.as_uri(), "s3://bucket/datasets/demo"])
     assert remote.container_run_args["network_mode"] == "host"
     assert [mount["Source"] for mount in remote.container_run_args["mounts"]] == [str(store)]
+
+
+def test_the_summary_of_a_dataset_without_modalities_has_the_overall_row_only(tmp_path: Path):
+    """metrics.json as publish writes it from such an evaluation: an empty by_modality."""
+    evaluation = Evaluation.from_json({"overall": {"precision": 0.9, "recall": 0.8, "map50": 0.85, "map50_95": 0.6},
+                                       "by_modality": {}}, "evaluation.json")
+    run = LocalRun("plain", str(tmp_path / "store"), 12.0, sanity_verdict="healthy", metrics={
+        "metrics": evaluation.overall.to_json(), "by_modality": evaluation.to_json()["by_modality"]})
+    rows = summary_table(run).splitlines()
+    header = next(index for index, line in enumerate(rows) if "mAP50-95" in line)
+    assert rows[header + 1].split() == ["overall", "0.900", "0.800", "0.850", "0.600"] and rows[header + 2] == ""

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from components.config import SPLITS
+from components.config import IMAGE_SUFFIXES, SPLITS
 from components.data.dataset import load_dataset
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.data.snapshot import Manifest
@@ -96,7 +96,54 @@ def several_folders(root: Path) -> dict[str, int]:
     return {"train": 6, "val": 1}
 
 
-LAYOUTS = [roboflow, coco_style, txt_lists, several_folders]
+# every image suffix pogona takes but .jpg, with the format PIL writes it in
+FORMATS = {".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+           ".mpo": "MPO", ".jp2": "JPEG2000", ".avif": "AVIF"}
+
+
+def image_formats(root: Path) -> dict[str, int]:
+    """An image in each format ultralytics reads and validation decodes (train), a .bmp and a .webp in val."""
+    for index, (suffix, kind) in enumerate([*FORMATS.items(), (".bmp", "BMP"), (".webp", "WEBP")]):
+        split = "train" if index < len(FORMATS) else "val"
+        with Image.open(io.BytesIO(_image(50 + index))) as picture:
+            buffer = io.BytesIO()
+            picture.save(buffer, format=kind, **({"save_all": True, "append_images": [picture]} if kind == "MPO"
+                                                 else {}))  # an MPO holds several pictures
+        _write(root, f"images/{split}/frame_{index}{suffix}", buffer.getvalue())
+        _write(root, f"labels/{split}/frame_{index}.txt", _LABEL)
+    _write(root, "data.yaml", "train: images/train\nval: images/val\nnames: [pogona_head]\n")
+    return {"train": len(FORMATS), "val": 2}
+
+
+LAYOUTS = [roboflow, coco_style, txt_lists, several_folders, image_formats]
+
+
+def test_every_image_suffix_pogona_takes_is_one_ultralytics_reads_and_is_tested():
+    from components.runtime.yolo_env import offline_ultralytics
+
+    offline_ultralytics()
+    from ultralytics.data.utils import IMG_FORMATS
+
+    assert set(IMAGE_SUFFIXES) == {".jpg", *FORMATS}
+    assert {suffix[1:] for suffix in IMAGE_SUFFIXES} <= IMG_FORMATS
+
+
+@pytest.mark.slow
+def test_images_in_every_format_taken_train(tmp_path: Path):
+    """ultralytics decodes each synced image in training: none is skipped as corrupt."""
+    from components.runtime.yolo_env import offline_ultralytics
+
+    expected = image_formats(tmp_path / "export")
+    validate_dataset(str(tmp_path / "export"), tmp_path / "manifest.json")
+    sync_snapshot(tmp_path / "manifest.json", tmp_path / "synced", progress=False)
+    data = load_dataset(tmp_path / "synced").write_yaml(tmp_path / "data.yaml")
+    model = offline_ultralytics().YOLO("yolo11n.yaml")
+    model.train(data=str(data), epochs=1, imgsz=64, batch=4, device="cpu", workers=0, project=str(tmp_path),
+                name="train", plots=False, verbose=False, val=False)
+    trained = model.trainer.train_loader.dataset
+    assert len(trained.im_files) == expected["train"]
+    assert {Path(f).suffix for f in trained.im_files} == set(FORMATS)
+    assert sum(len(label["cls"]) for label in trained.labels) == expected["train"]
 
 
 def ultralytics_images(data_yaml: Path) -> dict[str, list[str]]:
