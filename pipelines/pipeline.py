@@ -176,17 +176,17 @@ def build_pipeline(placement: Placement, backend: Backend = OLDEST) -> Callable:
 
         validate = on_cluster(steps.validate(dataset_uri=run.dataset_uri), sizes.validate, caching=False)
         validate.set_display_name("sync and validate dataset")
-        train_settings = settings_of(TrainConfig, run)
+        train_settings, sanity_settings = settings_of(TrainConfig, run), settings_of(SanityConfig, run)
         decide = on_cluster(steps.decide(
             store_uri=run.store_uri, model_name=run.model_name, fingerprint=validate.outputs["Output"],
             skip_if_unchanged=run.skip_if_unchanged, code_version=placement.code_version, num_gpus=run.num_gpus,
-            **train_settings), sizes.decide, caching=False)
+            **train_settings, **sanity_settings), sizes.decide, caching=False)
         decide.set_display_name("skip if unchanged")
 
         with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
             sanity = on_cluster(steps.sanity(
                 manifest=validate.outputs["manifest"], store_uri=run.store_uri, model=run.model,
-                base_weights_uri=run.base_weights_uri, **settings_of(SanityConfig, run)), sizes.sanity)
+                base_weights_uri=run.base_weights_uri, **sanity_settings), sizes.sanity)
             sanity.set_display_name("CPU sanity gate")
 
             train = on_cluster(steps.train(

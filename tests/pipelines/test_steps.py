@@ -21,8 +21,16 @@ from pipelines.steps import analyze_step, decide_training, sanity_step, train_st
 def test_the_decide_component_gets_the_skip_rule_through_its_doors(tmp_path):
     attempt = training_attempt("fp-abc", "code-1", TrainConfig(), "1")
     attempts.record_attempt(open_store(str(tmp_path)), "pogona-head", attempt, "night-1", promoted=True, reason="ok")
-    decision = decide_training(str(tmp_path), "pogona-head", attempt, skip_if_unchanged=True)
+    decision, decided = decide_training(str(tmp_path), "pogona-head", "fp-abc", "code-1", TrainConfig(),
+                                        SanityConfig(), "1", skip_if_unchanged=True)
+    assert decided == attempt
     assert decision == attempts.decide_training(str(tmp_path), "pogona-head", attempt, True) and not decision.train
+
+
+def test_the_decide_step_refuses_a_setting_out_of_range_in_one_line_naming_it(tmp_path):
+    with pytest.raises(UserError, match=r"^sanity imgsz 100 is out of range: a multiple of the model's stride 32"):
+        decide_training(str(tmp_path / "no-store"), "pogona-head", "fp-abc", "code-1", TrainConfig(),
+                        SanityConfig(imgsz=100), "1", skip_if_unchanged=True)
 
 
 def test_validation_leaves_the_snapshot_cached_so_later_steps_download_nothing(demo_dataset_dir, tmp_path,
