@@ -259,15 +259,18 @@ def test_a_step_with_requests_above_the_default_limits_is_rejected(builds):
 
 
 def test_kfp_pods_get_a_grace_period_that_fits_the_trainers_wait_for_its_checkpoints(builds):
-    """The workflow defaults give every pipeline pod a longer grace period through a pod spec patch that is a valid
-    PodSpec; they keep KFP 2.17's own defaults; the compiled train task waits for its uploads less than that."""
+    """The workflow defaults give every pipeline pod a longer grace period and a preStop hook through a pod spec
+    patch that is a valid PodSpec; they keep KFP 2.17's own defaults; the compiled train task waits for its
+    uploads less than that."""
     configmap = find(builds[TRAINING_GRACE], "ConfigMap", "workflow-controller-configmap")
     assert configmap["metadata"]["namespace"] == "kubeflow" and set(configmap["data"]) == {"workflowDefaults"}
     defaults = yaml.safe_load(configmap["data"]["workflowDefaults"])["spec"]
     patch = yaml.safe_load(defaults.pop("podSpecPatch"))
     grace = patch["terminationGracePeriodSeconds"]
+    assert [container["name"] for container in patch["containers"]] == ["main"]  # KFP's component container
+    assert patch["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]  # tests/pipelines/test_step_signals.py
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "patched"},
-           "spec": {"containers": [{"name": "main", "image": "pogona:0"}], **patch}}
+           "spec": {**patch, "containers": [{"image": "pogona:0", **patch["containers"][0]}]}}
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
     assert defaults == {"ttlStrategy": {"secondsAfterCompletion": 3600, "secondsAfterSuccess": 3600,
                                         "secondsAfterFailure": 3600},
