@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from components.data.dataset import Dataset, image_modality, load_dataset
+from components.data.dataset import Dataset, load_dataset
 from components.errors import UserError
 from components.evaluation.failures import Prediction, collecting_validator, worst_images
 from components.metrics.artifacts import Evaluation, Scores
@@ -39,7 +39,7 @@ def _by_modality(model: Any, dataset: Dataset, work: Path, imgsz: int, device: s
     into `predictions` (components.evaluation.failures reads the worst images from them)."""
     groups: dict[str, list[Path]] = {}
     for image in dataset.images("val"):
-        groups.setdefault(image_modality(image, dataset.splits["val"]), []).append(image)
+        groups.setdefault(dataset.modality(image, "val"), []).append(image)
     scores = {}
     for modality, images in sorted(groups.items()):
         listing = work / f"val-{modality}.txt"

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from components.data.dataset import Dataset, image_modality
+from components.data.dataset import Dataset
 from components.data.labels import read_label
 from components.metrics.artifacts import WorstImage
 from components.runtime.yolo_env import offline_ultralytics
@@ -123,7 +123,7 @@ def judge(image: Path, predictions: list[Prediction], dataset: Dataset) -> Image
     truth = _truth(image, len(dataset.names))
     missed, detections = match(truth, predictions)
     key = image.relative_to(dataset.root).as_posix() if image.is_relative_to(dataset.root) else str(image)
-    return ImageFailures(image, key, image_modality(image, dataset.splits["val"]), tuple(box for _, box in truth),
+    return ImageFailures(image, key, dataset.modality(image, "val"), tuple(box for _, box in truth),
                          tuple(missed), tuple(detections))
 
 

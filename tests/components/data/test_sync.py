@@ -213,3 +213,21 @@ def test_datasets_and_weights_are_cached_under_one_root(tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "xdg" / "pogona" / "weights"
     monkeypatch.setenv("POGONA_CACHE_DIR", str(tmp_path / "pod"))  # a pod's mounted cache wins for datasets
     assert dataset_cache_root() == tmp_path / "pod"
+
+
+def test_a_roboflow_snapshot_resyncs_removing_strays_from_its_own_split_folders(tmp_path: Path):
+    from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+
+    source = tmp_path / "export"
+    generate_demo_dataset(str(source), DemoSpec(images=6, size=32, layout="roboflow"), progress=False)
+    manifest = tmp_path / "manifest.json"
+    assert validate_dataset(str(source), manifest).usable
+    dest = tmp_path / "data"
+    sync_snapshot(manifest, dest, progress=False)
+    stray = dest / "valid/images/from_an_older_snapshot.jpg"
+    stray.write_bytes(b"old")
+    kept = dest / "notes.md"
+    kept.write_text("the user's own file beside the snapshot")
+    assert sync_snapshot(manifest, dest, progress=False).removed == 1
+    assert not stray.exists() and kept.exists()
+    assert yaml.safe_load((dest / "data.yaml").read_text())["val"] == "valid/images"

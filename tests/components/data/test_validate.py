@@ -245,7 +245,7 @@ def test_objects_outside_the_layout_are_warned_about(dataset: Path):
     _write(dataset, "notes/todo.txt", "relabel 12")
     result = validate_dataset(str(dataset))
     assert result.usable and result.warnings == [
-        "notes/todo.txt: not an image or label under images|labels/train|val|test; ignored"]
+        "notes/todo.txt: not an image, label or image list of a split in data.yaml; ignored"]
 
 
 def test_s3_dataset_validates_and_its_cached_copy_makes_sync_free(pristine: Path, s3_bucket: str, tmp_path: Path):
