@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar, get_type_hints
 
+from components.errors import UserError
+
 
 CLASS_NAMES: dict[int, str] = {0: "pogona_head"}
 MODALITIES: tuple[str, ...] = ("thermal", "visible")

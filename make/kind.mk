@@ -43,6 +43,8 @@ kfp-install: kind-up
 	$(KUBECTL) wait --for=condition=established --timeout=120s crd --all
 	$(KUBECTL) apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$(KFP_VERSION)"
 	$(KUBECTL) -n $(KFP_NAMESPACE) wait --for=condition=Available deployment --all --timeout=1200s
+	# a 120 s grace period for pipeline pods (manifests/kfp/training-grace): one key of KFP's ConfigMap
+	$(KUBECTL) apply --server-side --force-conflicts --field-manager=pogona -k manifests/kfp/training-grace
 
 kfp-ui:
 	@echo "KFP UI on http://localhost:8080 (Ctrl-C to stop)"

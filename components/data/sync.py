@@ -62,8 +62,8 @@ def _remove_strays(dest: Path, manifest: Manifest, wanted: set[Path]) -> int:
     return removed
 
 
-class _StopsOnEviction:
-    """The snapshot's store, refusing to start a download once the pod is evicted: SIGTERM stops only the main
+class StopsOnEviction:
+    """A store refusing to start a download once the pod is evicted (sync and validate use it): SIGTERM stops only the main
     thread, and the download threads would otherwise fetch every queued object before the sync may exit. Downloads
     under way finish or remove their temporary file, as on any error."""
 
@@ -111,7 +111,7 @@ def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: 
     dest.mkdir(parents=True, exist_ok=True)
     wanted = {local_path(dest, entry.key) for entry in manifest.entries}
     removed = _remove_strays(dest, manifest, wanted)
-    counts = fetch_objects(_StopsOnEviction(open_store(manifest.source)),
+    counts = fetch_objects(StopsOnEviction(open_store(manifest.source)),
                            [entry.object_info() for entry in manifest.entries], dest, workers, progress)
     data_yaml = write_data_yaml(dest, manifest)
     return SyncSummary(counts.downloaded, counts.skipped, counts.bytes, time.monotonic() - started,

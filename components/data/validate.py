@@ -29,7 +29,9 @@ from components.data.dataset_layout import (DATA_YAML, NO_MODALITY, DatasetLayou
                                     read_layout)
 from components.data.near_duplicates import appearance, near_duplicate_leakage
 from components.data.snapshot import IMAGE_ROLE, LABEL_ROLE, LIST_ROLE, Manifest, ManifestEntry
+from components.data.sync import StopsOnEviction
 from components.errors import UserError
+from components.runtime.eviction import raise_if_evicted
 from components.storage import ObjectStore, fetch_objects, open_store, write_atomic
 
 _LISTED_PROBLEMS = 200
@@ -169,10 +171,16 @@ def _read(store: ObjectStore, entries: list[ManifestEntry], cache_dir: Path | No
           near_duplicates: bool) -> _Read:
     with tempfile.TemporaryDirectory(prefix="pogona-validate-") as scratch:
         local = Path(cache_dir) if cache_dir else Path(scratch)
-        fetch_objects(store, [e.object_info() for e in entries], local, workers, progress=False, label="validate")
+        fetch_objects(StopsOnEviction(store), [e.object_info() for e in entries], local, workers, progress=False,
+                      label="validate")
         images = [e for e in entries if e.role == IMAGE_ROLE]
+
+        def check(entry: ManifestEntry) -> ImageCheck:
+            raise_if_evicted()  # SIGTERM stops only the main thread: queued checks would otherwise all run first
+            return check_image(entry.key, local / entry.key, near_duplicates)
+
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            checked = list(pool.map(lambda e: check_image(e.key, local / e.key, near_duplicates), images))
+            checked = list(pool.map(check, images))
         others = {e.key: (local / e.key).read_bytes() for e in entries if e.role != IMAGE_ROLE}
     # The hashes of what was read make the snapshot checkable wherever the bucket's ETags are not MD5s.
     content = {key: hashlib.sha256(data).hexdigest() for key, data in others.items()}

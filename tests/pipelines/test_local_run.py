@@ -12,6 +12,7 @@ from kfp import dsl
 
 from components.config import RunParameters, SanityConfig, TrainConfig, run_parameter_types, run_parameters_of
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+from components.errors import UserError
 from components.storage import open_store
 from pipelines.cli import build_parser
 from components.errors import UserError
@@ -142,3 +143,21 @@ def test_the_summary_of_a_dataset_without_modalities_has_the_overall_row_only(tm
     rows = summary_table(run).splitlines()
     header = next(index for index, line in enumerate(rows) if "mAP50-95" in line)
     assert rows[header + 1].split() == ["overall", "0.900", "0.800", "0.850", "0.600"] and rows[header + 2] == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting, message", [
+    ({"epochs": 0}, "epochs 0 is out of range: a whole number >= 1"),
+    ({"sanity_imgsz": 100}, "sanity imgsz 100 is out of range: a multiple of the model's stride 32"),
+])
+def test_a_setting_out_of_range_fails_the_run_at_the_decide_step_before_the_sanity_gate(
+        local_pipeline, tmp_path, capfd, setting, message):
+    dataset, store_dir = local_pipeline
+    with pytest.raises(UserError, match="decide-training"):
+        run_local(store=str(store_dir), dataset=str(dataset), overrides={**TINY, **setting}, run_id="refused",
+                  work_dir=tmp_path / "kfp")
+    logs = capfd.readouterr()
+    assert f"UserError: {message}" in logs.out + logs.err
+    tasks_with_artifacts = {path.name for path in (tmp_path / "kfp").glob("*/*") if path.is_dir()}
+    assert tasks_with_artifacts == {"validate-dataset"}  # the sanity gate would have written its verdict
+    assert not any(open_store(str(store_dir)).list("runs/refused/"))
