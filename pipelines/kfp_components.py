@@ -22,9 +22,11 @@ from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Model, Output
 def validate_dataset(dataset_uri: str, manifest: Output[Artifact], validation_report: Output[Markdown],
                      dataset_metrics: Output[Metrics]) -> str:
     """List and check the dataset; write the snapshot manifest; return its fingerprint."""
+    from pipelines.exits import one_line_failures
     from pipelines.steps import validate_step
 
-    fingerprint, counts = validate_step(dataset_uri, manifest.path, validation_report.path)
+    with one_line_failures("validate-dataset"):
+        fingerprint, counts = validate_step(dataset_uri, manifest.path, validation_report.path)
     for name, value in counts.items():
         dataset_metrics.log_metric(name, value)
     return fingerprint
@@ -40,11 +42,13 @@ def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_u
     from collections import namedtuple
 
     from components.config import SanityConfig, TrainConfig, config_from_run
+    from pipelines.exits import one_line_failures
     from pipelines.steps import decide_training as decide
 
-    train, sanity = config_from_run(TrainConfig, locals()), config_from_run(SanityConfig, locals())
-    decision, attempt = decide(store_uri, model_name, fingerprint, code_version, train, sanity, num_gpus,
-                               skip_if_unchanged)
+    with one_line_failures("decide-training"):
+        train, sanity = config_from_run(TrainConfig, locals()), config_from_run(SanityConfig, locals())
+        decision, attempt = decide(store_uri, model_name, fingerprint, code_version, train, sanity, num_gpus,
+                                   skip_if_unchanged)
     print(decision.note)
     return namedtuple("Decision", ["train", "note", "attempt"])(decision.train, decision.note, attempt.to_json())
 
@@ -54,11 +58,13 @@ def sanity_gate(manifest: Input[Artifact], store_uri: str, model: str, base_weig
                 sanity_min_map50: float, verdict: Output[Artifact], sanity_metrics: Output[Metrics]):
     """CPU sanity gate: fails the run (no GPU time spent) when training is dead or not learning."""
     from components.config import SanityConfig, config_from_run
+    from pipelines.exits import one_line_failures
     from pipelines.steps import sanity_step
 
-    config = config_from_run(SanityConfig, locals())
-    for name, value in sanity_step(manifest.path, verdict.path, config, model, base_weights_uri,
-                                   store_uri).items():
+    with one_line_failures("sanity-gate"):
+        figures = sanity_step(manifest.path, verdict.path, config_from_run(SanityConfig, locals()), model,
+                              base_weights_uri, store_uri)
+    for name, value in figures.items():
         sanity_metrics.log_metric(name, value)
 
 
@@ -68,11 +74,13 @@ def train_detector(manifest: Input[Artifact], verdict: Input[Artifact], store_ur
                    train_metrics: Output[Metrics]):
     """Multi-epoch training; checkpoints go to the store every epoch so a retried pod resumes."""
     from components.config import TrainConfig, config_from_run
+    from pipelines.exits import one_line_failures
     from pipelines.steps import train_step
 
-    config = config_from_run(TrainConfig, locals())
-    for name, value in train_step(manifest.path, trained.path, config, num_gpus, store_uri, run_id or kfp_run_id,
-                                  kfp_run_id).items():
+    with one_line_failures("train-detector"):
+        figures = train_step(manifest.path, trained.path, config_from_run(TrainConfig, locals()), num_gpus,
+                             store_uri, run_id or kfp_run_id, kfp_run_id)
+    for name, value in figures.items():
         train_metrics.log_metric(name, value)
 
 
@@ -85,11 +93,14 @@ def evaluate_and_report(manifest: Input[Artifact], trained: Input[Model], verdic
     from pathlib import Path
 
     from components.config import PromotionConfig
+    from pipelines.exits import one_line_failures
     from pipelines.steps import analyze_step
 
     promotion = PromotionConfig(min_map50=min_map50, min_margin_map50_95=min_margin)
-    for name, value in analyze_step(manifest.path, trained.path, verdict.path, analysis.path, store_uri,
-                                    model_name, export_formats, promotion).items():
+    with one_line_failures("evaluate-and-report"):
+        figures = analyze_step(manifest.path, trained.path, verdict.path, analysis.path, store_uri, model_name,
+                               export_formats, promotion)
+    for name, value in figures.items():
         final_metrics.log_metric(name, value)
     shutil.copyfile(Path(analysis.path) / "report" / "report.html", report.path)
     shutil.copyfile(Path(analysis.path) / "report" / "report.md", run_summary.path)
@@ -105,9 +116,10 @@ def publish_model(manifest: Input[Artifact], validation_report: Input[Markdown],
 
     from components.publishing.attempts import Attempt
     from components.config import PromotionConfig
+    from pipelines.exits import one_line_failures
     from pipelines.steps import assemble_run_dir, publish_step
 
-    with tempfile.TemporaryDirectory() as work:
+    with one_line_failures("publish-model"), tempfile.TemporaryDirectory() as work:
         run_dir = assemble_run_dir(Path(work) / "run", manifest.path, validation_report.path, verdict.path,
                                    trained.path, analysis.path)
         promoted, outcome = publish_step(run_dir, store_uri, run_id or kfp_run_id, model_name,

@@ -14,9 +14,10 @@ from typing import Sequence
 
 from components.errors import UserError
 from components.log import show_logs
-from components.runtime.eviction import EVICTED_EXIT_CODE, Evicted, handle_sigterm
+from components.runtime.eviction import Evicted, handle_sigterm
 from components.storage import StorageError
 from pipelines.cli import dataset, kfp_commands, pipeline_commands, reporting, training, weights
+from pipelines.exits import ending
 
 COMMAND_GROUPS = (dataset, weights, training, reporting, pipeline_commands, kfp_commands)
 
@@ -35,13 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handle_sigterm()
     try:
         return int(args.handler(args) or 0)
-    except (UserError, StorageError) as exc:
-        print(f"pogona {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except Evicted as exc:
-        print(f"pogona {args.command}: {exc}: stopped and cleaned up; a retry goes on from what was stored",
-              file=sys.stderr)
-        return EVICTED_EXIT_CODE
+    except (UserError, StorageError, Evicted) as exc:
+        line, code = ending(args.command, exc)
+        print(line, file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"pogona {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -157,7 +157,7 @@ def test_a_setting_out_of_range_fails_the_run_at_the_decide_step_before_the_sani
         run_local(store=str(store_dir), dataset=str(dataset), overrides={**TINY, **setting}, run_id="refused",
                   work_dir=tmp_path / "kfp")
     logs = capfd.readouterr()
-    assert f"UserError: {message}" in logs.out + logs.err
+    assert f"pogona decide-training: error: {message}" in logs.out + logs.err and "Traceback" not in logs.out + logs.err
     tasks_with_artifacts = {path.name for path in (tmp_path / "kfp").glob("*/*") if path.is_dir()}
     assert tasks_with_artifacts == {"validate-dataset"}  # the sanity gate would have written its verdict
     assert not any(open_store(str(store_dir)).list("runs/refused/"))
