@@ -158,13 +158,16 @@ def _start(cluster: _Cluster) -> Radosgw:
     osd_uuid, osd_key = str(uuid.uuid4()), cluster.run("ceph-authtool", "--gen-print-key").strip()
     (root / "osd" / "0" / "keyring").write_text(f"[osd.0]\n\tkey = {osd_key}\n")
     (root / "osd-secret.json").write_text(json.dumps({"cephx_secret": osd_key}))
-    cluster.run("ceph", "osd", "new", osd_uuid, "0", "-i", str(root / "osd-secret.json"), "--connect-timeout", "20")
+    # a loaded machine can take longer than a client's default to bring the monitor up: the whole start budget
+    cluster.run("ceph", "osd", "new", osd_uuid, "0", "-i", str(root / "osd-secret.json"),
+                "--connect-timeout", f"{START_TIMEOUT:.0f}", timeout=START_TIMEOUT + 10)
     cluster.run("ceph-osd", "-i", "0", "--mkfs", "--osd-uuid", osd_uuid)
     cluster.spawn("ceph-osd", "-i", "0")
     cluster.spawn("radosgw", "-n", "client.rgw")
     endpoint = f"http://127.0.0.1:{rgw_port}"
     _wait_for_http(endpoint, cluster)
-    user = json.loads(cluster.run("radosgw-admin", "user", "create", "--uid", "pogona", "--display-name", "pogona"))
+    user = json.loads(cluster.run("radosgw-admin", "user", "create", "--uid", "pogona", "--display-name", "pogona",
+                                  timeout=START_TIMEOUT))
     keys = user["keys"][0]
     return Radosgw(endpoint, keys["access_key"], keys["secret_key"], root)
 
