@@ -2,7 +2,6 @@
 in this release (16.2), returns no additional checksums: only its ETags vouch for content."""
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ def test_a_wrong_secret_is_refused_in_one_line(radosgw_bucket: str, monkeypatch:
     assert f"{radosgw_bucket}/data" in err and "access denied (SignatureDoesNotMatch)" in err
     with pytest.raises(StorageError, match=r"access denied \(SignatureDoesNotMatch\)"):
         open_store(radosgw_bucket).download("any.bin", Path("unused"))  # the direct, hand-signed GET
-
-
-@pytest.mark.slow
-def test_listing_pages_past_a_thousand_objects(radosgw_bucket: str):
-    store = open_store(radosgw_bucket)
-    keys = [f"many/{i:05d}.txt" for i in range(1005)]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda key: store.put_bytes(key, b"."), keys))
-    assert [info.key for info in store.list("many/")] == keys
 
 
 def test_large_files_go_up_in_parts_checked_by_their_etag(radosgw_bucket: str, tmp_path: Path):

@@ -11,8 +11,9 @@ from pipelines.cli import main
 
 
 @pytest.mark.slow
-def test_listing_pages_past_a_thousand_objects(s3_bucket: str):
-    store = open_store(s3_bucket)
+@pytest.mark.parametrize("bucket", ["s3_bucket", "radosgw_bucket"])  # moto, and Ceph's radosgw
+def test_listing_pages_past_a_thousand_objects(bucket: str, request: pytest.FixtureRequest):
+    store = open_store(request.getfixturevalue(bucket))
     keys = [f"many/{i:05d}.txt" for i in range(1050)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda key: store.put_bytes(key, b"."), keys))

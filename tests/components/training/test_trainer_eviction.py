@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,18 +24,27 @@ def _saved_epoch(store: str, key: str, folder: Path) -> int:
     return torch.load(folder / "last.pt", map_location="cpu", weights_only=False)["epoch"]
 
 
+def _train_until_epoch_2_waits_behind_a_held_upload(data: Path, out: Path, store: str, s3_faults) -> subprocess.Popen:
+    """`pogona train` whose epoch-1 last.pt lands but never gets its reply (held at the proxy), returned once
+    epoch 2 has ended: its checkpoint waits behind the held upload, and no safe point comes before it is queued."""
+    s3_faults.inject_on("PUT", "checkpoints/last.pt", "hold")
+    process = start_pogona("train", "--data", str(data), "--model", "yolo11n", "--epochs", "6", "--imgsz", "64",
+                           "--batch", "16", "--device", "cpu", "--store", store, "--run-id", "r1", "--out", str(out))
+    try:
+        wait_until(s3_faults.held.is_set, process, "the upload of epoch 1's last.pt")
+        wait_until(lambda: lines_of(out / "results.csv") == 3, process, "the end of epoch 2")
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
 @pytest.mark.slow
 def test_an_evicted_training_stores_its_newest_checkpoint_says_so_and_leaves_no_staging(
         demo_dataset_dir: Path, tmp_path: Path, s3_bucket: str, s3_faults):
-    s3_faults.inject_on("PUT", "checkpoints/last.pt", "hold")  # epoch 1's last.pt lands, its reply is held
     out = tmp_path / "train"
-    process = start_pogona("train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--epochs", "6",
-                           "--imgsz", "64", "--batch", "16", "--device", "cpu", "--store", s3_bucket,
-                           "--run-id", "r1", "--out", str(out))
+    process = _train_until_epoch_2_waits_behind_a_held_upload(demo_dataset_dir, out, s3_bucket, s3_faults)
     try:
-        wait_until(s3_faults.held.is_set, process, "the upload of epoch 1's last.pt")
-        # epoch 2 ended: its checkpoint waits behind the held upload, and no safe point comes before it is queued
-        wait_until(lambda: lines_of(out / "results.csv") == 3, process, "the end of epoch 2")
         process.send_signal(signal.SIGTERM)
         s3_faults.release()
         _, stderr = process.communicate(timeout=120)
@@ -54,14 +64,9 @@ def test_an_evicted_training_stores_its_newest_checkpoint_says_so_and_leaves_no_
 def test_an_evicted_training_whose_upload_outlasts_the_grace_period_says_what_it_did_not_store(
         demo_dataset_dir: Path, tmp_path: Path, s3_bucket: str, s3_faults, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("POGONA_GRACE_SECONDS", "2")
-    s3_faults.inject_on("PUT", "checkpoints/last.pt", "hold")  # epoch 1's last.pt never gets its reply
     out = tmp_path / "train"
-    process = start_pogona("train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--epochs", "6",
-                           "--imgsz", "64", "--batch", "16", "--device", "cpu", "--store", s3_bucket,
-                           "--run-id", "r1", "--out", str(out))
+    process = _train_until_epoch_2_waits_behind_a_held_upload(demo_dataset_dir, out, s3_bucket, s3_faults)
     try:
-        wait_until(s3_faults.held.is_set, process, "the upload of epoch 1's last.pt")
-        wait_until(lambda: lines_of(out / "results.csv") == 3, process, "the end of epoch 2")
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     finally:
