@@ -26,8 +26,8 @@ images-cpu images-cuda: images-%: $(STAMP)
 	CONTAINER_ENGINE=$(CONTAINER_ENGINE) VERSION=$(lastword $(subst :, ,$(call image_name,$*))) \
 	  REVISION=$(GIT_REV) scripts/build-image.sh $* $(call image_names,$*)
 
-# Layers older than three days go first: each code change leaves ~13 GB of superseded layers behind,
-# and the newer ones are the cache of the next build.
+# Layers older than three days go first: each dependency change leaves ~13 GB of superseded layers
+# behind (a code change a few megabytes), and the newer ones are the cache of the next build.
 test-images: $(STAMP)
 	scripts/dockerd.sh
 	$(CONTAINER_ENGINE) image prune --force --filter until=72h

@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urldefrag, urlparse
@@ -95,12 +96,12 @@ def test_both_flavours_share_every_layer_before_the_torch_install():
     assert not any(stage.arguments("ARG") for stage in stages() if stage.name == "runtime")
 
 
-def test_final_stage_only_copies_what_the_build_stage_installed():
+def test_final_stage_only_copies_what_the_build_and_app_stages_installed():
     """Nor the build certificates (images/build-ca), nor the sources, nor pip's configuration reach it."""
-    assert stages()[-1].base == "runtime" and stage("build").base == "runtime"
+    assert stages()[-1].base == "runtime" and stage("build").base == "runtime" and stage("app").base == "build"
     for final in (stages()[-1], stage("runtime")):
         copies = final.arguments("COPY")
-        assert all(copy.startswith("--from=build ") for copy in copies), \
+        assert all(copy.startswith(("--from=build ", "--from=app ")) for copy in copies), \
             f"the final image copies from the build context: {copies}"
         for run in final.arguments("RUN"):
             assert not COMPILERS.search(run), f"compiler or headers in the final stage: {run}"
@@ -251,16 +252,53 @@ def test_published_runs_record_the_git_revision_the_image_was_built_from():
 
 
 LOCKED_TORCH = "$(grep -E '^(torch|torchvision)==' /src/requirements.lock)"
+CODE = ("components", "pipelines", "pyproject.toml", "README.md")
+
+
+def context_copies() -> list[tuple[str, str]]:
+    """(stage name, source) for every file or folder a stage copies from the build context."""
+    return [(stage_.name, source) for stage_ in stages() for copy in stage_.arguments("COPY")
+            if not copy.startswith("--from=") for source in copy.split()[:-1]]
+
+
+def test_a_code_change_leaves_the_dependency_layers_and_the_venv_copy_cached():
+    """The venv is built from requirements.lock and the [project] dependencies list alone; the code and
+    pyproject.toml reach only the app stage, copied into the final image after the venv."""
+    build, final = stage("build"), stages()[-1]
+    assert not [source for name, source in context_copies() if name == "build" and source in CODE], \
+        "the build stage copies the code: a code change reinstalls every dependency"
+    assert [source for name, source in context_copies() if name == "dependencies"] == ["pyproject.toml"]
+    assert "--from=dependencies /src/dependencies.txt /src/" in build.arguments("COPY")
+    assert any("--requirement /src/dependencies.txt" in run for run in build.arguments("RUN"))
+    assert {source for name, source in context_copies() if name == "app"} == set(CODE)
+    copies = final.arguments("COPY")
+    assert copies[-1] == "--from=app /opt/pogona/app /opt/pogona/app", "the project is not the last copy"
+    assert copies.index("--from=build /opt/venv /opt/venv") < len(copies) - 1
+
+
+def test_the_dependency_list_is_pyprojects_project_dependencies(tmp_path):
+    """The dependencies stage's own command, run here on the repository's pyproject.toml."""
+    run = stage("dependencies").arguments("RUN")[0]
+    command, _, output = run.rpartition(">")
+    assert output.strip() == "/src/dependencies.txt"
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    script = shlex.split(command)[-1].replace("/src/pyproject.toml", str(tmp_path / "pyproject.toml"))
+    listed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert listed.splitlines() == tomllib.loads(pyproject)["project"]["dependencies"]
 
 
 def test_images_install_every_package_at_its_locked_version():
-    """pip, torch/torchvision and the project each under requirements.lock: no version an image picks itself."""
+    """pip, torch/torchvision, the dependencies and the project each under requirements.lock, the project
+    built by the venv's locked setuptools: no version an image picks itself."""
     build = stage("build")
     assert "requirements.lock /src/" in build.arguments("COPY")
-    installs = [run for run in build.arguments("RUN") if "pip install" in run]
+    installs = [run for run in build.arguments("RUN") + stage("app").arguments("RUN") if "pip install" in run]
     assert installs[0].split()[-1] == "pip", "pip is not upgraded to the locked version first"
     assert any(run.endswith(LOCKED_TORCH) for run in installs), "torch is not the locked pair"
-    assert any(run.endswith(" /src") and "--build-constraint /src/requirements.lock" in run for run in installs)
+    assert any("--requirement /src/dependencies.txt setuptools" in run for run in installs), \
+        "the build backend is not installed at its locked version"
+    assert any(run.endswith(" /src") and "--no-deps --no-build-isolation" in run for run in installs)
     for run in installs:
         assert "--constraint /src/requirements.lock" in run, f"unconstrained install: {run}"
 
@@ -287,11 +325,10 @@ def test_build_context_holds_the_copied_sources_and_not_the_venv():
     patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     assert ignored_by_dockerignore(".venv/bin/python", patterns)
-    for copy in stage("build").arguments("COPY"):
-        for source in copy.split()[:-1]:
-            assert not ignored_by_dockerignore(source, patterns), \
-                f"COPY {source} is left out of the build context by .dockerignore"
-            assert (REPO / source).exists(), f"COPY {source}: no such path"
+    for _, source in context_copies():
+        assert not ignored_by_dockerignore(source, patterns), \
+            f"COPY {source} is left out of the build context by .dockerignore"
+        assert (REPO / source).exists(), f"COPY {source}: no such path"
 
 
 def test_make_images_tags_what_the_pipeline_compiles_with(monkeypatch):
@@ -322,10 +359,9 @@ def test_make_images_tags_what_the_pipeline_compiles_with(monkeypatch):
 
 def test_every_source_an_image_copies_is_part_of_its_tag():
     """But the build certificates: the build stage alone reads them, and they differ between builders."""
-    for copy in stage("build").arguments("COPY"):
-        for source in copy.split()[:-1]:
-            assert source in images.IMAGE_SOURCES or source == "images/build-ca", \
-                f"COPY {source} does not change the image tag"
+    for _, source in context_copies():
+        assert source in images.IMAGE_SOURCES or source == "images/build-ca", \
+            f"COPY {source} does not change the image tag"
 
 
 def test_the_image_tag_changes_with_the_code_and_only_with_it(tmp_path):

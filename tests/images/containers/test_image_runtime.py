@@ -5,6 +5,7 @@ Needs the images `make images` built under the names the pipeline compiles with 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -54,6 +55,21 @@ def test_cpu_image_runs_the_cli_and_writes_where_it_must_under_any_uid_in_group_
     assert uid == (int(OPENSHIFT_USER.split(":")[0]) if user else 10001)
     help_text = run_in(images.cpu_image(), "pogona", "--help", user=user)
     assert help_text.returncode == 0 and "usage: pogona" in help_text.stdout
+
+
+@pytest.mark.parametrize("flavour", images.FLAVOURS)
+def test_the_project_installed_apart_from_its_dependencies_imports_and_knows_its_version(flavour):
+    """/opt/pogona/app, the image's small last layer: on the venv's path, its console script on PATH
+    and run by the venv's python, its dist-info answering importlib.metadata (components/version.py)."""
+    script = ("import importlib.metadata, shutil, components; "
+              "print(importlib.metadata.version('pogona'), shutil.which('pogona'), components.__file__)")
+    result = run_in(images.image_name(flavour), "python", "-c", script)
+    assert result.returncode == 0, result.stderr
+    version, console_script, package = result.stdout.split()[-3:]
+    assert version == images.project_version()
+    assert console_script == "/opt/pogona/app/bin/pogona" and package.startswith("/opt/pogona/app/components/")
+    shebang = run_in(images.image_name(flavour), "head", "-n1", console_script)
+    assert re.fullmatch(r"#!/opt/venv/bin/python3?(\.\d+)?", shebang.stdout.strip()), shebang.stdout
 
 
 @pytest.mark.parametrize("flavour", images.FLAVOURS)
