@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from components.config import SanityConfig, TrainConfig
+from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.data.sync import materialize, snapshot_cache, sync_snapshot
 from components.data.validate import validate_dataset
 from components.errors import UserError
 from components.publishing import attempts
 from components.storage import open_store
-from pipelines.steps import analyze_step, decide_training, sanity_step, train_step, training_attempt, validate_step
+from pipelines.steps import (analyze_step, decide_training, publish_step, sanity_step, train_step, training_attempt,
+                            validate_step)
+from published_runs import make_run
 
 
 def test_the_decide_component_gets_the_skip_rule_through_its_doors(tmp_path):
@@ -23,6 +25,18 @@ def test_the_decide_component_gets_the_skip_rule_through_its_doors(tmp_path):
     attempts.record_attempt(open_store(str(tmp_path)), "pogona-head", attempt, "night-1", promoted=True, reason="ok")
     decision = decide_training(str(tmp_path), "pogona-head", attempt, skip_if_unchanged=True)
     assert decision == attempts.decide_training(str(tmp_path), "pogona-head", attempt, True) and not decision.train
+
+
+def test_a_run_that_is_not_promoted_still_spares_the_next_night_from_training_it_again(tmp_path):
+    store = str(tmp_path / "store")
+    attempt = training_attempt("fp-abc", "code-1", TrainConfig(), "1")
+    assert decide_training(store, "pogona-head", attempt, skip_if_unchanged=True).train
+    promoted, note = publish_step(make_run(tmp_path / "night-1", map50=0.90, map50_95=0.70), store, "night-1",
+                                  "pogona-head", PromotionConfig(), attempt)
+    assert not promoted and note == "not promoted: mAP50 0.9000 is below the floor 0.9500"
+    next_night = decide_training(store, "pogona-head", training_attempt("fp-abc", "code-1", TrainConfig(), "1"), True)
+    assert not next_night.train
+    assert next_night.note.startswith("run night-1 (not promoted: mAP50 0.9000 is below the floor 0.9500; ")
 
 
 def test_validation_leaves_the_snapshot_cached_so_later_steps_download_nothing(demo_dataset_dir, tmp_path,

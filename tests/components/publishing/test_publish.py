@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -15,38 +14,10 @@ from typing import Any, Callable
 import pytest
 
 from components.config import PromotionConfig
-from components.publishing.publish import promote, publish_run, read_champion
+from components.publishing.publish import MAX_DECISION_ATTEMPTS, promote, publish_run, read_champion
 from components.storage import FolderStore, ObjectStore, StorageError, open_store
+from published_runs import FIXTURES, make_run
 from results_table import SPLIT_PEAKS, write_results
-
-FIXTURES = Path(__file__).parents[1] / "fixtures"
-
-
-def make_run(root: Path, map50: float, map50_95: float, fingerprint: str = "fp-1") -> Path:
-    """A pogona working dir as the pipeline leaves it (weights, results, sanity, evaluation, report, manifest)."""
-    train = root / "train"
-    (train / "weights").mkdir(parents=True)
-    (train / "weights" / "best.pt").write_bytes(f"best {root.name}".encode() * 1000)
-    (train / "weights" / "last.pt").write_bytes(f"last {root.name}".encode() * 1000)
-    for name in ("results.csv", "args.yaml"):
-        shutil.copy(FIXTURES / "converged_early" / name, train / name)
-    (root / "evaluation").mkdir()
-    (root / "evaluation" / "evaluation.json").write_text(json.dumps({
-        "overall": {"precision": 0.97, "recall": 0.96, "map50": map50, "map50_95": map50_95},
-        "by_modality": {"thermal": {"map50": map50, "map50_95": map50_95}}}))
-    (root / "evaluation" / "pr_curve.png").write_bytes(b"png")
-    (root / "evaluation" / "evaluation-work").mkdir()  # scratch validation runs: not part of the run
-    (root / "evaluation" / "evaluation-work" / "data.yaml").write_text("names: {0: pogona_head}\n")
-    (root / "sanity" / "sanity-run" / "weights").mkdir(parents=True)
-    (root / "sanity" / "verdict.json").write_text(json.dumps({"verdict": "healthy", "epochs": []}))
-    (root / "sanity" / "sanity-run" / "weights" / "best.pt").write_bytes(b"sanity weights")
-    (root / "report").mkdir()
-    (root / "report" / "report.md").write_text("# report\n")
-    (root / "manifest.json").write_text(json.dumps({"fingerprint": fingerprint, "source": "s3://lab/datasets/p"}))
-    (root / "data" / "images").mkdir(parents=True)  # the synced dataset: never re-uploaded
-    (root / "data" / "images" / "a.jpg").write_bytes(b"jpg")
-    return root
-
 
 @pytest.fixture(params=["folder", "s3"])
 def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -296,3 +267,39 @@ def test_publishing_again_uploads_only_the_files_that_changed(tmp_path: Path) ->
     assert store.uploaded == ["runs/run-1/report/report.md"]
     assert store.get_bytes("runs/run-1/report/report.md") == b"# report, rewritten\n"
     assert "runs/run-1/train/weights/best.pt" in {f"runs/run-1/{name}" for name in result.uploaded}
+
+
+def test_a_challenger_exactly_at_the_floor_passes_it_and_one_just_below_does_not(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    floor = PromotionConfig(min_map50=0.95)
+    below = publish_run(make_run(tmp_path / "below", map50=0.9499, map50_95=0.80), store, "below", promotion=floor)
+    assert not below.promoted and "mAP50 0.9499 is below the floor 0.9500" in below.reason
+    at_floor = publish_run(make_run(tmp_path / "at", map50=0.95, map50_95=0.80), store, "at", promotion=floor)
+    assert at_floor.promoted and at_floor.reason == "no champion yet; mAP50 0.9500 passes the floor"
+    assert read_champion(store, "pogona-head")["run_id"] == "at"
+
+
+class RivalWritesFirst(FolderStore):
+    """A store where another run swaps the production pointer just before each of this run's pointer writes,
+    so every conditional write loses its condition."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.pointer_writes = 0
+
+    def put_json(self, key: str, value: Any, **conditions: Any):
+        if key.endswith("production.json") and conditions:
+            self.pointer_writes += 1
+            rival = {**candidate(f"rival-{self.pointer_writes}", 0.10), "promoted_at": "2026-12-01T02:00:00+00:00",
+                     "previous_run_id": None}
+            super().put_json(key, rival)
+        return super().put_json(key, value, **conditions)
+
+
+def test_a_pointer_that_keeps_changing_ends_the_decision_after_its_attempts(tmp_path: Path) -> None:
+    store = RivalWritesFirst(tmp_path / "store")
+    with pytest.raises(StorageError, match="production.json kept changing over 10 attempts; publish again"):
+        promote(store, "pogona-head", candidate("late", 0.80), PromotionConfig())
+    assert store.pointer_writes == MAX_DECISION_ATTEMPTS == 10
+    assert read_champion(store, "pogona-head")["run_id"] == "rival-10"
+    assert all(record["run_id"] != "late" for record in history(store))
