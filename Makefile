@@ -8,7 +8,7 @@ LOCK   := requirements.lock
 # The newest releases pyproject.toml admits, in a venv of their own (`make test-latest`, `make lock`).
 LATEST := .venv-latest
 
-.PHONY: venv demo test test-fast test-latest lock bench clean
+.PHONY: venv demo test test-fast test-latest lock bench mutation clean
 
 # pip itself first, at the locked version: older pips know no --build-constraint, and without it
 # the isolated build of an sdist would take whatever setuptools is newest.
@@ -69,6 +69,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/batch_policy.py
 	$(BIN)/python bench/gpu.py
+
+# Mutation testing of the rule modules ([tool.mutmut] in pyproject.toml): each mutant reruns the tests that
+# reach it, so this takes long and is no part of `make test`. mutmut keeps its results in mutants/ and resumes
+# from them; scripts/mutation_score.py prints the score per module and fails below 90%.
+MUTATION_JOBS ?= 2
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet --constraint $(LOCK) --build-constraint $(LOCK) -e '.[test,bench,mutation]'
+	$(BIN)/mutmut run --max-children $(MUTATION_JOBS)
+	$(BIN)/python scripts/mutation_score.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pogona

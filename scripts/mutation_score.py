@@ -1,0 +1,61 @@
+"""Print the mutation score of each rule module after `mutmut run` (`make mutation`), and fail below the bar.
+
+The score counts the mutants that change behaviour: a survivor the "Mutation" section of docs/benchmarks.md
+lists as equivalent (its name in the first column, the reason beside it) is left out. Every other survivor
+fails the module, and so does a score below 90%.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+REPO = Path(__file__).resolve().parents[1]
+BAR = 0.90
+DETECTED = {"killed", "timeout", "caught by type check", "segfault"}
+EQUIVALENT_ROW = re.compile(r"^\| `(?P<name>[\w.]+__mutmut_\d+)` \|")
+
+
+def equivalent_mutants(benchmarks: Path) -> set[str]:
+    """Mutant names in the table rows of the Mutation section of docs/benchmarks.md."""
+    section = benchmarks.read_text().split("\n## Mutation\n", 1)
+    lines = section[1].split("\n## ", 1)[0].splitlines() if len(section) == 2 else []
+    return {match["name"] for line in lines if (match := EQUIVALENT_ROW.match(line))}
+
+
+def module_statuses(source: str) -> dict[str, str]:
+    """mutmut's verdict on each mutant of one source file, by mutant name."""
+    meta = REPO / "mutants" / f"{source}.meta"
+    if not meta.is_file():
+        raise SystemExit(f"{meta}: no mutmut results for {source}; run `mutmut run` first")
+    exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return {name: status_by_exit_code[code] for name, code in exit_codes.items()}
+
+
+def main() -> int:
+    sources = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]["source_paths"]
+    equivalent = equivalent_mutants(REPO / "docs" / "benchmarks.md")
+    failed = False
+    print(f"{'module':42} {'mutants':>8} {'equiv.':>7} {'killed':>7} {'score':>7}  survivors")
+    for source in sources:
+        statuses = module_statuses(source)
+        counted = {name: status for name, status in statuses.items() if name not in equivalent}
+        killed = sum(status in DETECTED for status in counted.values())
+        survivors = sorted(name for name, status in counted.items() if status not in DETECTED)
+        score = killed / len(counted) if counted else 1.0
+        failed |= score < BAR
+        listed = ", ".join(f"{name.rsplit('.', 1)[1]} ({counted[name]})" for name in survivors) or "-"
+        print(f"{source:42} {len(statuses):>8} {len(statuses) - len(counted):>7} {killed:>7} {score:>7.1%}  {listed}")
+    if failed:
+        print(f"a module scores below {BAR:.0%}: kill its survivors or list the equivalent ones in docs/benchmarks.md",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
