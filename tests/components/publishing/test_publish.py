@@ -98,6 +98,7 @@ def candidate(run_id: str, map50_95: float) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.rules
 def test_equal_challengers_finishing_together_leave_exactly_one_winner(store_uri: str) -> None:
     outcomes = run_together(6, lambda i: promote(open_store(store_uri), "pogona-head", candidate(f"r{i}", 0.8),
                                                  PromotionConfig()))
@@ -164,6 +165,7 @@ def test_publish_cut_off_on_s3_leaves_the_champion_as_it_was(tmp_path: Path, s3_
 
 
 @pytest.mark.slow
+@pytest.mark.rules
 def test_a_pointer_write_applied_before_a_reset_is_reported_as_promoted(tmp_path: Path, s3_bucket: str,
                                                                        s3_faults) -> None:
     # S3 applies each conditional PUT of the pointer, the reply is lost, and the retry fails its own condition

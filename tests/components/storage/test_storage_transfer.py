@@ -125,3 +125,21 @@ def test_objects_with_crt_checksums_are_verified_by_them(algorithm: str, s3_buck
     s3_faults.inject("corrupt")
     with pytest.raises(StorageError, match=rf"crt\.bin: downloaded content does not match its {algorithm} checksum"):
         store.download("crt.bin", tmp_path / "tampered.bin", info)
+
+
+def test_without_checksums_or_sha256_the_md5_etag_catches_a_same_size_tampered_copy(s3_bucket: str, s3_faults,
+                                                                                      tmp_path: Path):
+    import boto3
+    from botocore.config import Config
+
+    content = os.urandom(20_000)  # uploaded by a client that adds no checksum, to a plain bucket
+    boto3.client("s3", config=Config(request_checksum_calculation="when_required")).put_object(
+        Bucket=s3_bucket.removeprefix("s3://"), Key="plain.jpg", Body=content)
+    store = open_store(s3_bucket)
+    listed = store.head("plain.jpg")
+    assert listed.checksum is None and listed.sha256 is None and listed.etag == hashlib.md5(content).hexdigest()
+    s3_faults.inject("corrupt")  # one byte flipped: the size is right, only the MD5 can tell
+    with pytest.raises(StorageError, match=r"plain\.jpg: downloaded content does not match its MD5 ETag"):
+        store.download("plain.jpg", tmp_path / "plain.jpg", listed)
+    assert not (tmp_path / "plain.jpg").exists()
+    assert store.download("plain.jpg", tmp_path / "plain.jpg", listed) == len(content)

@@ -123,6 +123,7 @@ print(json.dumps(outcomes))
 
 
 @pytest.mark.slow
+@pytest.mark.rules
 def test_ranks_of_a_ddp_run_reach_the_same_verdict_at_the_same_step(tmp_path):
     healthy, zero_box, nan, all_zero = (1.2, 0.6, 1.1), (0.0, 0.4, 0.0), (1.0, float("nan"), 1.0), (0.0, 0.0, 0.0)
     scenarios = {
