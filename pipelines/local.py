@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components import layout
 from components.config import RunParameters
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
@@ -20,7 +21,6 @@ from components.log import LOG
 from components.storage import FolderStore, open_store
 
 DEFAULT_STORE = ".pogona/store"
-DEMO_DATASET_KEY = "datasets/demo"
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
                               "run_id": run_id or _new_run_id()}
     if demo:
         scale = DemoScale()
-        dataset = dataset or f"{store_uri}/{DEMO_DATASET_KEY}"
+        dataset = dataset or f"{store_uri}/{layout.DEMO_DATASET}"
         _ensure_demo_dataset(dataset, scale.dataset)
         params.update(scale.pipeline_parameters())
     if not dataset:
@@ -106,13 +106,12 @@ def _ensure_demo_dataset(dataset: str, spec: DemoSpec) -> None:
 def _collect(run_id: str, store_uri: str, model_name: str, seconds: float) -> LocalRun:
     store = open_store(store_uri)
     result = LocalRun(run_id=run_id, store_uri=store_uri, seconds=seconds)
-    if store.exists(f"runs/{run_id}/metrics.json"):
-        result.metrics = store.get_json(f"runs/{run_id}/metrics.json")
-        result.sanity_verdict = store.get_json(f"runs/{run_id}/sanity/verdict.json")["verdict"]
+    if (metrics := store.get_json(layout.run_metrics(run_id), missing_ok=True)) is not None:
+        result.metrics = metrics
+        result.sanity_verdict = store.get_json(layout.run_sanity_verdict(run_id))["verdict"]
     else:
         result.skipped = True
-    if store.exists(f"models/{model_name}/production.json"):
-        result.champion = store.get_json(f"models/{model_name}/production.json")
+    result.champion = store.get_json(layout.production(model_name), missing_ok=True)
     return result
 
 
@@ -138,7 +137,7 @@ def summary_table(run: LocalRun) -> str:
         lines += ["", f"{'promoted':<24}{'yes' if promoted else 'no'}"]
     base = open_store(run.store_uri)
     if not run.skipped:
-        report = f"runs/{run.run_id}/report/report.html"
+        report = layout.run_report(run.run_id)
         lines.append(f"{'report':<24}{base.root / report if isinstance(base, FolderStore) else base.url(report)}")
     if run.champion:
         lines.append(f"{'production model':<24}{run.champion.get('weights_uri')}")

@@ -7,7 +7,9 @@ the request and then closes without a reply, "corrupt" flips one byte of the rea
 "hold" sends the headers and half the body, then waits for `release()`. `inject_on(method,
 path_part, fault)` saves a fault for the first request of that method whose path contains
 `path_part`. `fail_after(n)` lets n requests through and answers 403 to every later one (a sync
-dying part-way through); `heal()` ends that.
+dying part-way through); `heal()` ends that. `at_random(fault, probability, method)` gives each
+later request (of that method, or any) that fault with that probability, drawn from a seeded
+generator: a throttling, flaky server (`at_random("503", 0.2)`, `at_random("truncate", 0.05, "GET")`).
 
 `encrypted = True` makes the proxy answer as a bucket with SSE-KMS does: every ETag becomes a
 value that is not the content's MD5 (consistently, so conditional requests still work) and
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import random
 import re
 import socket
 import threading
@@ -35,6 +38,9 @@ class FaultProxy:
         self.requests = 0
         self.passed_limit: int | None = None
         self.targeted: list[tuple[str, str, str]] = []
+        self.random_faults: list[tuple[str, float, str | None]] = []
+        self.injected: dict[str, int] = {}  # faults given at random, by kind
+        self._random = random.Random(21)
         self.encrypted = False
         self.held = threading.Event()  # set when a "hold" fault has sent half its body
         self._release = threading.Event()
@@ -55,6 +61,10 @@ class FaultProxy:
     def inject_on(self, method: str, path_part: str, fault: str) -> None:
         with self._lock:
             self.targeted.append((method, path_part, fault))
+
+    def at_random(self, fault: str, probability: float, method: str | None = None) -> None:
+        with self._lock:
+            self.random_faults.append((fault, probability, method))
 
     def release(self) -> None:
         """Let a held reply finish."""
@@ -88,6 +98,10 @@ class FaultProxy:
                 return self.faults.popleft()
             if self.passed_limit is not None and self.requests > self.passed_limit:
                 return "403"
+            for fault, probability, wanted_method in self.random_faults:
+                if wanted_method in (None, method) and self._random.random() < probability:
+                    self.injected[fault] = self.injected.get(fault, 0) + 1
+                    return fault
             return None
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

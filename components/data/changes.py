@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components import layout
 from components.errors import UserError
 from components.data.snapshot import IMAGE_ROLE, LABEL_ROLE, Manifest, ManifestEntry
 from components.storage import StorageError, open_store, write_atomic
@@ -72,7 +73,7 @@ def changes_since_champion(store_uri: str, champion: dict[str, Any] | None, mani
     why nothing could be compared when there is no champion or its manifest cannot be read."""
     if champion is None:
         return SnapshotChanges("no production model yet: nothing to compare with")
-    key = f"runs/{champion.get('run_id')}/manifest.json"
+    key = layout.run_manifest(champion.get('run_id'))
     store = open_store(store_uri)
     where = store.url(key)
     try:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from components import layout
 from components.config import TrainConfig
 from components.storage import ObjectStore, open_store
 
@@ -65,19 +66,18 @@ def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_u
     earlier = find_attempt(store, model_name, attempt)
     if earlier is None:
         return TrainingDecision(True, f"no run of {model_name} has trained {what} yet: training")
-    snapshot = store.url(f"runs/{earlier.get('run_id')}/manifest.json")
+    snapshot = store.url(layout.run_manifest(earlier.get('run_id')))
     return TrainingDecision(False, f"{describe(earlier)} already trained {what} (its snapshot {snapshot}): "
                                    "training skipped (skip_if_unchanged=false trains anyway)")
 
 
 def _attempt_key(model_name: str, attempt: Attempt) -> str:
-    return f"models/{model_name}/attempts/{attempt.key}.json"
+    return layout.attempt(model_name, attempt.key)
 
 
 def find_attempt(store: ObjectStore, model_name: str, attempt: Attempt) -> dict[str, Any] | None:
     """The record of an earlier run with exactly this attempt, or None."""
-    key = _attempt_key(model_name, attempt)
-    return store.get_json(key) if store.exists(key) else None
+    return store.get_json(_attempt_key(model_name, attempt), missing_ok=True)
 
 
 def record_attempt(store: ObjectStore, model_name: str, attempt: Attempt, run_id: str, promoted: bool,

@@ -13,6 +13,7 @@ to the write itself.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from components import layout
 from components.config import MODEL_NAME, PromotionConfig
 from components.errors import UserError
 from components.metrics.artifacts import Evaluation, read_json
@@ -50,13 +52,8 @@ class PublishResult:
     reason: str
 
 
-def _pointer_key(model_name: str) -> str:
-    return f"models/{model_name}/production.json"
-
-
 def _history_key(model_name: str, record: dict[str, Any]) -> str:
-    stamp = datetime.fromisoformat(record["promoted_at"]).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"models/{model_name}/history/{stamp}-{record['run_id']}.json"
+    return layout.history(model_name, datetime.fromisoformat(record["promoted_at"]), record["run_id"])
 
 
 def _files(root: Path, recursive: bool = True) -> list[Path]:
@@ -110,8 +107,7 @@ def decide(challenger: dict[str, float], champion: dict[str, Any] | None, promot
 def read_champion(store: str | ObjectStore, model_name: str) -> dict[str, Any] | None:
     """The current production pointer of a model, or None when nothing was promoted yet."""
     store = open_store(store) if isinstance(store, str) else store
-    key = _pointer_key(model_name)
-    return store.get_json(key) if store.exists(key) else None
+    return store.get_json(layout.production(model_name), missing_ok=True)
 
 
 def _keep_history(store: ObjectStore, model_name: str, record: dict[str, Any]) -> None:
@@ -123,7 +119,7 @@ def _keep_history(store: ObjectStore, model_name: str, record: dict[str, Any]) -
 def promote(store: ObjectStore, model_name: str, candidate: dict[str, Any],
             promotion: PromotionConfig) -> tuple[Decision, dict[str, Any] | None]:
     """Decide against the champion and swap the pointer conditionally; on a lost race, re-read and decide again."""
-    key = _pointer_key(model_name)
+    key = layout.production(model_name)
     attempted: tuple[Decision, dict[str, Any]] | None = None  # the last pointer write that lost its condition
     for _ in range(MAX_DECISION_ATTEMPTS):
         current = store.head(key)  # the ETag first: content read after it can only be newer, never older
@@ -163,15 +159,20 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
     train_dir, files = _run_layout(run_dir)
     overall, by_modality = _challenger_metrics(run_dir, train_dir)  # a broken input fails before any upload
     manifest = read_json(run_dir / "manifest.json", "snapshot manifest") if (run_dir / "manifest.json").is_file() else {}
-    prefix = f"runs/{run_id}"
+    prefix = layout.run(run_id)
     published = {info.key: info for info in store.list(f"{prefix}/")}  # a publish run again after a failure
     hashes = {}
     for relative, path in files.items():
-        key = f"{prefix}/{relative}"
-        if not store.holds(path, published.get(key)):
-            store.upload_file(path, key)
-        if path.suffix in HASHED_SUFFIXES:
-            hashes[relative] = sha256_file(path)
+        key = layout.run_file(run_id, relative)
+        hashed = path.suffix in HASHED_SUFFIXES
+        if store.holds(path, published.get(key)):  # published by an earlier try: read it once more to hash it
+            if hashed:
+                hashes[relative] = sha256_file(path)
+            continue
+        digest = hashlib.sha256()
+        store.upload_file(path, key, digests=(digest,) if hashed else ())
+        if hashed:
+            hashes[relative] = digest.hexdigest()
 
     args_path = train_dir / "args.yaml"
     metrics = {
@@ -180,10 +181,10 @@ def publish_run(run_dir: Path, store: str | ObjectStore, run_id: str, model_name
         "hyperparameters": yaml.safe_load(args_path.read_text()) if args_path.is_file() else {},
         "code_version": code_version(), "sha256": hashes,
     }
-    store.put_json(f"{prefix}/metrics.json", metrics)
+    store.put_json(layout.run_metrics(run_id), metrics)
 
     candidate = {"model_name": model_name, "run_id": run_id, "metrics": overall,
-                 "weights_uri": store.url(f"{prefix}/train/weights/best.pt"),
-                 "sha256": hashes["train/weights/best.pt"], "dataset_fingerprint": manifest.get("fingerprint")}
+                 "weights_uri": store.url(layout.run_file(run_id, layout.BEST_WEIGHTS)),
+                 "sha256": hashes[layout.BEST_WEIGHTS], "dataset_fingerprint": manifest.get("fingerprint")}
     decision, _ = promote(store, model_name, candidate, promotion)
     return PublishResult(store.url(prefix), tuple(files), decision.promote, decision.reason)

@@ -17,7 +17,7 @@ from components.errors import UserError
 from components.log import LOG
 from components.storage.interface import ObjectStore
 from components.storage.objects import ObjectInfo
-from components.storage.transfer import file_matches
+from components.storage.checksums import file_matches
 
 
 @dataclass(frozen=True)

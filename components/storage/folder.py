@@ -7,12 +7,12 @@ import fcntl
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
-from components.storage.interface import ObjectStore
-from components.storage.objects import ObjectInfo, PreconditionFailed, StorageError
-from components.storage.transfer import (LOCK_SUFFIX, TEMPORARY_SUFFIXES, content_checks, file_chunks, hashing,
-                                         md5_etag, write_atomic, write_verified)
+from components.storage.atomic import LOCK_SUFFIX, TEMPORARY_SUFFIXES, write_atomic, write_verified
+from components.storage.checksums import Hasher, content_checks, file_chunks, hashing, md5_etag
+from components.storage.interface import NoSuchObject, ObjectStore, PreconditionFailed
+from components.storage.objects import ObjectInfo, StorageError
 
 
 class FolderStore(ObjectStore):
@@ -32,9 +32,9 @@ class FolderStore(ObjectStore):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = self._path(prefix) if prefix else self.root
-        start = base if base.is_dir() else base.parent
-        if not start.exists():
-            return
+        start = base if base.is_dir() or base == self.root else base.parent  # never above the root
+        if not start.is_dir():
+            return  # a store not written yet (`dataset push --to` a new folder) holds nothing
         for path in sorted(start.rglob("*")):
             if not path.is_file() or path.name.endswith(TEMPORARY_SUFFIXES):
                 continue
@@ -58,16 +58,19 @@ class FolderStore(ObjectStore):
         return write_verified(dest, file_chunks(src), f"{self.url(key)} changed since the snapshot",
                               expected.size if expected else None, checks)
 
-    def upload_file(self, src: Path, key: str) -> ObjectInfo:
+    def upload_file(self, src: Path, key: str, digests: Sequence[Hasher] = ()) -> ObjectInfo:
         """Copy `src` in atomically; its ETag (the MD5) is computed while the bytes pass."""
         md5 = hashlib.md5()
-        size = write_verified(self._path(key), hashing(file_chunks(src), md5), self.url(key))
+        chunks = file_chunks(src)
+        for digest in (md5, *digests):
+            chunks = hashing(chunks, digest)
+        size = write_verified(self._path(key), chunks, self.url(key))
         return ObjectInfo(key, size, md5.hexdigest())
 
     def get_bytes(self, key: str) -> bytes:
         path = self._path(key)
         if not path.is_file():
-            raise StorageError(f"{self.url(key)} does not exist")
+            raise NoSuchObject(f"{self.url(key)} does not exist")
         return path.read_bytes()
 
     @contextlib.contextmanager

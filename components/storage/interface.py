@@ -1,48 +1,75 @@
-"""The surface every backend offers: keys are '/'-separated and relative to the store's root."""
+"""The surface every backend offers, and the errors of its operations.
+
+Keys are '/'-separated and relative to the store's root (`components.layout` builds them).
+"""
 
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
+from components.storage.checksums import Hasher, file_matches
 from components.storage.objects import ObjectInfo, StorageError
-from components.storage.transfer import file_matches
 
 
-class ObjectStore:
-    """Common surface; `key`s are '/'-separated and relative to the store's root."""
+class PreconditionFailed(StorageError):
+    """A conditional write lost (`put_bytes` with `if_match` / `if_none_match`): the object changed since
+    it was read."""
+
+
+class NoSuchObject(StorageError):
+    """A read (`get_bytes`, `get_json`) of a key that holds no object."""
+
+
+class ObjectStore(abc.ABC):
+    """An object store: S3 (`S3Store`) or a local folder laid out like a bucket (`FolderStore`)."""
 
     uri: str
 
     def url(self, key: str) -> str:
+        """The full URI of `key`, as error lines and records name it."""
         return f"{self.uri.rstrip('/')}/{key.lstrip('/')}"
 
+    @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        raise NotImplementedError
+        """Every object whose key starts with `prefix`, with its size and ETag (no checksum: a listing has none)."""
 
+    @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
-        raise NotImplementedError
+        """The object's size, ETag and (where the server keeps one) full-object checksum; None when missing."""
 
+    @abc.abstractmethod
     def download(self, key: str, dest: Path, expected: ObjectInfo | None = None) -> int:
-        """Copy one object to `dest` atomically, verifying size and ETag; returns bytes written."""
-        raise NotImplementedError
+        """Copy one object to `dest` atomically, verified by size and content; returns the bytes written.
 
-    def upload_file(self, src: Path, key: str) -> ObjectInfo:
-        raise NotImplementedError
+        With `expected` (a snapshot's entry), an object changed since the snapshot is refused and
+        `dest` is left as it was."""
 
+    @abc.abstractmethod
+    def upload_file(self, src: Path, key: str, digests: Sequence[Hasher] = ()) -> ObjectInfo:
+        """Store a local file under `key`, checked to have arrived whole; returns what the store now holds.
+
+        Each of `digests` (hashlib-like) is fed every byte as it is read, so a caller that also needs the
+        file's hash (publish's sha256 of best.pt) reads the file once."""
+
+    @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes:
-        raise NotImplementedError
+        """The whole content of a small object (a JSON record); `NoSuchObject` when there is none."""
 
+    @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
                   if_none_match: bool = False) -> ObjectInfo:
-        """Write an object; `if_match` (ETag) or `if_none_match` make it conditional."""
-        raise NotImplementedError
+        """Write an object whole. `if_match` (an ETag) writes only over that version, `if_none_match` only
+        where there is none; a write that loses raises `PreconditionFailed`."""
 
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
-        raise NotImplementedError
+        """Remove an object; removing one that is not there is no error."""
 
     def exists(self, key: str) -> bool:
+        """True when an object is stored under `key` (one HEAD)."""
         return self.head(key) is not None
 
     def holds(self, path: Path, listed: ObjectInfo | None) -> bool:
@@ -58,13 +85,22 @@ class ObjectStore:
         held = self.head(listed.key)
         return held is not None and held.checksum is not None and file_matches(path, held)
 
-    def get_json(self, key: str) -> Any:
-        data = self.get_bytes(key)
+    def get_json(self, key: str, *, missing_ok: bool = False) -> Any:
+        """The JSON document stored under `key`. A missing one raises `NoSuchObject`, or with `missing_ok` is
+        None: one GET where `exists()` then a read would take two requests."""
+        try:
+            data = self.get_bytes(key)
+        except NoSuchObject:
+            if missing_ok:
+                return None
+            raise
         try:
             return json.loads(data)
         except json.JSONDecodeError as exc:
             raise StorageError(f"{self.url(key)} is not valid JSON: {exc}") from exc
 
     def put_json(self, key: str, value: Any, **conditions: Any) -> ObjectInfo:
+        """Write `value` as indented, key-sorted JSON (readable, and the same bytes for the same value);
+        `conditions` as `put_bytes` takes them."""
         data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
         return self.put_bytes(key, data, **conditions)

@@ -1,7 +1,7 @@
-"""What every part of storage speaks in: an object's description and the errors a store raises.
+"""What every part of storage speaks in: an object's description and the error every store raises.
 
-Kept apart from the `ObjectStore` interface so that the transfer code, which the interface
-uses, can name them too.
+Kept apart from the `ObjectStore` interface so that the checksum and atomic-write modules, which
+the interface and the backends use, can name them too.
 """
 
 from __future__ import annotations
@@ -11,10 +11,6 @@ from dataclasses import dataclass
 
 class StorageError(RuntimeError):
     """A storage failure explained in one line (what, where, and the likely cause)."""
-
-
-class PreconditionFailed(StorageError):
-    """A conditional write lost: the object changed since it was read."""
 
 
 @dataclass(frozen=True)

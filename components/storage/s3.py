@@ -10,35 +10,38 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import quote, urlparse
 
-from components.storage.interface import ObjectStore
-from components.storage.objects import ObjectInfo, PreconditionFailed, StorageError
-from components.storage.transfer import (READ_CHUNK, Crc, base64_text, content_checks, multipart_etag,
-                                         server_checksum, with_retries, write_verified)
+from components.storage.atomic import write_verified
+from components.storage.checksums import READ_CHUNK, Crc, Hasher, base64_text, content_checks, multipart_etag, server_checksum
+from components.storage.interface import NoSuchObject, ObjectStore, PreconditionFailed
+from components.storage.objects import ObjectInfo, StorageError
+from components.storage.retries import RetriesExhausted, RetryPolicy, Throttle, with_retries
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 16 * 1024 * 1024
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _T = TypeVar("_T")
 
 
 class S3Store(ObjectStore):
     """`s3://bucket/prefix` through boto3; endpoint, keys and region from the standard AWS variables."""
 
-    def __init__(self, uri: str, *, attempts: int = 5, multipart_threshold: int = MULTIPART_THRESHOLD,
-                 multipart_chunk: int = MULTIPART_CHUNK):
+    def __init__(self, uri: str, *, retries: RetryPolicy = RetryPolicy(),
+                 multipart_threshold: int = MULTIPART_THRESHOLD, multipart_chunk: int = MULTIPART_CHUNK):
         parsed = urlparse(uri)
         if not parsed.netloc:
             raise StorageError(f"{uri!r} has no bucket name (expected s3://bucket/prefix)")
         self.uri = uri.rstrip("/")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        self.attempts = attempts
+        self.retries = retries
         self.multipart_threshold = multipart_threshold
         self.multipart_chunk = multipart_chunk
         self._connection = _shared_connection(*_client_settings())
         self._client = self._connection.client
+        self.throttle = self._connection.throttle  # shared by every store of this endpoint
 
     def _key(self, key: str) -> str:
         key = key.lstrip("/")
@@ -48,11 +51,15 @@ class S3Store(ObjectStore):
         return full_key[len(self.prefix) + 1:] if self.prefix else full_key
 
     def _call(self, operation: str, where: str, action: Callable[[], _T]) -> _T:
-        """Run one request with retries (each logged as `operation` on `where`); a failure ends as one line."""
+        """Run one request with retries (each logged as `operation` on `where`), within the endpoint's
+        throttle; a failure ends as one line, which says how often a transient one was tried."""
         try:
-            return with_retries(action, self.attempts, f"{operation} {where}")
+            return with_retries(action, f"{operation} {where}", self.retries, self.throttle)
         except StorageError:
             raise
+        except RetriesExhausted as exc:  # the cause stays the server's error: callers judge it (checkpoints)
+            raise StorageError(explain_s3_error(exc.error, f"{where} ({operation} failed after {exc.attempts} "
+                                                           "attempts)")) from exc.error
         except Exception as exc:  # boto raises a zoo; the user gets one line naming the object
             raise StorageError(explain_s3_error(exc, where)) from exc
 
@@ -74,7 +81,7 @@ class S3Store(ObjectStore):
             try:
                 reply = self._client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
                     return None
                 raise
             return ObjectInfo(key, reply["ContentLength"], reply["ETag"].strip('"'),
@@ -119,14 +126,17 @@ class S3Store(ObjectStore):
 
         return self._call("GET", where, action)
 
-    def upload_file(self, src: Path, key: str) -> ObjectInfo:
+    def upload_file(self, src: Path, key: str, digests: Sequence[Hasher] = ()) -> ObjectInfo:
         """Upload one file: a single PUT below the multipart threshold, else parts with their own retries."""
         size = src.stat().st_size
         if size < self.multipart_threshold:
-            return self.put_bytes(key, src.read_bytes())
-        return self._upload_multipart(src, key, size)
+            data = src.read_bytes()
+            for digest in digests:
+                digest.update(data)
+            return self.put_bytes(key, data)
+        return self._upload_multipart(src, key, size, digests)
 
-    def _upload_multipart(self, src: Path, key: str, size: int) -> ObjectInfo:
+    def _upload_multipart(self, src: Path, key: str, size: int, digests: Sequence[Hasher]) -> ObjectInfo:
         """Parts with their own retries, each checked by the server against its CRC32, and the whole
         object against a full-object CRC32 (or, from a server without checksums, the MD5-of-MD5s ETag)."""
         where, target = self.url(key), {"Bucket": self.bucket, "Key": self._key(key)}
@@ -142,7 +152,8 @@ class S3Store(ObjectStore):
                     parts.append({"PartNumber": number, "ETag": reply["ETag"],
                                   **({"ChecksumCRC32": reply["ChecksumCRC32"]} if "ChecksumCRC32" in reply else {})})
                     part_digests.append(hashlib.md5(chunk).digest())
-                    whole.update(chunk)
+                    for digest in (whole, *digests):
+                        digest.update(chunk)
             crc32 = base64_text(whole.digest())
             reply = self._call("CompleteMultipartUpload", where, lambda: self._client.complete_multipart_upload(
                 **target, UploadId=upload_id, MultipartUpload={"Parts": parts}, ChecksumCRC32=crc32,
@@ -167,8 +178,17 @@ class S3Store(ObjectStore):
         return ObjectInfo(key, size, etag, checksum=f"crc32:{crc32}" if stored == crc32 else None)
 
     def get_bytes(self, key: str) -> bytes:
-        return self._call("GET", self.url(key), lambda: self._client.get_object(
-            Bucket=self.bucket, Key=self._key(key))["Body"].read())
+        from botocore.exceptions import ClientError
+
+        def action() -> bytes:
+            try:
+                return self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in _MISSING_CODES:
+                    raise NoSuchObject(f"{self.url(key)}: no such object") from exc
+                raise
+
+        return self._call("GET", self.url(key), action)
 
     def put_bytes(self, key: str, data: bytes, *, if_match: str | None = None,
                   if_none_match: bool = False) -> ObjectInfo:
@@ -218,6 +238,7 @@ class _S3Connection:
     endpoint: str
     virtual_host: bool
     pool: Any  # urllib3.PoolManager: keep-alive connections, no retries of its own (with_retries decides)
+    throttle: Throttle  # every request to this endpoint, from every store and thread, backs off together
 
     def get(self, bucket: str, key: str, headers: dict[str, str]) -> Any:
         """GET an object outside botocore's request pipeline: one SigV4 signature and one request on a
@@ -260,7 +281,8 @@ def _client_error(status: int, body: bytes, operation: str) -> Exception:
 
 @functools.lru_cache(maxsize=8)
 def _shared_connection(*settings: str | None) -> _S3Connection:
-    """One boto3 client and one connection pool (thread-safe, 64 connections) per distinct AWS environment."""
+    """One boto3 client, one connection pool (thread-safe, 64 connections) and one throttle per distinct AWS
+    environment."""
     import boto3
     import urllib3
     from botocore.config import Config
@@ -284,7 +306,7 @@ def _shared_connection(*settings: str | None) -> _S3Connection:
     pool = urllib3.PoolManager(maxsize=64, retries=False, timeout=urllib3.Timeout(connect_timeout, read_timeout),
                                ca_certs=env["AWS_CA_BUNDLE"] or get_cert_path(True))
     return _S3Connection(client, session.get_credentials(), client.meta.region_name,
-                         client.meta.endpoint_url.rstrip("/"), addressing == "virtual", pool)
+                         client.meta.endpoint_url.rstrip("/"), addressing == "virtual", pool, Throttle(ceiling=64))
 
 
 def explain_s3_error(exc: Exception, where: str) -> str:

@@ -11,24 +11,21 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from components import layout
 from components.errors import UserError
 from components.log import LOG
 from components.storage import ObjectStore, StorageError
 from components.training.deadrun import DeadRunError
 
 
-def _refusal_key(run_id: str, kfp_run_id: str) -> str:
-    return f"runs/{run_id}/refusals/{kfp_run_id}.json"
-
-
 @contextlib.contextmanager
 def refusals_recorded(store: ObjectStore, run_id: str, kfp_run_id: str) -> Iterator[None]:
     """Refuse when an earlier attempt of this pipeline run recorded a refusal; else run the block and record
     the UserError or DeadRunError it raises as the refusal the attempts after it meet."""
-    refusal = _refusal_key(run_id, kfp_run_id)
-    if store.exists(refusal):
+    refusal = layout.run_refusal(run_id, kfp_run_id)
+    if (refused := store.get_json(refusal, missing_ok=True)) is not None:
         raise UserError(f"not trained again: an earlier attempt failed for a reason a retry cannot fix: "
-                        f"{store.get_json(refusal)['reason']}")
+                        f"{refused['reason']}")
     try:
         yield
     except (UserError, DeadRunError) as exc:

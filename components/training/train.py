@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from components import layout
 from components.training.batch_policy import BatchPlan, plan_batch
 from components.config import TrainConfig, check_settings
 from components.data.dataset import Dataset, load_dataset
@@ -69,7 +70,7 @@ def train_model(data: Path, out_dir: Path, config: TrainConfig = TrainConfig(), 
     cache = choose_cache(config.cache, dataset.images("train"), config.imgsz, workers=config.workers if on_gpu else 0,
                          ranks=len(device.split(",")) if on_gpu else 1)
     out_dir = out_dir.resolve()
-    checkpoint_uri = open_store(store).url(f"runs/{run_id}/checkpoints") if store and run_id else ""
+    checkpoint_uri = open_store(store).url(layout.run_checkpoints(run_id)) if store and run_id else ""
     checkpoint = fetch_checkpoint(checkpoint_uri, out_dir, config.epochs) if checkpoint_uri else None
     # a new run resolves them before anything is written; a resumed one trains on from its checkpoint
     base_weights = checkpoint.base_weights() if checkpoint else resolve_weights(config.weights, config.model,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from components import layout
 from components.config import cache_root
 from components.errors import UserError
 from components.log import LOG
@@ -21,7 +22,6 @@ from components.storage import ObjectStore, file_matches, open_store, split_uri
 from components.runtime.yolo_env import offline_ultralytics
 
 WEIGHTS_DIR_ENV = "POGONA_WEIGHTS_DIR"
-STORE_WEIGHTS_PREFIX = "weights"
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def resolve_weights(weights: str, model: str, cache_dir: Path, store: str = "") 
         return _scratch(model)
     name = f"{Path(model).stem}.pt"
     if store:
-        staged, key = open_store(store), _staged_key(model)
+        staged, key = open_store(store), layout.staged_weights(model)
         local = _cached(staged, key, cache_dir)
         if local is not None:
             return BaseWeights(str(local), "store", staged.url(key), pretrained=True)
@@ -73,13 +73,8 @@ def staged_weights_version(store: str, model: str) -> str:
     from; empty when none are staged. Staging other weights is a change a nightly run must not skip."""
     if model.endswith((".yaml", ".yml")):
         return ""
-    info = open_store(store).head(_staged_key(model))
+    info = open_store(store).head(layout.staged_weights(model))
     return info.etag if info else ""
-
-
-def _staged_key(model: str) -> str:
-    """Where a model's weights are staged in a store (`pogona weights stage`)."""
-    return f"{STORE_WEIGHTS_PREFIX}/{Path(model).stem}.pt"
 
 
 def _scratch(model: str) -> BaseWeights:
@@ -135,7 +130,7 @@ def stage_weights(checkpoint: Path, store_uri: str) -> str:
     if not isinstance(saved, dict) or saved.get("model") is None:
         raise UserError(f"{checkpoint} is not a YOLO checkpoint: it holds no 'model'")
     store = open_store(store_uri)
-    key = f"{STORE_WEIGHTS_PREFIX}/{checkpoint.name}"
+    key = layout.staged_weights(checkpoint.name)
     if not store.holds(checkpoint, store.head(key)):
         store.upload_file(checkpoint, key)
     return store.url(key)

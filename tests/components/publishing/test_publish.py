@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -134,11 +135,11 @@ class UploadFailsAfter(FolderStore):
         super().__init__(root)
         self.allowed = allowed
 
-    def upload_file(self, src: Path, key: str):
+    def upload_file(self, src: Path, key: str, digests=()):
         if self.allowed == 0:
             raise StorageError(f"{self.url(key)}: connection reset")
         self.allowed -= 1
-        return super().upload_file(src, key)
+        return super().upload_file(src, key, digests)
 
 
 def test_publish_failing_half_way_leaves_the_champion_as_it_was(tmp_path: Path) -> None:
@@ -255,9 +256,9 @@ class CountingUploads(FolderStore):
         super().__init__(root)
         self.uploaded: list[str] = []
 
-    def upload_file(self, src: Path, key: str):
+    def upload_file(self, src: Path, key: str, digests=()):
         self.uploaded.append(key)
-        return super().upload_file(src, key)
+        return super().upload_file(src, key, digests)
 
 
 def test_publishing_again_uploads_only_the_files_that_changed(tmp_path: Path) -> None:
@@ -305,3 +306,23 @@ def test_a_pointer_that_keeps_changing_ends_the_decision_after_its_attempts(tmp_
     assert store.pointer_writes == MAX_DECISION_ATTEMPTS == 10
     assert read_champion(store, "pogona-head")["run_id"] == "rival-10"
     assert all(record["run_id"] != "late" for record in history(store))
+
+
+def test_publish_reads_the_weights_once_to_upload_and_hash_them(tmp_path: Path, store_uri: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path / "run", map50=0.97, map50_95=0.7)
+    best = (run / "train" / "weights" / "best.pt").resolve()
+    opened: list[str] = []
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if Path(str(file)).resolve() == best if isinstance(file, (str, Path)) else False:
+            opened.append(args[0] if args else kwargs.get("mode", "r"))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr("builtins.open", counting_open)
+    publish_run(run, store_uri, "r1")
+    assert len(opened) == 1, f"best.pt opened {len(opened)} times"
+    pointer = open_store(store_uri).get_json("models/pogona-head/production.json")
+    assert pointer["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()

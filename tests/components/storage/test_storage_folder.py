@@ -27,3 +27,12 @@ def test_a_folder_store_of_symlinks_reads_through_them_but_keys_never_climb_out(
     for key in ("../secret.txt", "images/../../secret.txt", "../../secret.txt"):
         with pytest.raises(StorageError, match="points outside the store"):
             store.get_bytes(key)
+
+
+def test_a_folder_store_not_created_yet_lists_nothing_and_never_its_parent(tmp_path: Path):
+    (tmp_path / "beside.jpg").write_bytes(b"not in the store")
+    store = open_store(tmp_path / "store")
+    assert list(store.list()) == [] and list(store.list("images/")) == []
+    store.put_bytes("images/a.jpg", b"a")
+    assert [o.key for o in store.list()] == ["images/a.jpg"]
+

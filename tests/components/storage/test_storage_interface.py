@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from components.storage import PreconditionFailed, StorageError, md5_etag, open_store
+from components.storage.interface import NoSuchObject
 
 
 @pytest.fixture(params=["folder", "s3"])
@@ -50,3 +51,12 @@ def test_download_refuses_an_object_that_changed_since_the_snapshot(store_uri: s
     with pytest.raises(StorageError, match="x.txt.*changed since the snapshot"):
         store.download("x.txt", tmp_path / "x.txt", old)
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_reading_a_missing_json_document_is_none_only_when_asked(store_uri: str):
+    store = open_store(store_uri)
+    assert store.get_json("models/m/production.json", missing_ok=True) is None
+    with pytest.raises(NoSuchObject, match="production.json"):
+        store.get_json("models/m/production.json")
+    store.put_json("models/m/production.json", {"run_id": "r1"})
+    assert store.get_json("models/m/production.json", missing_ok=True) == {"run_id": "r1"}

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from components.storage import S3Store, StorageError, file_matches, open_store
+from components.storage.retries import RetryPolicy
 from pipelines.cli import main
 
 
@@ -31,11 +32,13 @@ def test_large_files_go_up_in_verified_parts(s3_bucket: str, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_persistent_failure_ends_as_one_line_naming_the_object(s3_bucket: str, s3_faults, tmp_path: Path):
-    s3_faults.inject(*["503"] * 5)
-    with pytest.raises(StorageError, match=r"s3://.*/obj\.bin: S3 answered 503 SlowDown") as error:
-        open_store(s3_bucket).put_bytes("obj.bin", b"x")
-    assert "\n" not in str(error.value)
+def test_persistent_failure_ends_as_one_line_naming_the_object_and_the_attempts(s3_bucket: str, s3_faults):
+    s3_faults.inject(*["503"] * 4)
+    store = S3Store(s3_bucket, retries=RetryPolicy(attempts=4, base_delay=0.01))
+    with pytest.raises(StorageError, match=r"s3://.*/obj\.bin \(PUT failed after 4 attempts\): "
+                                           "S3 answered 503 SlowDown") as error:
+        store.put_bytes("obj.bin", b"x")
+    assert "\n" not in str(error.value) and not s3_faults.faults
 
 
 def _timed_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, float]:
@@ -68,3 +71,12 @@ def test_wrong_credentials_are_one_clear_line(s3_env: str, s3_server_with_auth: 
     code, err, seconds = _timed_cli(["dataset", "validate", "--source", "s3://bucket/data"], capsys)
     assert code == 2 and seconds < 5
     assert err.count("\n") == 0 and "access denied" in err and "AWS_ACCESS_KEY_ID" in err
+
+
+def test_a_json_document_that_may_be_missing_is_read_in_one_request(s3_bucket: str, s3_faults):
+    store = open_store(s3_bucket)
+    before = s3_faults.requests
+    assert store.get_json("models/m/production.json", missing_ok=True) is None
+    store.put_json("models/m/production.json", {"run_id": "r1"})
+    assert store.get_json("models/m/production.json", missing_ok=True) == {"run_id": "r1"}
+    assert s3_faults.requests - before == 3  # GET, PUT, GET: no HEAD before either read

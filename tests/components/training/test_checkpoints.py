@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from components.training.checkpoints import CheckpointUploadError, CheckpointUploads, trim_results
-from components.storage import FolderStore, ObjectInfo, open_store
+from components.storage import FolderStore, ObjectInfo, S3Store, open_store
+from components.storage.retries import RetryPolicy
 
 
 class GatedStore(FolderStore):
@@ -89,7 +90,7 @@ def test_a_permanent_failure_is_reported_after_one_attempt(tmp_path: Path, caplo
 
 def test_s3_access_denied_is_asked_once_and_a_5xx_outage_outlasting_the_store_retries_still_lands(
         s3_bucket: str, s3_faults, tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    store = open_store(s3_bucket)
+    store = S3Store(s3_bucket, retries=RetryPolicy(attempts=3, base_delay=0.01))
     denied = CheckpointUploads(store, tmp_path / "staging", first_delay=0.01)
     s3_faults.inject("403")
     denied.submit(_checkpoint(tmp_path / "train", 1, "last.pt"))
@@ -98,7 +99,7 @@ def test_s3_access_denied_is_asked_once_and_a_5xx_outage_outlasting_the_store_re
         denied.wait()
     assert s3_faults.requests == 1 and store.head("last.pt") is None
     outage = CheckpointUploads(store, tmp_path / "staging", first_delay=0.01)
-    s3_faults.inject(*["503"] * store.attempts)  # every try of the store's first upload_file
+    s3_faults.inject(*["503"] * store.retries.attempts)  # every try of the store's first upload_file
     outage.submit(_checkpoint(tmp_path / "train", 2, "last.pt"))
     outage.wait()
     assert store.get_bytes("last.pt") == b"last.pt of epoch 2" and not s3_faults.faults

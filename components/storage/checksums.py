@@ -1,38 +1,30 @@
-"""What both backends share to move bytes safely: content checks, atomic writes and retries.
+"""What proves that a file holds an object's content: ETag math, S3 additional checksums, snapshot hashes.
 
 A file is proven to hold an object's content by the snapshot's sha256, the object's S3
 additional checksum, or an ETag that is an MD5, never by assuming that every ETag is one.
-Every download and every local write goes through `write_verified`: a temporary file beside
-the destination, hashed while written, verified, then renamed into place.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
-import os
-import random
 import re
-import secrets
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
-from components.log import LOG
-from components.storage.objects import ObjectInfo, StorageError
+from components.storage.objects import ObjectInfo
 
 READ_CHUNK = 1024 * 1024
-PART_SUFFIX = ".part"
-LOCK_SUFFIX = ".lock"
-TEMPORARY_SUFFIXES = (PART_SUFFIX, LOCK_SUFFIX)  # torn downloads and lock files: never objects
-_T = TypeVar("_T")
-
-
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-[0-9]+")
+
+
+class Hasher(Protocol):
+    """What a transfer feeds the bytes it moves to: a hashlib object, or `Crc`."""
+
+    def update(self, data: bytes, /) -> None: ...
 
 
 def file_chunks(path: Path) -> Iterator[bytes]:
@@ -40,7 +32,7 @@ def file_chunks(path: Path) -> Iterator[bytes]:
         yield from iter(lambda: handle.read(READ_CHUNK), b"")
 
 
-def hashing(chunks: Iterable[bytes], hasher: Any) -> Iterator[bytes]:
+def hashing(chunks: Iterable[bytes], hasher: Hasher) -> Iterator[bytes]:
     """Pass the chunks on, feeding each to `hasher` on the way."""
     for chunk in chunks:
         hasher.update(chunk)
@@ -201,115 +193,3 @@ def content_checks(etag: str, headers: Mapping[str, str], sha256: str | None) ->
     return checks
 
 
-def _atomic_target(dest: Path) -> tuple[int, Path]:
-    """A new temporary file beside `dest`, locked while it is written, with the umask's usual mode.
-
-    The lock tells a concurrent sync into the same folder that the file is in flight (see
-    `remove_if_abandoned`); the caller renames it into place before closing it.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}{PART_SUFFIX}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        except FileExistsError:
-            continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd, tmp
-
-
-def remove_if_abandoned(path: Path) -> bool:
-    """Delete a temporary file that no writer holds (left by a killed process); True when it was deleted.
-
-    An empty one is kept: its writer may have created it and not yet locked it.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held, named = os.fstat(fd), os.stat(path)
-    except (BlockingIOError, FileNotFoundError):
-        return False  # in flight, or renamed into place meanwhile
-    finally:
-        os.close(fd)
-    if held.st_size == 0 or held.st_ino != named.st_ino:
-        return False
-    path.unlink(missing_ok=True)
-    return True
-
-
-def write_verified(dest: Path, chunks: Iterable[bytes], where: str, size: int | None = None,
-                   checks: Iterable[ContentCheck] = ()) -> int:
-    """Stream chunks into `dest` atomically: renamed into place only when `size` and every check hold.
-
-    Returns the bytes written. On any failure `dest` is left as it was and nothing is left behind.
-    """
-    checks = list(checks)
-    hashers = [check.new_hasher() for check in checks]
-    fd, tmp = _atomic_target(dest)
-    try:
-        written = 0
-        with os.fdopen(fd, "wb") as out:
-            for block in chunks:
-                out.write(block)
-                for hasher in hashers:
-                    hasher.update(block)
-                written += len(block)
-            if size is not None and written != size:
-                raise StorageError(f"{where}: got {written} of {size} bytes")
-            for check, hasher in zip(checks, hashers):
-                if hasher.digest() != check.expected:
-                    raise StorageError(f"{where}: downloaded content does not match its {check.name}: "
-                                       f"{check.render(hasher.digest())}, expected {check.render(check.expected)}")
-            out.flush()
-            os.replace(tmp, dest)  # before the lock goes with the close, so the file is never seen abandoned
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return written
-
-
-def write_atomic(dest: Path, data: bytes) -> None:
-    """Write bytes so a reader sees the old file or the whole new one, never a torn one."""
-    write_verified(dest, [data], str(dest))
-
-
-_THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-                               "TooManyRequestsException", "RequestTimeout", "InternalError", "ServiceUnavailable"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures worth another try: 5xx, throttling, refused or reset connections, torn bodies."""
-    from botocore.exceptions import (ClientError, ConnectionError as BotoConnectionError, HTTPClientError,
-                                     IncompleteReadError)
-    from urllib3.exceptions import HTTPError as Urllib3Error
-
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        return status >= 500 or status == 429 or exc.response.get("Error", {}).get("Code") in _THROTTLING_CODES
-    return isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError, Urllib3Error,
-                            ConnectionError, TimeoutError))
-
-
-def with_retries(action: Callable[[], _T], attempts: int, what: str, base_delay: float = 0.2) -> _T:
-    """Run `action`, trying again with jittered exponential backoff while the failure is transient.
-
-    Each retry is logged as a warning naming `what` (the operation and the object), the error
-    and the attempt it starts, so a flaky network shows before it fails a step.
-    botocore's own retries are switched off so that one policy covers the request and the
-    reading of its body (a connection reset mid-GET), and so that an unreachable endpoint
-    fails after a few seconds instead of botocore's retries multiplied by ours.
-    """
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except Exception as exc:
-            if attempt >= attempts or not is_transient(exc):
-                raise
-            LOG.warning("retrying %s after %s: %s (attempt %d of %d)", what, type(exc).__name__, exc,
-                         attempt + 1, attempts)
-        time.sleep(min(base_delay * 2 ** (attempt - 1), 2.0) * random.uniform(0.5, 1.0))
-        attempt += 1

@@ -1,68 +1,11 @@
 import hashlib
-import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from components.storage import (ObjectInfo, S3Store, StorageError, file_matches, md5_etag, open_store,
-                                write_atomic)
-
-
-@pytest.mark.slow
-def test_transient_failures_are_retried(s3_bucket: str, s3_faults, tmp_path: Path):
-    store = open_store(s3_bucket)
-    payload = bytes(range(256)) * 400
-    s3_faults.inject("503", "drop", "500")
-    info = store.put_bytes("data/blob.bin", payload)
-    s3_faults.inject("truncate", "drop", "503")
-    dest = tmp_path / "blob.bin"
-    assert store.download("data/blob.bin", dest, info) == len(payload)
-    assert dest.read_bytes() == payload
-    s3_faults.inject("503", "500")
-    assert [o.key for o in store.list()] == ["data/blob.bin"]
-    assert not s3_faults.faults
-    assert s3_faults.requests == 3 + 1 + 3 + 1 + 2 + 1
-
-
-@pytest.mark.slow
-def test_each_retry_is_logged_as_a_warning_naming_the_request_error_and_attempt(
-        s3_bucket: str, s3_faults, caplog: pytest.LogCaptureFixture):
-    store = open_store(s3_bucket)
-    s3_faults.inject("503", "drop")
-    with caplog.at_level(logging.WARNING, logger="pogona"):
-        store.put_bytes("data/blob.bin", b"payload")
-    retries = [record for record in caplog.records if record.name == "pogona"]
-    assert [record.levelno for record in retries] == [logging.WARNING, logging.WARNING]
-    first, second = (record.getMessage() for record in retries)
-    assert first.startswith(f"retrying PUT {s3_bucket}/data/blob.bin after ClientError") and "SlowDown" in first
-    assert first.endswith("(attempt 2 of 5)") and second.endswith("(attempt 3 of 5)")
-    assert store.get_bytes("data/blob.bin") == b"payload"
-
-    caplog.clear()
-    s3_faults.inject("403")  # not transient: fails at once, no retry to log
-    with caplog.at_level(logging.WARNING, logger="pogona"), pytest.raises(StorageError, match="access denied"):
-        store.get_bytes("data/blob.bin")
-    assert not [record for record in caplog.records if record.name == "pogona"]
-
-
-@pytest.mark.parametrize("umask", [0o022, 0o027])
-def test_files_written_atomically_get_the_mode_the_umask_gives(umask: int, s3_bucket: str, tmp_path: Path):
-    previous = os.umask(umask)
-    try:
-        store = open_store(tmp_path / "store")
-        store.put_bytes("models/m/production.json", b"{}")
-        (tmp_path / "best.pt").write_bytes(b"weights")
-        store.upload_file(tmp_path / "best.pt", "runs/r/best.pt")
-        write_atomic(tmp_path / "local" / "report.md", b"# report")
-        open_store(s3_bucket).put_bytes("x.jpg", b"jpg")
-        open_store(s3_bucket).download("x.jpg", tmp_path / "synced" / "x.jpg")
-    finally:
-        os.umask(previous)
-    for path in (tmp_path / "store/models/m/production.json", tmp_path / "store/runs/r/best.pt",
-                 tmp_path / "local/report.md", tmp_path / "synced/x.jpg"):
-        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+from components.storage import ObjectInfo, S3Store, StorageError, file_matches, md5_etag, open_store
 
 
 def test_an_sse_kms_bucket_is_verified_by_its_checksums_not_its_etags(s3_bucket: str, s3_faults, tmp_path: Path):
