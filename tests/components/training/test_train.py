@@ -43,6 +43,7 @@ def test_cpu_training_writes_the_contract_outputs(cpu_run):
     assert yaml.safe_load(cpu_run.args_yaml.read_text())["batch"] == 16  # 95% of GPU memory means 16 on CPU
 
 
+@pytest.mark.slow
 def test_the_batch_plan_is_recorded_in_metrics_json(cpu_run, demo_dataset_dir: Path):
     plan = json.loads(cpu_run.metrics_json.read_text())["batch_plan"]
     train_images = len(load_dataset(demo_dataset_dir).images("train"))
