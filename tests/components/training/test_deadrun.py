@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import deadrun_rank
 from components.training.deadrun import DEAD_WINDOW_STEPS, DeadRunDetector, DeadRunError, Verdict
 
 REPO = Path(__file__).resolve().parents[3]
@@ -91,37 +92,6 @@ def test_the_default_window_judges_zero_box_losses_after_twenty_optimizer_steps(
 
 
 
-# One rank of a two-process gloo group: feeds each scenario's batches of its rank to a fresh detector and prints
-# how each ended. A figure judged on one rank alone would end the ranks differently (or leave one waiting).
-RANK_WORKER = """
-import datetime, json, sys
-from types import SimpleNamespace
-import torch
-import torch.distributed as dist
-from components.training import deadrun
-
-rank, rendezvous, scenarios = int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2,
-                        timeout=datetime.timedelta(seconds=60))
-signatures = {deadrun.NON_FINITE_CAUSES: "non-finite", deadrun.ALL_ZERO_CAUSES: "all zero",
-              deadrun.ZERO_BOX_CAUSES: "zero box"}
-outcomes = []
-for per_rank in scenarios:
-    detector = deadrun.DeadRunDetector(window_steps=3)
-    try:
-        for box, cls, dfl in per_rank[rank]:
-            detector.count_optimizer_step()
-            detector.on_train_batch_end(SimpleNamespace(loss_items={
-                "box_loss": torch.tensor(box), "cls_loss": torch.tensor(cls), "dfl_loss": torch.tensor(dfl)}))
-        outcomes.append(f"{'judged' if detector.judged else 'undecided'} after {detector.steps}")
-    except deadrun.DeadRunError as error:
-        signature = next(name for causes, name in signatures.items() if str(error).startswith(causes))
-        outcomes.append(f"{signature} after {error.steps}")
-dist.destroy_process_group()
-print(json.dumps(outcomes))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.rules
 def test_ranks_of_a_ddp_run_reach_the_same_verdict_at_the_same_step(tmp_path):
@@ -133,12 +103,33 @@ def test_ranks_of_a_ddp_run_reach_the_same_verdict_at_the_same_step(tmp_path):
         "undecided after 2": [[all_zero, healthy], [healthy, all_zero]],  # all 0 on one rank at a time: alive
         "all zero after 1": [[all_zero], [all_zero]],
     }
-    worker = tmp_path / "rank.py"
-    worker.write_text(RANK_WORKER)
+    rendezvous, plan = str(tmp_path / "rendezvous"), json.dumps(list(scenarios.values()))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    ranks = [subprocess.Popen([sys.executable, str(worker), str(rank), str(tmp_path / "rendezvous"),
-                               json.dumps(list(scenarios.values()))], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    outputs = [rank.communicate(timeout=300) for rank in ranks]
-    assert [rank.returncode for rank in ranks] == [0, 0], [err[-2000:] for _, err in outputs]
-    assert [json.loads(out) for out, _ in outputs] == [list(scenarios)] * 2
+    other = subprocess.Popen([sys.executable, str(Path(deadrun_rank.__file__)), "1", rendezvous, plan], env=env,
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        here = deadrun_rank.run_rank(0, rendezvous, plan)  # rank 0 in this process, rank 1 beside it
+        out, err = other.communicate(timeout=300)
+    finally:
+        other.kill()
+    assert other.returncode == 0, err[-2000:]
+    assert [here, json.loads(out)] == [list(scenarios)] * 2
+
+
+def test_box_or_dfl_loss_alone_keeps_a_run_alive_and_the_window_sums_every_batch():
+    for alive in ([_batch(0.7, 0.4, 0.0)] * 5, [_batch(0.0, 0.4, 0.7)] * 5, [_batch(0.5, 0.4, 0.5)] * 5,
+                  [_batch(1.2, 0.6, 1.1)] * 2 + [_batch(0.0, 0.4, 0.0)] * 3):
+        detector = DeadRunDetector(window_steps=5)
+        _run(detector, alive)
+        assert detector.judged
+
+
+def test_the_abort_names_steps_batches_and_every_loss_of_the_last_batch():
+    detector = DeadRunDetector(window_steps=5)
+    detector.on_train_batch_end(SimpleNamespace())  # before the first batch ultralytics has no loss items
+    detector.on_train_epoch_end(SimpleNamespace())  # nor an epoch that saw no batch: nothing to judge
+    assert (detector.batches, detector.judged) == (0, False)
+    with pytest.raises(DeadRunError, match=r"Seen after 3 optimizer steps \(3 batches\); last batch: box_loss=0, "
+                                           r"cls_loss=0\.4, dfl_loss=0\.$"):
+        _run(detector, [_batch(0.0, 0.4, 0.0)] * 3)
+        detector.on_train_epoch_end(_batch(0.0, 0.4, 0.0))
