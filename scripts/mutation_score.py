@@ -1,12 +1,14 @@
 """Print the mutation score of each rule module after `mutmut run` (`make mutation`), and fail below the bar.
 
-The score counts the mutants that change behaviour: a survivor the "Mutation" section of docs/benchmarks.md
+Arguments: the mutant-name globs `mutmut run` was given (the Makefile's MUTATION_RULES); only mutants matching
+one count, all of a module's when none is given. The score counts the mutants that change behaviour: a survivor the "Mutation" section of docs/benchmarks.md
 lists as equivalent (its name in the first column, the reason beside it) is left out. Every other survivor
 fails the module, and so does a score below 90%.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import sys
@@ -28,22 +30,23 @@ def equivalent_mutants(benchmarks: Path) -> set[str]:
     return {match["name"] for line in lines if (match := EQUIVALENT_ROW.match(line))}
 
 
-def module_statuses(source: str) -> dict[str, str]:
-    """mutmut's verdict on each mutant of one source file, by mutant name."""
+def module_statuses(source: str, rules: list[str]) -> dict[str, str]:
+    """mutmut's verdict on each mutant of one source file that a rule glob matches, by mutant name."""
     meta = REPO / "mutants" / f"{source}.meta"
     if not meta.is_file():
         raise SystemExit(f"{meta}: no mutmut results for {source}; run `mutmut run` first")
     exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
-    return {name: status_by_exit_code[code] for name, code in exit_codes.items()}
+    return {name: status_by_exit_code[code] for name, code in exit_codes.items()
+            if not rules or any(fnmatch.fnmatch(name, rule) for rule in rules)}
 
 
-def main() -> int:
+def main(rules: list[str]) -> int:
     sources = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]["source_paths"]
     equivalent = equivalent_mutants(REPO / "docs" / "benchmarks.md")
     failed = False
     print(f"{'module':42} {'mutants':>8} {'equiv.':>7} {'killed':>7} {'score':>7}  survivors")
     for source in sources:
-        statuses = module_statuses(source)
+        statuses = module_statuses(source, rules)
         counted = {name: status for name, status in statuses.items() if name not in equivalent}
         killed = sum(status in DETECTED for status in counted.values())
         survivors = sorted(name for name, status in counted.items() if status not in DETECTED)
@@ -58,4 +61,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from components.config import PromotionConfig
-from components.publishing.publish import MAX_DECISION_ATTEMPTS, promote, publish_run, read_champion
+from components.publishing.publish import MAX_DECISION_ATTEMPTS, Decision, decide, promote, publish_run, read_champion
 from components.storage import FolderStore, ObjectStore, StorageError, open_store
 from published_runs import FIXTURES, make_run
 from results_table import SPLIT_PEAKS, write_results
@@ -326,3 +326,35 @@ def test_publish_reads_the_weights_once_to_upload_and_hash_them(tmp_path: Path, 
     assert len(opened) == 1, f"best.pt opened {len(opened)} times"
     pointer = open_store(store_uri).get_json("models/pogona-head/production.json")
     assert pointer["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+
+
+def test_each_decision_says_why_in_figures(tmp_path: Path) -> None:
+    champion = {"run_id": "champ", "metrics": {"map50": 0.97, "map50_95": 0.80}}
+    margin = PromotionConfig(min_map50=0.95, min_margin_map50_95=0.01)
+    assert decide({}, None, margin) == Decision(False, "mAP50 0.0000 is below the floor 0.9500")
+    assert decide({"map50": 0.96}, champion, margin) == Decision(
+        False, "mAP50-95 0.0000 vs champion champ 0.8000: gain -0.8000 does not beat the margin 0.0100")
+    assert decide({"map50": 0.96, "map50_95": 0.805}, champion, margin) == Decision(
+        False, "mAP50-95 0.8050 vs champion champ 0.8000: gain +0.0050 does not beat the margin 0.0100")
+    assert decide({"map50": 0.96, "map50_95": 0.81}, champion, margin) == Decision(
+        True, "mAP50-95 0.8100 beats champion champ by +0.0100")
+    assert decide({"map50": 0.96, "map50_95": 0.80}, champion, PromotionConfig()).reason.endswith(
+        "gain +0.0000 does not beat the margin 0.0000")  # a tie never replaces the champion
+
+
+def test_a_lost_history_record_of_the_champion_is_restored_by_the_next_promotion(tmp_path: Path) -> None:
+    store = FolderStore(tmp_path / "store")
+    first, _ = promote(store, "pogona-head", candidate("champ", 0.80), PromotionConfig())
+    assert first == Decision(True, "no champion yet; mAP50 0.9700 passes the floor")
+    for info in store.list("models/pogona-head/history/"):
+        store.delete(info.key)
+    again, record = promote(store, "pogona-head", candidate("champ", 0.80), PromotionConfig())
+    assert again == Decision(True, "run champ is already the champion") and record["run_id"] == "champ"
+    assert [entry["run_id"] for entry in history(store)] == ["champ"]
+    for info in store.list("models/pogona-head/history/"):
+        store.delete(info.key)
+    better, record = promote(store, "pogona-head", candidate("better", 0.85), PromotionConfig())
+    assert better.promote and record["previous_run_id"] == "champ"
+    assert [(entry["run_id"], entry["previous_run_id"]) for entry in history(store)] == [("champ", None),
+                                                                                          ("better", "champ")]
+    assert read_champion(str(tmp_path / "store"), "pogona-head") == record
