@@ -38,7 +38,6 @@ def test_sanity_from_a_snapshot_manifest_is_healthy_on_the_demo_data(demo_datase
     code = main(["sanity", "--manifest", str(manifest), "--weights", "yolo11n", "--imgsz", "128", "--batch", "4",
                  "--max-images", "80", "--verdict", str(verdict_path)])
     verdict = json.loads(verdict_path.read_text())
-    assert sanity == (0 if verdict["verdict"] == "healthy" else 1)  # the exit code says what the verdict says
     assert code == 0, verdict["reasons"]
     assert verdict["verdict"] == "healthy" and verdict["device"] == "cpu" and verdict["steps"] > 0
     assert len(verdict["epochs"]) == 3 and all(set(epoch) == EPOCH_KEYS for epoch in verdict["epochs"])
@@ -70,6 +69,7 @@ def test_sanity_and_training_start_from_the_weights_staged_in_their_store(demo_d
                  "--out", str(tmp_path / "train")]) == 0
     verdict = json.loads(verdict_path.read_text())
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert sanity == (0 if verdict["verdict"] == "healthy" else 1)  # the exit code says what the verdict says
     assert verdict["base_weights"]["source"] == "store" and verdict["base_weights"]["pretrained"] is True
     assert trained["base_weights"]["uri"] == verdict["base_weights"]["uri"] and trained["base_weights"]["pretrained"]
     assert any("from pretrained weights" in reason for reason in verdict["reasons"])  # judged as pretrained
