@@ -338,6 +338,8 @@ def test_each_decision_says_why_in_figures(tmp_path: Path) -> None:
         False, "mAP50-95 0.8050 vs champion champ 0.8000: gain +0.0050 does not beat the margin 0.0100")
     assert decide({"map50": 0.96, "map50_95": 0.81}, champion, margin) == Decision(
         True, "mAP50-95 0.8100 beats champion champ by +0.0100")
+    exactly = {"run_id": "champ", "metrics": {"map50_95": 0.5}}  # a gain of exactly the margin, in binary too
+    assert decide({"map50": 0.96, "map50_95": 0.75}, exactly, PromotionConfig(0.95, 0.25)).promote
     assert decide({"map50": 0.96, "map50_95": 0.80}, champion, PromotionConfig()).reason.endswith(
         "gain +0.0000 does not beat the margin 0.0000")  # a tie never replaces the champion
 
@@ -354,7 +356,7 @@ def test_a_lost_history_record_of_the_champion_is_restored_by_the_next_promotion
     for info in store.list("models/pogona-head/history/"):
         store.delete(info.key)
     better, record = promote(store, "pogona-head", candidate("better", 0.85), PromotionConfig())
-    assert better.promote and record["previous_run_id"] == "champ"
+    assert better.promote and record["previous_run_id"] == "champ" and record["promoted_at"].endswith("+00:00")
     assert [(entry["run_id"], entry["previous_run_id"]) for entry in history(store)] == [("champ", None),
                                                                                           ("better", "champ")]
     assert read_champion(str(tmp_path / "store"), "pogona-head") == record
