@@ -94,4 +94,5 @@ mutation: $(STAMP)
 clean:
 	rm -rf $(VENV) $(LATEST) .pogona
 
+include make/images.mk
 include make/kind.mk

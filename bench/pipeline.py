@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.data.demo_dataset import generate_demo_dataset
-from components.publishing.attempts import training_attempt
 from pipelines import steps
 from pipelines.local import DemoScale, run_local
 
@@ -39,10 +38,10 @@ def direct(dataset: str, store: str, work: Path, scale: DemoScale, run_id: str) 
     fingerprint, _ = timed("validate", lambda: steps.validate_step(dataset, str(manifest), str(report)))
     training = TrainConfig(model=scale.model, epochs=scale.epochs, patience=scale.patience,
                            imgsz=scale.dataset.size, batch=scale.batch, device="cpu")
-    attempt = training_attempt(fingerprint, "bench", training, "1")
-    decision = timed("decide", lambda: steps.decide_training(store, "bench", attempt, skip_if_unchanged=False))
-    assert decision.train
     sanity = replace(SanityConfig(), imgsz=scale.dataset.size, max_images=scale.sanity_max_images)
+    decision, attempt = timed("decide", lambda: steps.decide_training(store, "bench", fingerprint, "bench", training,
+                                                                      sanity, "1", skip_if_unchanged=False))
+    assert decision.train
     timed("sanity", lambda: steps.sanity_step(str(manifest), str(verdict), sanity, scale.model, "", store))
     timed("train", lambda: steps.train_step(str(manifest), str(trained), training, "1", store, run_id, run_id))
     timed("evaluate and report", lambda: steps.analyze_step(str(manifest), str(trained), str(verdict),

@@ -12,12 +12,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar, get_type_hints
 
+from components.errors import UserError
+
 
 CLASS_NAMES: dict[int, str] = {0: "pogona_head"}
 MODALITIES: tuple[str, ...] = ("thermal", "visible")
 MODEL_NAME = "pogona-head"  # the published model's default name: models/<name>/production.json
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+# the image formats ultralytics reads (ultralytics.data.utils.IMG_FORMATS) that validation decodes with PIL;
+# HEIC/HEIF need a plugin and DNG is raw sensor data: those stay outside every split
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".mpo", ".jp2", ".avif")
 
 
 def cache_root() -> Path:

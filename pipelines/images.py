@@ -1,7 +1,7 @@
 """Container image names: one place, read by the pipeline compiler and by `make images`.
 
-The tag is the project version plus a digest of what goes into the image (the sources the
-Dockerfile copies, and the Dockerfile), so it changes whenever the code does: a node that
+The tag is the project version plus a digest of what goes into the image (the flavour, the
+Dockerfile and the sources it copies), so it changes whenever the code does: a node that
 already holds an image by that name holds exactly this code, and the committed pipeline YAML
 drifts (`pogona compile --check`) until it names the image of the current code.
 """
@@ -16,7 +16,10 @@ from components.version import project_version
 
 DEFAULT_REGISTRY = "ghcr.io/pogona-lab"
 REPO = Path(__file__).resolve().parent.parent
-# What images/*/Dockerfile copy from the build context (tests/images checks the two agree).
+DOCKERFILE = "images/Dockerfile"
+FLAVOURS = ("cpu", "cuda")
+# What images/Dockerfile copies from the build context (tests/images checks the two agree), but
+# images/build-ca: certificates a builder's network needs, read by the build stage alone.
 IMAGE_SOURCES = (
     "requirements.lock", "pyproject.toml", "README.md", "components", "pipelines", "images/fetch_weights.py")
 
@@ -38,9 +41,11 @@ def _hashed_files(root: Path) -> list[Path]:
 
 
 def source_digest(flavour: str, root: Path = REPO) -> str:
-    """sha256 over the image's Dockerfile and the sources it copies (paths and contents)."""
-    digest = hashlib.sha256()
-    for path in [root / "images" / flavour / "Dockerfile", *_hashed_files(root)]:
+    """sha256 over the flavour, the Dockerfile and the sources it copies (paths and contents)."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"image flavour {flavour!r}: one of {', '.join(FLAVOURS)}")
+    digest = hashlib.sha256(flavour.encode() + b"\0")
+    for path in [root / DOCKERFILE, *_hashed_files(root)]:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 

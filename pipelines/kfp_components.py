@@ -5,6 +5,11 @@ the body stays a call or two. A training or sanity configuration arrives as one 
 parameter that sets one of its fields, named and typed as in `RunParameters` (a test holds the
 two together), and `config_from_run` builds it from the body's arguments. `build_components`
 binds the bodies to the project's images (the project is installed there: no pip at pod start).
+
+KFP starts a body as `sh -ec '... python3 -m kfp.dsl.executor_main ...'`. The shell would stay
+between KFP's launcher and Python, and dash does not pass SIGTERM on to its child: an eviction
+would end the shell and leave Python's cleanup to be cut off. `build_components` makes the shell
+`exec` Python, so the step's own process is the launcher's child and receives the signal.
 """
 
 from dataclasses import dataclass
@@ -27,18 +32,19 @@ def validate_dataset(dataset_uri: str, manifest: Output[Artifact], validation_re
 
 def decide_training(store_uri: str, model_name: str, fingerprint: str, skip_if_unchanged: bool, code_version: str,
                     num_gpus: str, model: str, base_weights_uri: str, epochs: int, patience: int, imgsz: int,
-                    batch: float, training_device: str,
+                    batch: float, training_device: str, sanity_epochs: int, sanity_batch: int, sanity_imgsz: int,
+                    sanity_max_images: int, sanity_min_loss_drop: float, sanity_min_map50: float,
                     ) -> NamedTuple("Decision", [("train", bool), ("note", str), ("attempt", str)]):
-    """Train unless an earlier run trained this dataset snapshot with this code and these parameters."""
+    """Refuse bad settings; train unless an earlier run trained this dataset snapshot with this code and these
+    parameters."""
     from collections import namedtuple
 
-    from components.config import TrainConfig, config_from_run
+    from components.config import SanityConfig, TrainConfig, config_from_run
     from pipelines.steps import decide_training as decide
-    from pipelines.steps import training_attempt
 
-    config = config_from_run(TrainConfig, locals())
-    attempt = training_attempt(fingerprint, code_version, config, num_gpus, store_uri)
-    decision = decide(store_uri, model_name, attempt, skip_if_unchanged)
+    train, sanity = config_from_run(TrainConfig, locals()), config_from_run(SanityConfig, locals())
+    decision, attempt = decide(store_uri, model_name, fingerprint, code_version, train, sanity, num_gpus,
+                               skip_if_unchanged)
     print(decision.note)
     return namedtuple("Decision", ["train", "note", "attempt"])(decision.train, decision.note, attempt.to_json())
 
@@ -134,9 +140,24 @@ class Components:
 def build_components(cpu_image: str, cuda_image: str) -> Components:
     """Bind the bodies to images; the CUDA image only for training."""
     def on(image: str, func: Callable) -> Callable:
-        return dsl.component(func=func, base_image=image, install_kfp_package=False)
+        return _exec_python(dsl.component(func=func, base_image=image, install_kfp_package=False))
 
     return Components(validate=on(cpu_image, validate_dataset), decide=on(cpu_image, decide_training),
                       sanity=on(cpu_image, sanity_gate), train=on(cuda_image, train_detector),
                       analyze=on(cpu_image, evaluate_and_report), publish=on(cpu_image, publish_model),
                       skipped=on(cpu_image, training_skipped))
+
+
+# How KFP's lightweight component command starts Python (kfp/dsl/component_factory.py, kfp 2.x).
+_KFP_STARTS_PYTHON = "_KFP_RUNTIME=true python3 "
+
+
+def _exec_python(component: Callable) -> Callable:
+    """Make the component's shell replace itself with Python (see the module's docstring); a KFP that builds the
+    command differently fails the compile here rather than shipping a shell that keeps the signal."""
+    container = component.component_spec.implementation.container
+    shell, flags, script, *rest = container.command
+    if (shell, flags) != ("sh", "-ec") or script.count(_KFP_STARTS_PYTHON) != 1:
+        raise RuntimeError(f"unexpected KFP component command {container.command[:3]!r}: cannot make it exec Python")
+    container.command = [shell, flags, script.replace(_KFP_STARTS_PYTHON, "_KFP_RUNTIME=true exec python3 "), *rest]
+    return component

@@ -1,17 +1,21 @@
 """`pogona run --local`: the whole pipeline through kfp.local on this machine.
 
-No cluster and no Docker: kfp.local's SubprocessRunner runs each component body with this
-interpreter (the project is installed in it), against a folder object store by default. It
-is the same pipeline definition that is compiled for the cluster, with CPU training.
+No cluster: by default kfp.local's SubprocessRunner runs each component body with this
+interpreter (the project is installed in it); `runner="docker"` runs each one inside the image
+the compiled pipeline names (kfp.local's DockerRunner; `make images` builds them). Either way
+against a folder object store by default: the same pipeline definition that is compiled for the
+cluster, with CPU training.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from components import layout
 from components.config import RunParameters
@@ -21,6 +25,10 @@ from components.log import LOG
 from components.storage import FolderStore, open_store
 
 DEFAULT_STORE = ".pogona/store"
+RUNNERS = ("subprocess", "docker")
+# Handed to the containers when set here, for stores and datasets on S3.
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+                  "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
 @dataclass(frozen=True)
@@ -61,12 +69,15 @@ def _new_run_id() -> str:
 
 def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
               overrides: dict[str, Any] | None = None, run_id: str = "", model_name: str = RunParameters.model_name,
-              work_dir: Path | None = None) -> LocalRun:
-    """Run the pipeline locally; `overrides` are pipeline parameters (epochs, imgsz, ...)."""
+              work_dir: Path | None = None, runner: str = "subprocess") -> LocalRun:
+    """Run the pipeline locally; `overrides` are pipeline parameters (epochs, imgsz, ...);
+    `runner` is where each step runs: `subprocess` (this interpreter) or `docker` (the images)."""
     import kfp.local
 
     from pipelines.pipeline import Placement, build_pipeline
 
+    if runner not in RUNNERS:
+        raise UserError(f"--runner {runner!r}: one of {', '.join(RUNNERS)}")
     store_uri = store if "://" in store else Path(store).resolve().as_uri()
     params: dict[str, Any] = {"store_uri": store_uri, "model_name": model_name, "training_device": "cpu",
                               "run_id": run_id or _new_run_id()}
@@ -77,12 +88,15 @@ def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
         params.update(scale.pipeline_parameters())
     if not dataset:
         raise UserError("--dataset is required unless --demo is given")
+    if runner == "docker" and _local_folder(dataset):  # a relative path means nothing inside a container
+        dataset = str(_local_folder(dataset))
     params["dataset_uri"] = dataset
     params.update(overrides or {})
 
     work_dir = work_dir or Path(".pogona") / "kfp-local"
-    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(work_dir.resolve()),
-                   raise_on_error=True)
+    step_runner = (kfp.local.SubprocessRunner(use_venv=False) if runner == "subprocess"
+                   else _docker_runner([store_uri, dataset]))
+    kfp.local.init(runner=step_runner, pipeline_root=str(work_dir.resolve()), raise_on_error=True)
     started = time.monotonic()
     with warnings.catch_warnings():
         # kfp.local warns about every Kubernetes setting it cannot apply on a laptop; that is expected here.
@@ -94,6 +108,32 @@ def run_local(store: str = DEFAULT_STORE, dataset: str = "", demo: bool = False,
         except RuntimeError as exc:
             raise UserError(f"local pipeline run {params['run_id']} failed: {exc} (task logs above)") from exc
     return _collect(params["run_id"], store_uri, model_name, time.monotonic() - started)
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The absolute folder a store or dataset URI names on this machine; None for s3:// and the like."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path).resolve()
+    return None if parsed.scheme else Path(uri).resolve()
+
+
+def _docker_runner(uris: list[str]):
+    """kfp.local's DockerRunner for the images: each local store or dataset folder bind-mounted at its own
+    path (so its URI means the same inside; kfp mounts the pipeline root itself), the caller's UID in
+    group 0 (files land owned by the caller; the images admit any UID in group 0, as OpenShift runs
+    them), and no network unless a store or dataset lies beyond this machine."""
+    import kfp.local
+    from docker.types import Mount
+
+    folders = sorted({folder for folder in map(_local_folder, uris) if folder})
+    remote = any(_local_folder(uri) is None for uri in uris)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return kfp.local.DockerRunner(
+        mounts=[Mount(target=str(folder), source=str(folder), type="bind") for folder in folders],
+        user=f"{os.getuid()}:0", network_mode="host" if remote else "none",
+        environment={name: os.environ[name] for name in CREDENTIAL_ENV if name in os.environ})
 
 
 def _ensure_demo_dataset(dataset: str, spec: DemoSpec) -> None:

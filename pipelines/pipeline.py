@@ -19,6 +19,7 @@ from pipelines.kfp_components import build_components
 from pipelines.kfp_defaults import DEFAULT_PIPELINE_NAME as PIPELINE_NAME
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 S3_CONFIG_KEYS = {"AWS_ENDPOINT_URL_S3": "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION"}
+GRACE_SECONDS_ENV = "POGONA_GRACE_SECONDS"  # read by components/training/trainer.py
 CACHE_MOUNT = "/var/cache/pogona"  # the images set POGONA_CACHE_DIR to this path
 MINUTE, HOUR = 60, 3600
 
@@ -74,8 +75,13 @@ class Placement:
     gpu_toleration_key: str = "nvidia.com/gpu"
     s3_config_map: str = "pogona-s3-endpoint"
     sizes: StepSizes = StepSizes()
-    # Retries resume from the last per-epoch checkpoint: they help when a node or pod is lost.
+    # Retries resume from the last per-epoch checkpoint: they help when a node or pod is lost. Every failure
+    # a retry cannot fix that is knowable before training is refused by a step without retries (validate:
+    # the dataset; decide: the settings); what only training finds ends the retries (training/refusals.py).
     train_retries: int = 2
+    # SIGTERM to SIGKILL for pipeline pods, as manifests/kfp/training-grace sets it (KFP has no per-task
+    # field); an evicted training waits this less 10 s for its checkpoint uploads (POGONA_GRACE_SECONDS).
+    termination_grace_s: int = 120
     # The whole run, pending pods included (an unschedulable GPU pod); compiled in for KFP backends >= 2.17.
     run_deadline_s: int = 30 * HOUR
 
@@ -176,17 +182,17 @@ def build_pipeline(placement: Placement, backend: Backend = OLDEST) -> Callable:
 
         validate = on_cluster(steps.validate(dataset_uri=run.dataset_uri), sizes.validate, caching=False)
         validate.set_display_name("sync and validate dataset")
-        train_settings = settings_of(TrainConfig, run)
+        train_settings, sanity_settings = settings_of(TrainConfig, run), settings_of(SanityConfig, run)
         decide = on_cluster(steps.decide(
             store_uri=run.store_uri, model_name=run.model_name, fingerprint=validate.outputs["Output"],
             skip_if_unchanged=run.skip_if_unchanged, code_version=placement.code_version, num_gpus=run.num_gpus,
-            **train_settings), sizes.decide, caching=False)
+            **train_settings, **sanity_settings), sizes.decide, caching=False)
         decide.set_display_name("skip if unchanged")
 
         with dsl.If(decide.outputs["train"] == True, name="dataset-changed"):  # noqa: E712 (KFP condition)
             sanity = on_cluster(steps.sanity(
                 manifest=validate.outputs["manifest"], store_uri=run.store_uri, model=run.model,
-                base_weights_uri=run.base_weights_uri, **settings_of(SanityConfig, run)), sizes.sanity)
+                base_weights_uri=run.base_weights_uri, **sanity_settings), sizes.sanity)
             sanity.set_display_name("CPU sanity gate")
 
             train = on_cluster(steps.train(
@@ -195,6 +201,7 @@ def build_pipeline(placement: Placement, backend: Backend = OLDEST) -> Callable:
                 **train_settings), sizes.train)
             train.set_display_name("train").set_retry(num_retries=placement.train_retries,
                                                       backoff_duration="60s", backoff_factor=2)
+            train.set_env_variable(GRACE_SECONDS_ENV, str(placement.termination_grace_s - 10))
             if placement.gpu:
                 _on_gpu(train, placement, run.num_gpus)
 

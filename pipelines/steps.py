@@ -6,8 +6,8 @@ a pod's entry points: each first sends pogona's log lines to stderr. Each door l
 artifacts it receives out as the run's working directory (docs/architecture.md), calls one
 step function, and returns the numbers the KFP UI shows as Metrics. The rules themselves
 live in their stage (the skip rule in components/publishing/attempts.py, the snapshot cache
-in components/data/sync.py); `training_attempt` is the skip rule's own, imported here for
-the decide component.
+in components/data/sync.py). Each step function also makes SIGTERM (an eviction) raise
+`Evicted`, so the step's cleanup runs and the pod ends with one line saying why.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from components.config import PromotionConfig, SanityConfig, TrainConfig
+from components.config import PromotionConfig, SanityConfig, TrainConfig, check_settings
 from components.data.sync import dataset_cache_root, materialize, snapshot_cache
 from components.publishing import attempts
 from components.publishing.attempts import Attempt, TrainingDecision, training_attempt
 from components.errors import UserError
 from components.log import show_logs
+from components.runtime.eviction import handle_sigterm
 
 
 def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tuple[str, dict[str, float]]:
@@ -35,6 +36,7 @@ def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tup
     machine (a laptop, `kfp.local`) do not download them again.
     """
     show_logs()
+    handle_sigterm()
     from components.data.validate import validate_dataset
 
     dataset_cache_root().mkdir(parents=True, exist_ok=True)
@@ -50,10 +52,16 @@ def validate_step(dataset_uri: str, manifest_path: str, report_path: str) -> tup
     return result.manifest.fingerprint, result.metrics()
 
 
-def decide_training(store_uri: str, model_name: str, attempt: Attempt, skip_if_unchanged: bool) -> TrainingDecision:
-    """Skip training when an earlier run already trained exactly this attempt (unless forced)."""
+def decide_training(store_uri: str, model_name: str, fingerprint: str, code_version: str, train: TrainConfig,
+                    sanity: SanityConfig, num_gpus: str, skip_if_unchanged: bool) -> tuple[TrainingDecision, Attempt]:
+    """Refuse settings outside their range, then skip training when an earlier run already trained exactly this
+    attempt (unless forced). The settings are checked here, in a step KFP never retries, so a run with a bad
+    one fails in seconds, before the sanity gate and without spending training's retries."""
     show_logs()
-    return attempts.decide_training(store_uri, model_name, attempt, skip_if_unchanged)
+    handle_sigterm()
+    check_settings(train, sanity)
+    attempt = training_attempt(fingerprint, code_version, train, num_gpus, store_uri)
+    return attempts.decide_training(store_uri, model_name, attempt, skip_if_unchanged), attempt
 
 
 def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, model: str,
@@ -61,6 +69,7 @@ def sanity_step(manifest_path: str, verdict_path: str, config: SanityConfig, mod
     """Run the CPU sanity gate from the base weights training will start from (the same store); a dead or
     non-learning verdict fails the step with its reasons."""
     show_logs()
+    handle_sigterm()
     from components.training.sanity import run_sanity
 
     verdict = run_sanity(materialize(manifest_path), Path(verdict_path), config, weights=weights, model=model,
@@ -77,6 +86,7 @@ def train_step(manifest_path: str, out_dir: str, config: TrainConfig, num_gpus: 
     """Train; a failure no retry can fix (no CUDA, a bad parameter, a dead run) ends KFP's retries within the
     same pipeline run (`kfp_run_id`) at once (components/training/refusals.py)."""
     show_logs()
+    handle_sigterm()
     from components.runtime.devices import training_device
     from components.storage import open_store
     from components.training.refusals import refusals_recorded
@@ -94,6 +104,7 @@ def analyze_step(manifest_path: str, trained_dir: str, verdict_path: str, analys
     """Evaluate per modality, export, and write the report (judged against the run's promotion floors; saying
     what changed in the dataset since the champion's snapshot)."""
     show_logs()
+    handle_sigterm()
     from components.data.changes import changes_since_champion
     from components.evaluation.evaluate import evaluate_model
     from components.evaluation.export import export_model, parse_formats
@@ -141,6 +152,7 @@ def publish_step(run_dir: Path, store_uri: str, run_id: str, model_name: str, pr
                  attempt: Attempt) -> tuple[bool, str]:
     """Upload the run, decide promotion and record the attempt; returns whether it was promoted and why."""
     show_logs()
+    handle_sigterm()
     from components.publishing.attempts import record_attempt
     from components.publishing.publish import publish_run
     from components.storage import open_store

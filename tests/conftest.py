@@ -173,3 +173,19 @@ def empty_label_dataset(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPat
     for label in (root / "labels").rglob("*.txt"):
         label.write_text("")
     return root
+
+
+@pytest.fixture(scope="session")
+def no_modality_dataset_dir(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo dataset's images and labels with no modality in their paths (`images/val/frame_00003.jpg`):
+    the layout of a dataset that states none; read-only."""
+    root = tmp_path_factory.mktemp("plain") / "dataset"
+    for image in sorted((demo_dataset_dir / "images").rglob("*.jpg")):
+        split, stem = image.parent.parent.name, image.stem.split("_", 1)[1]
+        for kind, source in (("images", image), ("labels", demo_dataset_dir / "labels" / split
+                                                  / image.parent.name / f"{image.stem}.txt")):
+            target = root / kind / split / f"frame_{stem}{source.suffix}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    shutil.copyfile(demo_dataset_dir / "data.yaml", root / "data.yaml")
+    return root

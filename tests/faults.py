@@ -4,13 +4,14 @@ Faults are consumed one per request, in order: "500" and "503" answer with an S3
 "403" with AccessDenied, "drop" closes the connection without a reply, "truncate" sends
 the real headers and half of the real body, then closes, "applied-drop" lets the server apply
 the request and then closes without a reply, "corrupt" flips one byte of the real body, and
-"hold" sends the headers and half the body, then waits for `release()`, and "drop-last-part" leaves
-the last part out of a CompleteMultipartUpload (the object the server assembles is not the file). `inject_on(method,
-path_part, fault)` saves a fault for the first request of that method whose path contains
-`path_part`. `fail_after(n)` lets n requests through and answers 403 to every later one (a sync
-dying part-way through); `heal()` ends that. `at_random(fault, probability, method)` gives each
-later request (of that method, or any) that fault with that probability, drawn from a seeded
-generator: a throttling, flaky server (`at_random("503", 0.2)`, `at_random("truncate", 0.05, "GET")`).
+"hold" sends the headers and half the body, then waits for `release()` (or the proxy's end),
+however long that takes, and "drop-last-part" leaves the last part out of a CompleteMultipartUpload
+(the object the server assembles is not the file). `inject_on(method, path_part, fault)` saves a fault for the first
+request of that method whose path contains `path_part`. `fail_after(n)` lets n requests
+through and answers 403 to every later one (a sync dying part-way through); `heal()` ends that.
+`at_random(fault, probability, method)` gives each later request (of that method, or any) that
+fault with that probability, drawn from a seeded generator: a throttling, flaky server
+(`at_random("503", 0.2)`, `at_random("truncate", 0.05, "GET")`).
 
 `encrypted = True` makes the proxy answer as a bucket with SSE-KMS does: every ETag becomes a
 value that is not the content's MD5 (consistently, so conditional requests still work) and
@@ -85,6 +86,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -181,7 +183,7 @@ class FaultProxy:
                     self.wfile.write(payload[: len(payload) // 2])
                     self.wfile.flush()
                     proxy.held.set()
-                    proxy._release.wait(timeout=60)
+                    proxy._release.wait()
                     payload = payload[len(payload) // 2:]
                 if fault == "truncate" and self.command != "HEAD":
                     self.wfile.write(payload[: len(payload) // 2])

@@ -2,7 +2,8 @@
 
 A nightly run trains because the fingerprint differs; this says how: images added, removed
 and changed, label files added, removed and edited, per split and modality, and renamed or
-added classes. Entries are matched by key; an entry whose content differs (`ManifestEntry.same_content`) has changed.
+added classes. Entries are matched by key; an entry whose content differs (`ManifestEntry.same_content`) has changed,
+and one that data.yaml put in another split left the old split and joined the new one.
 """
 
 from __future__ import annotations
@@ -52,12 +53,17 @@ def compare_snapshots(before: Manifest, after: Manifest, baseline: str) -> Snaps
     new = {entry.key: entry for entry in after.entries}
 
     def count(entry: ManifestEntry, change: str) -> None:
+        if entry.role not in _COUNTED_AS:  # an image list: the images it names are counted
+            return
         group = groups.setdefault((entry.split, entry.modality), GroupChanges(entry.split, entry.modality))
         name = _COUNTED_AS[entry.role][change]
         setattr(group, name, getattr(group, name) + 1)
 
     for key, entry in new.items():
         if key not in old:
+            count(entry, "added")
+        elif old[key].split != entry.split:  # data.yaml moved it: it left one split and joined another
+            count(old[key], "removed")
             count(entry, "added")
         elif not old[key].same_content(entry):
             count(entry, "changed")

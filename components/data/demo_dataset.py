@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from components.config import CLASS_NAMES, MODALITIES
+from components.data.dataset import data_yaml_text
+from components.data.dataset_layout import DATA_YAML
 from components.errors import UserError
 from components.log import LOG
 from components.storage import open_store
@@ -28,6 +30,26 @@ class DemoSpec:
     val_fraction: float = 0.2
     background_fraction: float = 0.1
     two_heads_fraction: float = 0.25
+    layout: str = "contract"  # a key of DEMO_LAYOUTS
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    """Where an image and its label go, and the data.yaml that says so (ultralytics reads each unchanged)."""
+
+    image: str  # formatted with split, modality and stem
+    label: str
+    splits: dict[str, str]  # data.yaml's split entries
+    split_names: dict[str, str]  # pogona's split -> the folder name the layout gives it
+
+
+DEMO_LAYOUTS = {
+    "contract": DemoLayout("images/{split}/{modality}/{stem}.jpg", "labels/{split}/{modality}/{stem}.txt",
+                           {"train": "images/train", "val": "images/val"}, {"train": "train", "val": "val"}),
+    # what Roboflow's "YOLOv8/YOLO11" export writes: flat split folders, data.yaml paths from one level down
+    "roboflow": DemoLayout("{split}/images/{stem}.jpg", "{split}/labels/{stem}.txt",
+                           {"train": "../train/images", "val": "../valid/images"}, {"train": "train", "val": "valid"}),
+}
 
 
 def _background(rng: np.random.Generator, size: int, modality: str) -> Image.Image:
@@ -116,7 +138,13 @@ def _val_indices(spec: DemoSpec) -> set[int]:
 
 
 def generate_demo_dataset(out: str, spec: DemoSpec = DemoSpec(), progress: bool = True) -> dict[str, int]:
-    """Write the demo dataset under `out` (any store URI) and return counts per split."""
+    """Write the demo dataset under `out` (any store URI) in `spec.layout` and return counts per split.
+
+    Filenames start with the modality (`thermal_00001`), so the house modality rule finds it in either layout.
+    """
+    if spec.layout not in DEMO_LAYOUTS:
+        raise UserError(f"demo layout {spec.layout!r} is not one of {', '.join(DEMO_LAYOUTS)}")
+    layout = DEMO_LAYOUTS[spec.layout]
     val = _val_indices(spec)
     store = open_store(out)
     rng = np.random.default_rng(spec.seed)
@@ -128,12 +156,12 @@ def generate_demo_dataset(out: str, spec: DemoSpec = DemoSpec(), progress: bool 
         heads = 0 if roll < spec.background_fraction else (2 if roll < spec.background_fraction
                                                            + spec.two_heads_fraction else 1)
         image, label = render_sample(rng, spec.size, modality, heads)
-        stem = f"{modality}_{index:05d}"
-        store.put_bytes(f"images/{split}/{modality}/{stem}.jpg", image)
-        store.put_bytes(f"labels/{split}/{modality}/{stem}.txt", label.encode())
+        place = {"split": layout.split_names[split], "modality": modality, "stem": f"{modality}_{index:05d}"}
+        store.put_bytes(layout.image.format(**place), image)
+        store.put_bytes(layout.label.format(**place), label.encode())
         counts[split] = counts.get(split, 0) + 1
         if progress and (index + 1) % 100 == 0:
             LOG.info(f"demo dataset: {index + 1}/{spec.images} images")
-    names = "\n".join(f"  {i}: {n}" for i, n in CLASS_NAMES.items())
-    store.put_bytes("data.yaml", f"# Pogona demo dataset (generated, seed {spec.seed})\nnames:\n{names}\n".encode())
+    store.put_bytes(DATA_YAML, data_yaml_text(None, layout.splits, CLASS_NAMES,
+                                              comment=f"Pogona demo dataset (generated, seed {spec.seed})").encode())
     return counts

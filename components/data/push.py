@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.errors import UserError
+from components.runtime.eviction import raise_if_evicted
 from components.storage import TEMPORARY_SUFFIXES, open_store
 
 _SKIPPED_SUFFIXES = (".cache", *TEMPORARY_SUFFIXES)
@@ -48,8 +49,16 @@ def push_dataset(source_dir: Path, dest: str, workers: int = 16) -> PushSummary:
     files = dataset_files(Path(source_dir))
     store = open_store(dest)
     remote = {info.key: info for info in store.list()}
+    def unchanged(key: str) -> bool:
+        raise_if_evicted()  # SIGTERM stops only the main thread: queued work would otherwise all run first
+        return store.holds(files[key], remote.get(key))
+
+    def upload(key: str) -> int:
+        raise_if_evicted()
+        return store.upload_file(files[key], key).size
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        held = list(pool.map(lambda key: store.holds(files[key], remote.get(key)), files))
-        changed = [key for key, unchanged in zip(files, held) if not unchanged]
-        sizes = list(pool.map(lambda key: store.upload_file(files[key], key).size, changed))
+        held = list(pool.map(unchanged, files))
+        changed = [key for key, same in zip(files, held) if not same]
+        sizes = list(pool.map(upload, changed))
     return PushSummary(len(changed), len(files) - len(changed), sum(sizes), time.monotonic() - started)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from components.config import IMAGE_SUFFIXES, MODALITIES, SPLITS
+from components.config import IMAGE_SUFFIXES, SPLITS
+from components.data.dataset_layout import ModalityRule
 from components.errors import UserError
 from components.storage import ObjectInfo, write_atomic
 
 IMAGE_ROLE = "image"
 LABEL_ROLE = "label"
-UNKNOWN_MODALITY = "unknown"
+LIST_ROLE = "list"  # a .txt image list that data.yaml names as (part of) a split
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class DatasetKey:
 
 
 def parse_key(key: str) -> DatasetKey | None:
-    """Place a key in the layout, or None when it is not an image or label under a known split.
+    """Place a key in the contract layout (`images|labels/<split>/…`, what the demo and benchmarks write), or None.
 
     `stem` is the path below the split without its suffix: an image and its label share it.
     """
@@ -80,11 +81,8 @@ def parse_key(key: str) -> DatasetKey | None:
 
 
 def modality_of(path_below_split: PurePosixPath) -> str:
-    """The modality from the first sub-folder, else from the filename prefix (`thermal_`), else unknown."""
-    if len(path_below_split.parts) > 1 and path_below_split.parts[0].lower() in MODALITIES:
-        return path_below_split.parts[0].lower()
-    name = path_below_split.name.lower()
-    return next((m for m in MODALITIES if name.startswith(f"{m}_")), UNKNOWN_MODALITY)
+    """The modality by the house rule (layout.ModalityRule without patterns): first folder, else filename prefix."""
+    return ModalityRule().modality(path_below_split.as_posix(), path_below_split.as_posix())
 
 
 def _entry_line(entry: ManifestEntry, content: str) -> bytes:
@@ -121,13 +119,20 @@ class Manifest:
     fingerprint: str
     created: str
     errors: tuple[str, ...] = ()  # what validation found wrong; any error makes the snapshot unusable
+    # What data.yaml names as each split (folders and .txt lists, keys below the dataset prefix) and the modality
+    # patterns it states: sync writes them into the local data.yaml. Manifests written before these fields had
+    # the contract layout (`images/<split>`) and the house modality rule.
+    sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    modalities: dict[str, list[str]] | None = None
 
     @classmethod
     def build(cls, source: str, names: dict[int, str], entries: list[ManifestEntry],
-              errors: list[str] | tuple[str, ...] = ()) -> Manifest:
+              errors: list[str] | tuple[str, ...] = (), sources: dict[str, tuple[str, ...]] | None = None,
+              modalities: dict[str, list[str]] | None = None) -> Manifest:
         ordered = tuple(sorted(entries, key=lambda e: e.key))
         return cls(source, dict(names), ordered, fingerprint(ordered, names),
-                   datetime.now(timezone.utc).isoformat(timespec="seconds"), tuple(errors))
+                   datetime.now(timezone.utc).isoformat(timespec="seconds"), tuple(errors),
+                   _present_sources(ordered, sources), modalities)
 
     @property
     def usable(self) -> bool:
@@ -137,6 +142,11 @@ class Manifest:
     def splits(self) -> list[str]:
         present = {entry.split for entry in self.entries if entry.role == IMAGE_ROLE}
         return [split for split in SPLITS if split in present]
+
+    @property
+    def split_sources(self) -> dict[str, tuple[str, ...]]:
+        """Each present split's folders and lists, in SPLITS order."""
+        return {split: self.sources[split] for split in self.splits}
 
     def save(self, path: Path) -> None:
         document = asdict(self)
@@ -159,8 +169,21 @@ class Manifest:
             entries = tuple(ManifestEntry(**entry) for entry in document["entries"])
             manifest = cls(document["source"], {int(i): n for i, n in document["names"].items()}, entries,
                            document["fingerprint"], document["created"], tuple(document.get("errors", ())))
+            manifest = replace(manifest, sources=_present_sources(entries, document.get("sources")),
+                               modalities=ModalityRule.from_spec(document, where).to_spec())
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"manifest {where} is not a snapshot manifest: {exc!r}") from None
+        except UserError as exc:
+            raise UserError(f"manifest {where} is not a snapshot manifest: {exc}") from None
         if manifest.fingerprint not in (fingerprint(entries, manifest.names), _entries_only_fingerprint(entries)):
             raise UserError(f"manifest {where}: entries do not match its fingerprint (edited by hand?)")
         return manifest
+
+
+def _present_sources(entries: tuple[ManifestEntry, ...],
+                     sources: dict[str, list[str] | tuple[str, ...]] | None) -> dict[str, tuple[str, ...]]:
+    """The split sources to record: as given, else the contract's `images/<split>` for each split with images."""
+    if sources:
+        return {split: tuple(sources[split]) for split in SPLITS if split in sources}
+    present = {entry.split for entry in entries if entry.role == IMAGE_ROLE}
+    return {split: (f"images/{split}",) for split in SPLITS if split in present}

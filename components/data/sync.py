@@ -13,20 +13,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from components.config import cache_root
-from components.errors import UserError
+from components.data.dataset import data_yaml_text
+from components.data.dataset_layout import DATA_YAML, ModalityRule
 from components.data.snapshot import Manifest
+from components.errors import UserError
 from components.runtime.eviction import raise_if_evicted
 from components.storage import (TEMPORARY_SUFFIXES, ObjectStore, fetch_objects, local_path, open_store,
                                 remove_if_abandoned, write_atomic)
-
-_DATASET_DIRS = ("images", "labels")
-
 
 @dataclass(frozen=True)
 class SyncSummary:
@@ -43,16 +40,18 @@ class SyncSummary:
                 f"{self.bytes / 1e6:.1f} MB in {self.seconds:.2f} s")
 
 
-def _remove_strays(dest: Path, wanted: set[Path]) -> int:
-    """Delete files under images/ and labels/ that are not in the snapshot, and torn temporary files.
+def _remove_strays(dest: Path, manifest: Manifest, wanted: set[Path]) -> int:
+    """Delete files in the snapshot's top folders (`images/`, `labels/`; `train/`, `valid/` in a Roboflow export)
+    that are not in the snapshot, and torn temporary files.
 
     Another sync into the same folder (a shared cache) may be writing its temporary files and
     renaming files into place meanwhile: a temporary file still held by its writer is left alone,
     and a file that vanishes under the walk is not an error.
     """
     removed = 0
-    for folder in _DATASET_DIRS:
-        for path in (dest / folder).rglob("*") if (dest / folder).is_dir() else ():
+    folders = sorted({dest / PurePosixPath(entry.key).parts[0] for entry in manifest.entries if "/" in entry.key})
+    for folder in folders:
+        for path in folder.rglob("*") if folder.is_dir() else ():
             if path in wanted or path.suffix == ".cache" or not path.is_file():
                 continue
             if path.name.endswith(TEMPORARY_SUFFIXES):
@@ -63,8 +62,8 @@ def _remove_strays(dest: Path, wanted: set[Path]) -> int:
     return removed
 
 
-class _StopsOnEviction:
-    """The snapshot's store, refusing to start a download once the pod is evicted: SIGTERM stops only the main
+class StopsOnEviction:
+    """A store refusing to start a download once the pod is evicted (sync and validate use it): SIGTERM stops only the main
     thread, and the download threads would otherwise fetch every queued object before the sync may exit. Downloads
     under way finish or remove their temporary file, as on any error."""
 
@@ -80,14 +79,20 @@ class _StopsOnEviction:
 
 
 def write_data_yaml(dest: Path, manifest: Manifest) -> Path:
-    """The data.yaml that points ultralytics at the local copy."""
-    document: dict[str, object] = {"path": str(dest.resolve())}
-    for split in manifest.splits:
-        document[split] = f"images/{split}"
-    document["names"] = dict(manifest.names)
-    path = dest / "data.yaml"
-    write_atomic(path, yaml.safe_dump(document, sort_keys=False).encode())
+    """The data.yaml that points ultralytics at the local copy: the dataset's own split folders and lists."""
+    splits = {split: list(sources) if len(sources) > 1 else sources[0]
+              for split, sources in manifest.split_sources.items()}
+    text = data_yaml_text(str(dest.resolve()), {s: _relative(v) for s, v in splits.items()}, manifest.names,
+                          ModalityRule.from_spec({"modalities": manifest.modalities}, "manifest"),
+                          f"snapshot {manifest.fingerprint} of {manifest.source}")
+    path = dest / DATA_YAML
+    write_atomic(path, text.encode())
     return path
+
+
+def _relative(source: str | list[str]) -> str | list[str]:
+    """A source key as data.yaml names it below `path` (the dataset root itself is `.`)."""
+    return [s or "." for s in source] if isinstance(source, list) else source or "."
 
 
 def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: bool = True,
@@ -105,8 +110,8 @@ def sync_snapshot(manifest_path: Path, dest: Path, workers: int = 16, progress: 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     wanted = {local_path(dest, entry.key) for entry in manifest.entries}
-    removed = _remove_strays(dest, wanted)
-    counts = fetch_objects(_StopsOnEviction(open_store(manifest.source)),
+    removed = _remove_strays(dest, manifest, wanted)
+    counts = fetch_objects(StopsOnEviction(open_store(manifest.source)),
                            [entry.object_info() for entry in manifest.entries], dest, workers, progress)
     data_yaml = write_data_yaml(dest, manifest)
     return SyncSummary(counts.downloaded, counts.skipped, counts.bytes, time.monotonic() - started,

@@ -1,4 +1,4 @@
-"""Check a dataset in the contract layout before anything trains on it, and write its snapshot.
+"""Check a dataset, in whatever layout its data.yaml describes, before anything trains on it, and write its snapshot.
 
 Every image is downloaded (in parallel) and decoded, every label file read as ultralytics
 reads it (components.data.labels), and the problems that wasted runs in the field notes are
@@ -20,20 +20,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image, UnidentifiedImageError
 
-from components.config import CLASS_NAMES, SPLITS
+from components.config import SPLITS
 from components.document import Block, Bullets, Heading, Paragraph, table, to_markdown
-from components.errors import UserError
 from components.data.labels import LabelVerdict, read_label
+from components.data.dataset_layout import (DATA_YAML, NO_MODALITY, DatasetLayout, has_modalities, label_key, modality_group,
+                                    read_layout)
 from components.data.near_duplicates import appearance, near_duplicate_leakage
-from components.data.snapshot import IMAGE_ROLE, LABEL_ROLE, DatasetKey, Manifest, ManifestEntry, parse_key
+from components.data.snapshot import IMAGE_ROLE, LABEL_ROLE, LIST_ROLE, Manifest, ManifestEntry
+from components.data.sync import StopsOnEviction
+from components.errors import UserError
+from components.runtime.eviction import raise_if_evicted
 from components.storage import ObjectStore, fetch_objects, open_store, write_atomic
 
 _LISTED_PROBLEMS = 200
 # PIL's names of the formats ultralytics reads (ultralytics.data.utils.IMG_FORMATS)
-TRAINABLE_FORMATS = frozenset({"BMP", "JPEG", "JPEG2000", "MPO", "PNG", "TIFF", "WEBP"})
+TRAINABLE_FORMATS = frozenset({"AVIF", "BMP", "JPEG", "JPEG2000", "MPO", "PNG", "TIFF", "WEBP"})
 MIN_IMAGE_SIDE = 10  # ultralytics skips smaller images
 
 
@@ -53,45 +56,27 @@ class ValidationResult:
     manifest: Manifest
 
     def metrics(self) -> dict[str, float]:
-        """Flat numbers for a dashboard: `<split>_<count>` totals and `<split>_<modality>_<count>`."""
+        """Flat numbers for a dashboard: `<split>_<count>` totals, and `<split>_<modality>_<count>` where the dataset
+        has modalities (the images without one as `no_modality`)."""
+        per_modality = has_modalities(modality for groups in self.counts.values() for modality in groups)
         flat: dict[str, float] = {}
         for split, groups in self.counts.items():
             for modality, group in groups.items():
                 for name, value in vars(group).items():
-                    flat[f"{split}_{modality}_{name}"] = float(value)
+                    if per_modality:
+                        flat[f"{split}_{modality_group(modality).replace(' ', '_')}_{name}"] = float(value)
                     flat[f"{split}_{name}"] = flat.get(f"{split}_{name}", 0.0) + value
         return flat
 
 
-def parse_names(text: str, where: str) -> dict[int, str]:
-    """Class names from a data.yaml: a mapping {0: name} or a list [name]."""
-    try:
-        names = (yaml.safe_load(text) or {}).get("names")
-    except (yaml.YAMLError, AttributeError) as exc:
-        raise UserError(f"{where} is not a YAML mapping: {exc}") from None
-    if isinstance(names, list) and names:
-        return dict(enumerate(str(n) for n in names))
-    if isinstance(names, dict) and names:
+def read_store_layout(store: ObjectStore, keys: set[str]) -> DatasetLayout:
+    """The dataset's splits from its data.yaml (components.data.dataset_layout), read through `store`."""
+    def read_text(key: str) -> str:
         try:
-            numbered = {int(index): str(name) for index, name in names.items()}
-        except ValueError:
-            raise UserError(f"{where}: class ids in `names` must be integers") from None
-        if sorted(numbered) != list(range(len(numbered))):
-            raise UserError(f"{where}: class ids in `names` must be 0 to {len(numbered) - 1} (ultralytics requires "
-                            f"it), got {sorted(numbered)}")
-        return numbered
-    raise UserError(f"{where} has no `names` (expected e.g. names: {{0: pogona_head}})")
-
-
-def class_names(store: ObjectStore, keys: set[str]) -> dict[int, str]:
-    """Names from the dataset's own data.yaml, else the contract's (components.config.CLASS_NAMES)."""
-    if "data.yaml" not in keys:
-        return dict(CLASS_NAMES)
-    try:
-        text = store.get_bytes("data.yaml").decode()
-    except UnicodeDecodeError:
-        raise UserError(f"{store.url('data.yaml')} is not UTF-8 text") from None
-    return parse_names(text, store.url("data.yaml"))
+            return store.get_bytes(key).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise UserError(f"{store.url(key)} is not UTF-8 text") from None
+    return read_layout(keys, read_text, store.url)
 
 
 @dataclass(frozen=True)
@@ -144,6 +129,128 @@ def _leakage(hashes: dict[str, dict[str, str]]) -> list[str]:
     return errors
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What the listing and data.yaml say the snapshot holds, before any byte is read."""
+
+    layout: DatasetLayout
+    entries: list[ManifestEntry]
+    warnings: list[str]
+
+
+def _plan(store: ObjectStore) -> _Plan:
+    listing = list(store.list())
+    layout = read_store_layout(store, {info.key for info in listing})
+    images = {image.key: image for image in layout.images}
+    entries, warnings = [], []
+    for info in listing:
+        if info.key in images:
+            image = images[info.key]
+            entries.append(ManifestEntry(info.key, info.size, info.etag, image.split, image.modality, IMAGE_ROLE))
+        elif info.key in layout.labels or info.key in layout.orphan_labels:
+            place = layout.labels.get(info.key) or layout.orphan_labels[info.key]
+            entries.append(ManifestEntry(info.key, info.size, info.etag, place.split, place.modality, LABEL_ROLE))
+        elif info.key in layout.lists:
+            entries.append(ManifestEntry(info.key, info.size, info.etag, layout.lists[info.key], NO_MODALITY,
+                                         LIST_ROLE))
+        elif info.key != DATA_YAML:
+            warnings.append(f"{info.key}: not an image, label or image list of a split in data.yaml; ignored")
+    return _Plan(layout, sorted(entries, key=lambda e: e.key), warnings)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """The plan's entries with their content hashes, each image's check and each label's bytes."""
+
+    entries: list[ManifestEntry]
+    images: list[tuple[ManifestEntry, ImageCheck]]
+    labels: dict[str, bytes]
+
+
+def _read(store: ObjectStore, entries: list[ManifestEntry], cache_dir: Path | None, workers: int,
+          near_duplicates: bool) -> _Read:
+    with tempfile.TemporaryDirectory(prefix="pogona-validate-") as scratch:
+        local = Path(cache_dir) if cache_dir else Path(scratch)
+        fetch_objects(StopsOnEviction(store), [e.object_info() for e in entries], local, workers, progress=False,
+                      label="validate")
+        images = [e for e in entries if e.role == IMAGE_ROLE]
+
+        def check(entry: ManifestEntry) -> ImageCheck:
+            raise_if_evicted()  # SIGTERM stops only the main thread: queued checks would otherwise all run first
+            return check_image(entry.key, local / entry.key, near_duplicates)
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            checked = list(pool.map(check, images))
+        others = {e.key: (local / e.key).read_bytes() for e in entries if e.role != IMAGE_ROLE}
+    # The hashes of what was read make the snapshot checkable wherever the bucket's ETags are not MD5s.
+    content = {key: hashlib.sha256(data).hexdigest() for key, data in others.items()}
+    content.update((image.key, check.digest) for image, check in zip(images, checked))
+    hashed = [replace(e, sha256=content[e.key]) for e in entries]
+    labels = {e.key: others[e.key] for e in entries if e.role == LABEL_ROLE}
+    return _Read(hashed, list(zip(images, checked)), labels)
+
+
+@dataclass
+class _Findings:
+    errors: list[str]
+    warnings: list[str]
+    counts: dict[str, dict[str, GroupCounts]]
+    box_sizes: list[float]
+
+
+def _count(read: _Read, plan: _Plan) -> _Findings:
+    """Each image's check and label verdict, counted by split and modality."""
+    found = _Findings([], list(plan.warnings), defaultdict(lambda: defaultdict(GroupCounts)), [])
+    class_count = len(plan.layout.names)
+    verdicts = {key: read_label(key, data, class_count) for key, data in read.labels.items()}
+    counted: set[str] = set()  # label keys that belong to an image (two images with one stem share it, as in ultralytics)
+    for entry, checked in read.images:
+        found.errors.extend(checked.errors)
+        found.warnings.extend(checked.warnings)
+        key = label_key(entry.key)
+        verdict = verdicts.get(key, LabelVerdict(()))
+        if key in verdicts and key not in counted:
+            counted.add(key)
+            found.errors.extend(verdict.errors)
+            found.warnings.extend(verdict.warnings)
+        group = found.counts[entry.split][entry.modality]
+        group.images += 1
+        group.instances += len(verdict.boxes)
+        group.backgrounds += not verdict.boxes
+        found.box_sizes.extend((w * h) ** 0.5 for _, _, _, w, h in verdict.boxes)
+    found.errors.extend(f"{key}: label without an image (expected {_image_stem(key)}.jpg or .png)"
+                        for key in plan.layout.orphan_labels)
+    return found
+
+
+def _image_stem(label: str) -> str:
+    head, found, tail = f"/{label}".rpartition("/labels/")
+    return (f"{head}/images/{tail}" if found else f"/{label}").lstrip("/").removesuffix(".txt")
+
+
+def _split_errors(store: ObjectStore, plan: _Plan, read: _Read, found: _Findings, near_duplicates: bool) -> list[str]:
+    """Problems of whole splits: the same picture in two of them, train or val empty, a split with nothing labeled."""
+    hashes: dict[str, dict[str, str]] = defaultdict(dict)
+    looks: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    for entry, checked in read.images:
+        hashes[entry.split][entry.key] = checked.digest
+        if checked.looks is not None:
+            looks[entry.split][entry.key] = checked.looks
+    errors = _leakage(hashes)
+    if near_duplicates:
+        errors.extend(near_duplicate_leakage(looks, {k: d for split in hashes.values() for k, d in split.items()}))
+    for split in ("train", "val"):
+        if split not in found.counts:
+            where = ", ".join(plan.layout.sources.get(split, ())) or f"images/{split}"
+            errors.append(f"{store.url(where)}: the {split} split has no images")
+    for split, groups in found.counts.items():
+        if sum(g.instances for g in groups.values()) == 0:
+            labels = sorted({label_key(f"{s}/x.jpg").rpartition("/")[0] for s in plan.layout.sources[split]})
+            errors.append(f"{store.url(labels[0] if len(labels) == 1 else '')}: the {split} split has no "
+                          "labeled instances")
+    return errors
+
+
 def validate_dataset(source: str, manifest_path: Path | None = None, report_path: Path | None = None,
                      cache_dir: Path | None = None, workers: int = 16,
                      near_duplicates: bool = True) -> ValidationResult:
@@ -154,74 +261,15 @@ def validate_dataset(source: str, manifest_path: Path | None = None, report_path
     baseline).
     """
     store = open_store(source)
-    listing = list(store.list())
-    names = class_names(store, {info.key for info in listing})
-    errors: list[str] = []
-    warnings: list[str] = []
-    entries: list[ManifestEntry] = []
-    places: dict[str, DatasetKey] = {}
-    for info in listing:
-        place = parse_key(info.key)
-        if place is None:
-            if info.key != "data.yaml":
-                warnings.append(f"{info.key}: not an image or label under images|labels/train|val|test; ignored")
-            continue
-        places[info.key] = place
-        entries.append(place.entry(info))
-    entries.sort(key=lambda e: e.key)
-
-    with tempfile.TemporaryDirectory(prefix="pogona-validate-") as scratch:
-        local = Path(cache_dir) if cache_dir else Path(scratch)
-        fetch_objects(store, [e.object_info() for e in entries], local, workers, progress=False, label="validate")
-        images = [e for e in entries if e.role == IMAGE_ROLE]
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            checked_images = list(pool.map(lambda e: check_image(e.key, local / e.key, near_duplicates), images))
-        labels = [(e, (local / e.key).read_bytes()) for e in entries if e.role == LABEL_ROLE]
-    # The hashes of what was read make the snapshot checkable wherever the bucket's ETags are not MD5s.
-    content = {e.key: hashlib.sha256(data).hexdigest() for e, data in labels}
-    content.update((image.key, checked.digest) for image, checked in zip(images, checked_images))
-    entries = [replace(e, sha256=content[e.key]) for e in entries]
-
-    label_verdicts = {(e.split, places[e.key].stem): (e, read_label(e.key, data, len(names)))
-                      for e, data in labels}
-    counts: dict[str, dict[str, GroupCounts]] = defaultdict(lambda: defaultdict(GroupCounts))
-    hashes: dict[str, dict[str, str]] = defaultdict(dict)
-    looks: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
-    box_sizes: list[float] = []
-    read: set[str] = set()  # label keys that belong to an image (two images with one stem share it, as in ultralytics)
-    for entry, checked in zip(images, checked_images):
-        errors.extend(checked.errors)
-        warnings.extend(checked.warnings)
-        hashes[entry.split][entry.key] = checked.digest
-        if checked.looks is not None:
-            looks[entry.split][entry.key] = checked.looks
-        label_entry, verdict = label_verdicts.get((entry.split, places[entry.key].stem), (None, LabelVerdict(())))
-        if label_entry is not None and label_entry.key not in read:
-            read.add(label_entry.key)
-            errors.extend(verdict.errors)
-            warnings.extend(verdict.warnings)
-        group = counts[entry.split][entry.modality]
-        group.images += 1
-        group.instances += len(verdict.boxes)
-        group.backgrounds += not verdict.boxes
-        box_sizes.extend((w * h) ** 0.5 for _, _, _, w, h in verdict.boxes)
-    errors.extend(f"{entry.key}: label without an image (expected images/{entry.split}/"
-                  f"{places[entry.key].stem}.jpg or .png)" for entry, _ in label_verdicts.values()
-                  if entry.key not in read)
-    errors.extend(_leakage(hashes))
-    if near_duplicates:
-        errors.extend(near_duplicate_leakage(looks, {k: d for split in hashes.values() for k, d in split.items()}))
-    for split in ("train", "val"):
-        if split not in counts:
-            errors.append(f"{store.url(f'images/{split}')}: the {split} split has no images")
-    for split, groups in counts.items():
-        if sum(g.instances for g in groups.values()) == 0:
-            errors.append(f"{store.url(f'labels/{split}')}: the {split} split has no labeled instances")
-
-    frozen_counts = {split: dict(groups) for split, groups in counts.items()}
-    manifest = Manifest.build(store.uri, names, entries, errors)
-    report = render_report(manifest, frozen_counts, box_sizes, errors, warnings)
-    result = ValidationResult(not errors, errors, warnings, frozen_counts, manifest)
+    plan = _plan(store)
+    read = _read(store, plan.entries, cache_dir, workers, near_duplicates)
+    found = _count(read, plan)
+    errors = found.errors + _split_errors(store, plan, read, found, near_duplicates)
+    frozen_counts = {split: dict(groups) for split, groups in found.counts.items()}
+    manifest = Manifest.build(store.uri, plan.layout.names, read.entries, errors, plan.layout.sources,
+                              plan.layout.modalities.to_spec())
+    report = render_report(manifest, frozen_counts, found.box_sizes, errors, found.warnings)
+    result = ValidationResult(not errors, errors, found.warnings, frozen_counts, manifest)
     if manifest_path:
         manifest.save(Path(manifest_path))
     if report_path:
@@ -238,23 +286,32 @@ def _problem_blocks(title: str, problems: list[str]) -> list[Block]:
     return [Heading(f"{title} ({len(problems)})", 3), Bullets(tuple(items))]
 
 
-def render_report(manifest: Manifest, counts: dict[str, dict[str, GroupCounts]], box_sizes: list[float],
-                  errors: list[str], warnings: list[str]) -> str:
-    """The Markdown report: verdict, counts per split and modality, box-size spread, problems."""
-    verdict = "usable" if not errors else f"not usable ({len(errors)} errors)"
-    names = ", ".join(f"{i}: {n}" for i, n in sorted(manifest.names.items()))
+def _counts_table(counts: dict[str, dict[str, GroupCounts]]) -> Block:
+    """Images, backgrounds and instances per split and modality, and in all; per split only in a dataset without
+    modalities."""
+    per_modality = has_modalities(modality for groups in counts.values() for modality in groups)
     rows, total = [], GroupCounts()
     for split in SPLITS:
         for modality, group in sorted(counts.get(split, {}).items()):
-            rows.append((split, modality, group.images, group.backgrounds, group.instances))
+            rows.append((split, *((modality_group(modality),) if per_modality else ()), group.images,
+                         group.backgrounds, group.instances))
             total = GroupCounts(total.images + group.images, total.backgrounds + group.backgrounds,
                                 total.instances + group.instances)
-    rows.append(("**total**", "", total.images, total.backgrounds, total.instances))
+    modality = ("modality",) if per_modality else ()
+    rows.append(("**total**", *(("",) if per_modality else ()), total.images, total.backgrounds, total.instances))
+    return table(("split", *modality, "images", "backgrounds", "instances"), rows, "l" * (1 + len(modality)) + "rrr")
+
+
+def render_report(manifest: Manifest, counts: dict[str, dict[str, GroupCounts]], box_sizes: list[float],
+                  errors: list[str], warnings: list[str]) -> str:
+    """The Markdown report: verdict, counts per split (and modality, where the dataset has them), box-size spread,
+    problems."""
+    verdict = "usable" if not errors else f"not usable ({len(errors)} errors)"
+    names = ", ".join(f"{i}: {n}" for i, n in sorted(manifest.names.items()))
     blocks: list[Block] = [
         Heading(f"Dataset validation: {manifest.source}", 1), Paragraph(f"**Verdict: {verdict}**"),
         Bullets((f"fingerprint: `{manifest.fingerprint}`", f"classes: {names}", f"objects: {len(manifest.entries)}")),
-        Heading("Counts"), table(("split", "modality", "images", "backgrounds", "instances"), rows, "llrrr"),
-        Heading("Box sizes")]
+        Heading("Counts"), _counts_table(counts), Heading("Box sizes")]
     if len(box_sizes) >= 2:
         deciles = statistics.quantiles(box_sizes, n=10)
         blocks += [Paragraph("Box size as a fraction of the image side (sqrt of width x height):"),

@@ -2,17 +2,18 @@
 
 Numbers say how often the model fails; these pictures say what it fails on, so the person
 labeling data sees what to label next. No image is predicted for this: the evaluation's own
-per-modality validator passes record each image's detections of confidence 0.25 or more
+overall validator pass records each image's detections of confidence 0.25 or more
 (`collecting_validator`), in the original image's coordinates as `predict` gives them. A
 detection matches an unmatched ground-truth box of its class at IoU >= 0.5, highest confidence
-first (as mAP50 counts it). The worst images of each modality are drawn
-small, ground truth in green (thick where missed), detections in blue and false ones in red
-with their confidence.
+first (as mAP50 counts it). The worst images of each modality (of the whole split, for a
+dataset without modalities) are drawn small, ground truth in green (thick where missed),
+detections in blue and false ones in red with their confidence.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from components.data.dataset import Dataset, image_modality
+from components.data.dataset import Dataset
+from components.data.dataset_layout import modality_group
 from components.data.labels import read_label
 from components.metrics.artifacts import WorstImage
 from components.runtime.yolo_env import offline_ultralytics
@@ -28,6 +30,7 @@ from components.runtime.yolo_env import offline_ultralytics
 MIN_CONFIDENCE = 0.25  # ultralytics' default prediction threshold
 MIN_IOU = 0.5
 SHOWN_PER_MODALITY = 3
+OVERALL = "overall"  # the worst images' group in a dataset without modalities
 DRAWN_SIDE = 320  # pixels; keeps report.html small
 GROUND_TRUTH, DETECTION, FALSE_DETECTION = (40, 200, 60), (60, 120, 255), (235, 40, 40)
 
@@ -123,7 +126,7 @@ def judge(image: Path, predictions: list[Prediction], dataset: Dataset) -> Image
     truth = _truth(image, len(dataset.names))
     missed, detections = match(truth, predictions)
     key = image.relative_to(dataset.root).as_posix() if image.is_relative_to(dataset.root) else str(image)
-    return ImageFailures(image, key, image_modality(image, dataset.splits["val"]), tuple(box for _, box in truth),
+    return ImageFailures(image, key, dataset.modality(image, "val"), tuple(box for _, box in truth),
                          tuple(missed), tuple(detections))
 
 
@@ -163,19 +166,22 @@ def draw(failures: ImageFailures) -> bytes:
     return buffer.getvalue()
 
 
-def worst_images(predictions: dict[Path, list[Prediction]], dataset: Dataset,
-                 out_dir: Path) -> dict[str, tuple[WorstImage, ...]]:
-    """Draw the SHOWN_PER_MODALITY worst validation images of each modality into `out_dir`; their records
-    (key, counts, caption, the drawing's path relative to out_dir's parent) per modality, for evaluation.json."""
+def worst_images(predictions: dict[Path, list[Prediction]], dataset: Dataset, out_dir: Path,
+                 per_modality: bool) -> dict[str, tuple[WorstImage, ...]]:
+    """Draw the SHOWN_PER_MODALITY worst validation images of each modality (`per_modality`), else of the whole
+    split, into `out_dir`; their records (key, counts, caption, the drawing's path relative to out_dir's parent)
+    per group, for evaluation.json."""
     shutil.rmtree(out_dir, ignore_errors=True)  # no drawing of an earlier evaluation stays beside these
     shown: dict[str, list[WorstImage]] = {}
     for failures in find_failures(predictions, dataset):
-        records = shown.setdefault(failures.modality, [])
+        group = modality_group(failures.modality) if per_modality else OVERALL
+        records = shown.setdefault(group, [])
         if len(records) == SHOWN_PER_MODALITY:
             continue
-        name = f"{failures.modality}-{len(records) + 1}.jpg"
+        stem = re.sub(r"[^\w.-]+", "-", group)  # a modality's name made a file name ("no modality": no-modality)
+        name = f"{stem}-{len(records) + 1}.jpg"
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / name).write_bytes(draw(failures))
         records.append(WorstImage(failures.key, sum(failures.missed), sum(not d.correct for d in failures.detections),
                                   failures.caption(), f"{out_dir.name}/{name}"))
-    return {modality: tuple(records) for modality, records in shown.items()}
+    return {group: tuple(records) for group, records in shown.items()}

@@ -86,7 +86,10 @@ class WorstImage:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """evaluation.json: best.pt on the val split, overall and per modality, and on test when there is one."""
+    """evaluation.json: best.pt on the val split, overall and per modality, and on test when there is one.
+
+    A dataset without modalities has an empty `by_modality`, and its worst images are grouped as "overall".
+    """
 
     weights: str | None = None
     imgsz: int | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from components.data.dataset_layout import NO_MODALITY, NO_MODALITY_GROUP
 from components.metrics.artifacts import Evaluation, Exports
 from components.metrics.run_metrics import sanity_metrics
 from components.training.deadrun import Verdict
@@ -78,9 +79,10 @@ def _convergence_advice(analysis: Analysis) -> list[Recommendation]:
 
 
 def _modality_advice(evaluation: Evaluation | None) -> list[Recommendation]:
-    """More labels for a modality that scores well below the best one."""
+    """More labels for a modality that scores well below the best one. The images without a modality are no
+    modality one could label more of: they are left out."""
     scored = {name: scores.map50_95 for name, scores in (evaluation.by_modality if evaluation else {}).items()
-              if scores.map50_95 is not None}
+              if scores.map50_95 is not None and name not in (NO_MODALITY_GROUP, NO_MODALITY)}
     if len(scored) < 2:
         return []
     weak, strong = min(scored, key=scored.get), max(scored, key=scored.get)

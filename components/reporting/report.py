@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import PromotionConfig
+from components.data.dataset_layout import has_modalities, modality_group
 from components.document import Block, Bullets, Figure, Heading, Paragraph, table, to_html, to_markdown
 from components.errors import UserError
 from components.metrics.artifacts import Evaluation, Exports, read_json
@@ -74,10 +75,13 @@ def _changes_blocks(changes: dict[str, Any]) -> list[Block]:
     """Why this run trained: the dataset's changes since the champion's snapshot (components.data.changes)."""
     blocks: list[Block] = [Heading("What changed since the champion"),
                            Paragraph(f"Compared with {changes['baseline']}.")]
-    if changes["groups"]:
-        blocks.append(table(("split", "modality", *(c.replace("_", " ") for c in _CHANGE_COLUMNS)),
-                             [(g["split"], g["modality"], *(g[c] for c in _CHANGE_COLUMNS))
-                              for g in changes["groups"]]))
+    groups = changes["groups"]
+    if groups:
+        per_modality = has_modalities(g["modality"] for g in groups)  # else one group per split
+        modality = ("modality",) if per_modality else ()
+        blocks.append(table(("split", *modality, *(c.replace("_", " ") for c in _CHANGE_COLUMNS)),
+                             [(g["split"], *((modality_group(g["modality"]),) if per_modality else ()),
+                               *(g[c] for c in _CHANGE_COLUMNS)) for g in groups]))
     if changes["names_before"] != changes["names_after"]:
         before, after = (", ".join(f"{index}: {name}" for index, name in sorted(names.items(), key=lambda i: int(i[0])))
                          for names in (changes["names_before"], changes["names_after"]))
@@ -189,22 +193,27 @@ def _history_blocks(analysis: Analysis) -> list[Block]:
 
 
 def _modality_blocks(inputs: ReportInputs) -> list[Block]:
-    """The evaluation per modality, then its worst validation images (components.evaluation.failures), drawn."""
+    """The evaluation per modality (none for a dataset without modalities), then its worst validation images
+    (components.evaluation.failures), drawn."""
     evaluation = inputs.evaluation
-    modalities = evaluation.by_modality if evaluation else {}
+    if evaluation is None:
+        return [Heading("Per modality"), Paragraph("No evaluation given: per-modality numbers are absent.")]
+    modalities = evaluation.by_modality
     blocks: list[Block] = [Heading("Per modality"), table(
         ("modality", *METRICS), [(name, *(scores.values().get(key) for key in METRICS))
-                                 for name, scores in sorted(modalities.items())])
-        if modalities else Paragraph("No evaluation given: per-modality numbers are absent.")]
-    if evaluation is None or evaluation.worst_images is None or inputs.evaluation_path is None:
+                                 for name, scores in sorted(modalities.items())])] if modalities else []
+    if evaluation.worst_images is None or inputs.evaluation_path is None:
         return blocks
     blocks += [Heading("Where the model fails"), Paragraph(
         "The validation images with the most missed heads and false detections (confidence 0.25 or more, "
-        "IoU 0.5), per modality. Ground truth in green, thick where missed; detections in blue; false "
-        "detections in red; numbers are confidences.")]
-    for modality in sorted(set(evaluation.worst_images) | set(modalities)):
-        records = evaluation.worst_images.get(modality, ())
-        blocks.append(Heading(modality, 3))
+        f"IoU 0.5){', per modality' if modalities else ''}. Ground truth in green, thick where missed; detections "
+        "in blue; false detections in red; numbers are confidences.")]
+    worst = evaluation.worst_images
+    shown = ({group: worst.get(group, ()) for group in sorted(set(worst) | set(modalities))} if modalities
+             else {"": tuple(record for records in worst.values() for record in records)})  # one group, no heading
+    for group, records in shown.items():
+        if group:
+            blocks.append(Heading(group, 3))
         if not records:
             blocks.append(Paragraph("No validation image has a missed head or a false detection."))
         blocks += [Figure(f"worst-{Path(r.drawing).name}", r.caption,

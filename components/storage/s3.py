@@ -303,7 +303,9 @@ def _shared_connection(*settings: str | None) -> _S3Connection:
     session = boto3.session.Session()
     client = session.client("s3", config=config,
                             endpoint_url=env["AWS_ENDPOINT_URL_S3"] or env["AWS_ENDPOINT_URL"] or None)
-    pool = urllib3.PoolManager(maxsize=64, retries=False, timeout=urllib3.Timeout(connect_timeout, read_timeout),
+    # by keyword: Timeout's first positional parameter is `total`, which would cap every read at the connect timeout
+    timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+    pool = urllib3.PoolManager(maxsize=64, retries=False, timeout=timeout,
                                ca_certs=env["AWS_CA_BUNDLE"] or get_cert_path(True))
     return _S3Connection(client, session.get_credentials(), client.meta.region_name,
                          client.meta.endpoint_url.rstrip("/"), addressing == "virtual", pool, Throttle(ceiling=64))

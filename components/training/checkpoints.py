@@ -42,6 +42,7 @@ class CheckpointUploads:
         self.first_delay = first_delay
         self._staging: Path | None = None
         self._pending: dict[str, Path] = {}
+        self._uploading: list[str] = []  # the keys of the checkpoint in flight not stored yet
         self._busy = False
         self._failure: CheckpointUploadError | None = None
         self._done = threading.Condition()
@@ -62,17 +63,30 @@ class CheckpointUploads:
                 self._busy = True
                 threading.Thread(target=self._work, name="checkpoint-uploads", daemon=True).start()
 
-    def wait(self) -> None:
-        """Block until every queued checkpoint is stored (or has failed), then raise the first failure."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every queued checkpoint is stored (or has failed), then raise the first failure.
+
+        With a `timeout` (an eviction's grace period), give up when it runs out and return False: what is
+        still queued or uploading (`unstored`) is abandoned with the staging folder, as the pod is about to die.
+        """
         started = time.monotonic()
+        finished = True
         with self._done:
             if self._busy:
-                self._done.wait_for(lambda: not self._busy)
-                LOG.info(f"waited {time.monotonic() - started:.1f} s for checkpoint uploads to finish")
+                finished = self._done.wait_for(lambda: not self._busy, timeout)
+                LOG.info(f"waited {time.monotonic() - started:.1f} s for checkpoint uploads"
+                         + ("" if finished else f", then stopped waiting: {', '.join(self.unstored())} not stored"))
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
-        self._raise_failure()
+        if finished:
+            self._raise_failure()
+        return finished
+
+    def unstored(self) -> list[str]:
+        """The object keys queued or uploading and not stored yet, in upload order."""
+        with self._done:
+            return sorted({*self._uploading, *self._pending}, key=UPLOAD_ORDER.index)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -94,6 +108,7 @@ class CheckpointUploads:
         while True:
             with self._done:
                 checkpoint, self._pending = self._pending, {}
+                self._uploading = list(checkpoint)
                 if not checkpoint:
                     self._busy = False
                     self._done.notify_all()
@@ -101,6 +116,8 @@ class CheckpointUploads:
             try:
                 for key in sorted(checkpoint, key=UPLOAD_ORDER.index):
                     self._upload(checkpoint[key], key)
+                    with self._done:
+                        self._uploading.remove(key)
             except CheckpointUploadError as failure:
                 LOG.warning(str(failure))  # now; it is raised at the next checkpoint or wait
                 with self._done:

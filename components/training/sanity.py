@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import SanityConfig, TrainConfig
-from components.data.dataset import Dataset, image_modality, load_dataset
+from components.data.dataset import Dataset, load_dataset
 from components.training.deadrun import DeadRunError, Verdict
 from components.errors import UserError
 from components.metrics.results_csv import LOSS_KINDS
@@ -48,7 +48,7 @@ def stratified_subset(dataset: Dataset, max_images: int) -> dict[str, list[Path]
     groups: dict[tuple[str, str], list[Path]] = {}
     for split in ("train", "val"):
         for image in dataset.images(split):
-            groups.setdefault((split, image_modality(image, dataset.splits[split])), []).append(image)
+            groups.setdefault((split, dataset.modality(image, split)), []).append(image)
     total = sum(len(images) for images in groups.values())
     if total == 0:
         raise UserError(f"{dataset.root} has no train or val images")

@@ -34,6 +34,10 @@ from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 from ultralytics.utils import RANK  # noqa: E402
 
 CHECKPOINT_URI_ENV = "POGONA_CHECKPOINT_URI"
+# How long an evicted training waits for its checkpoint uploads: inside the pod's grace period (Kubernetes'
+# default is 30 s), leaving time to reach the safe point before and to exit after. The pipeline sets it to fit
+# the grace period the manifests give training pods.
+GRACE_SECONDS_ENV, DEFAULT_GRACE_SECONDS = "POGONA_GRACE_SECONDS", 25.0
 
 
 def _watch_batch(trainer: GuardedDetectionTrainer) -> None:
@@ -140,29 +144,38 @@ class GuardedDetectionTrainer(DetectionTrainer):
             raise
 
     def _store_on_eviction(self, eviction: Evicted) -> None:
-        """Wait for the upload in flight and the newest checkpoint, and say in one line what a retry resumes from."""
+        """Wait, within the grace period, for the upload in flight and the newest checkpoint, and say in one line
+        what a retry resumes from."""
         if self.checkpoint_uploads is None:
             LOG.warning("evicted (SIGTERM): training stopped; this run stores no checkpoints, so a retry starts over")
             return
         waited_from = time.monotonic()
-        stored = _wait_beside(self.checkpoint_uploads, eviction)
+        grace = float(os.environ.get(GRACE_SECONDS_ENV, DEFAULT_GRACE_SECONDS))
+        stored = _wait_beside(self.checkpoint_uploads, eviction, timeout=grace)
+        unstored = self.checkpoint_uploads.unstored() if stored is None else []
         if not self.checkpoint_epochs:
             LOG.warning("evicted (SIGTERM): training stopped before its first epoch ended; no checkpoint to store, "
                         "a retry starts over")
-        elif stored:
+        elif stored or not unstored and stored is None:  # None: the last upload ended as the wait gave up
             LOG.warning(f"evicted (SIGTERM): training stopped; stored the newest checkpoint (epoch "
                         f"{self.checkpoint_epochs}) at {self.checkpoint_uploads.store.url('last.pt')} in "
                         f"{time.monotonic() - waited_from:.1f} s; a retry resumes from it")
+        elif unstored:
+            LOG.warning(f"evicted (SIGTERM): training stopped; {GRACE_SECONDS_ENV}={grace:g} s ran out before the "
+                        f"checkpoint of epoch {self.checkpoint_epochs} was stored: not stored {', '.join(unstored)}; "
+                        f"a retry resumes from the last.pt at {self.checkpoint_uploads.store.url('last.pt')} "
+                        "(an earlier epoch's), if any")
         else:
             LOG.warning(f"evicted (SIGTERM): training stopped; the checkpoint of epoch {self.checkpoint_epochs} "
                         "could not be stored (see above); a retry resumes from an older one, if any")
 
 
-def _wait_beside(uploads: CheckpointUploads, error: BaseException) -> bool:
+def _wait_beside(uploads: CheckpointUploads, error: BaseException, timeout: float | None = None) -> bool | None:
     """Wait for the queued uploads while `error` is on its way out; an upload failure is logged, never raised
-    in its place. Whether every upload succeeded."""
+    in its place. Whether every upload succeeded; None when `timeout` ran out first."""
     try:
-        uploads.wait()
+        if not uploads.wait(timeout):
+            return None
     except Exception as failure:
         if failure is not error:
             LOG.error(str(failure))

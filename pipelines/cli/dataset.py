@@ -6,14 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+from components.data.demo_dataset import DEMO_LAYOUTS, DemoSpec, generate_demo_dataset
 from components.data.push import push_dataset
 from components.data.sync import sync_snapshot
 from components.data.validate import validate_dataset
 
 
 def _demo(args: argparse.Namespace) -> int:
-    counts = generate_demo_dataset(args.out, DemoSpec(images=args.images, seed=args.seed, size=args.size))
+    counts = generate_demo_dataset(args.out, DemoSpec(images=args.images, seed=args.seed, size=args.size,
+                                                             layout=args.layout))
     print(f"demo dataset written to {args.out}: " + ", ".join(f"{n} {split}" for split, n in sorted(counts.items())))
     return 0
 
@@ -52,10 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--images", type=int, default=DemoSpec.images, help="number of images (default %(default)s)")
     demo.add_argument("--seed", type=int, default=DemoSpec.seed, help="random seed (default %(default)s)")
     demo.add_argument("--size", type=int, default=DemoSpec.size, help="image side in pixels (default %(default)s)")
+    demo.add_argument("--layout", choices=sorted(DEMO_LAYOUTS), default=DemoSpec.layout,
+                      help="contract: images|labels/<split>/<modality>/; roboflow: <split>/images|labels/ as "
+                           "Roboflow's YOLO export writes it (default %(default)s)")
     demo.set_defaults(handler=_demo)
 
     push = commands.add_parser("push", help="upload a local labeled dataset, skipping unchanged files")
-    push.add_argument("--from", dest="source_dir", type=Path, required=True, help="local dataset folder")
+    push.add_argument("--from", dest="source_dir", type=Path, required=True,
+                      help="local dataset folder, in any layout its data.yaml describes (uploaded as it is)")
     push.add_argument("--to", required=True, help="store URI, e.g. s3://bucket/datasets/pogona")
     push.add_argument("--workers", type=int, default=16, help="parallel uploads (default %(default)s)")
     push.set_defaults(handler=_push)

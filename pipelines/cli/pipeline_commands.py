@@ -11,6 +11,7 @@ from components.config import RunParameters, run_parameter_types
 from components.errors import UserError
 from pipelines.cli.flags import add_field_flags
 from pipelines.kfp_backends import OLDEST, NEWEST
+from pipelines.local import RUNNERS
 
 # Run parameters that `pogona run --local` sets itself or takes under flags of its own (--dataset,
 # --store, --model-name, --run-id, --no-skip-if-unchanged); every other one is a flag of the same name.
@@ -46,7 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     run_parser = subparsers.add_parser("run", help="run the whole pipeline locally through kfp.local")
     run_parser.add_argument("--local", action="store_true", required=True,
-                            help="run on this machine (SubprocessRunner): no cluster, no Docker")
+                            help="run on this machine through kfp.local: no cluster")
+    run_parser.add_argument("--runner", choices=RUNNERS, default="subprocess",
+                            help="subprocess: each step with this interpreter (default); docker: each step in "
+                                 "the image the compiled pipeline names (build them with `make images`)")
     run_parser.add_argument("--demo", action="store_true",
                             help="generate the demo dataset into the store first and use demo-scale settings")
     run_parser.add_argument("--dataset", default="", help="dataset URI (default with --demo: <store>/datasets/demo)")
@@ -101,6 +105,6 @@ def run_command(args: argparse.Namespace) -> int:
     if args.no_skip_if_unchanged:
         overrides["skip_if_unchanged"] = False
     run = run_local(store=args.store, dataset=args.dataset, demo=args.demo, overrides=overrides,
-                    run_id=args.run_id, model_name=args.model_name)
+                    run_id=args.run_id, model_name=args.model_name, runner=args.runner)
     print(summary_table(run))
     return 0

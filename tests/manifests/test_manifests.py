@@ -17,7 +17,7 @@ from kubernetes.utils import parse_quantity
 
 from pipelines import images
 from pipelines.compile import compile_pipeline
-from pipelines.pipeline import S3_CONFIG_KEYS, Placement
+from pipelines.pipeline import GRACE_SECONDS_ENV, S3_CONFIG_KEYS, Placement
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
@@ -26,6 +26,8 @@ KUSTOMIZATIONS = sorted(path.parent.relative_to(MANIFESTS).as_posix()
 # The kind node image's Kubernetes (manifests/kind/cluster.yaml).
 KUBERNETES_VERSION = "1.33.0"
 PLACEHOLDER = re.compile(r"^<[a-z0-9-]+>$")
+TRAINING_GRACE = "kfp/training-grace"  # a key of KFP's own ConfigMap, not pogona's objects
+COMPILED = REPO / "pipelines" / "compiled" / "pogona-train.yaml"
 POD_TEMPLATE_PATHS = {"Deployment": ("spec", "template", "spec"), "Job": ("spec", "template", "spec"),
                       "Pod": ("spec",)}
 
@@ -73,7 +75,7 @@ def all_objects(builds: dict[str, list[dict]]) -> list[tuple[str, dict]]:
 
 
 def test_every_layer_is_a_kustomization():
-    assert set(KUSTOMIZATIONS) == {"base", "base/pipeline-runs", "overlays/kind", "overlays/gpu"}
+    assert set(KUSTOMIZATIONS) == {"base", "base/pipeline-runs", "overlays/kind", "overlays/gpu", TRAINING_GRACE}
 
 
 def test_builds_match_the_kubernetes_schemas_strictly(builds):
@@ -145,7 +147,7 @@ def test_base_gives_pipeline_runs_an_identity_and_storage_and_nothing_unused(bui
                                              "ConfigMap"}
 
 
-@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+@pytest.mark.parametrize("directory", [directory for directory in KUSTOMIZATIONS if directory != TRAINING_GRACE])
 def test_role_binding_grants_the_runner_its_role_in_its_namespace(builds, directory):
     objects = builds[directory]
     account = find(objects, "ServiceAccount", "pogona-pipeline-runner")
@@ -254,3 +256,28 @@ def test_a_step_with_requests_above_the_default_limits_is_rejected(builds):
     limit_range = find(builds["base"], "LimitRange", "pogona-container-defaults")
     assert admit({"requests": {"cpu": "2", "memory": "8Gi"}}, limit_range) == [
         "cpu request 2 exceeds its limit 1", "memory request 8Gi exceeds its limit 1Gi"]
+
+
+def test_kfp_pods_get_a_grace_period_that_fits_the_trainers_wait_for_its_checkpoints(builds):
+    """The workflow defaults give every pipeline pod a longer grace period and a preStop hook through a pod spec
+    patch that is a valid PodSpec; they keep KFP 2.17's own defaults; the compiled train task waits for its
+    uploads less than that."""
+    configmap = find(builds[TRAINING_GRACE], "ConfigMap", "workflow-controller-configmap")
+    assert configmap["metadata"]["namespace"] == "kubeflow" and set(configmap["data"]) == {"workflowDefaults"}
+    defaults = yaml.safe_load(configmap["data"]["workflowDefaults"])["spec"]
+    patch = yaml.safe_load(defaults.pop("podSpecPatch"))
+    grace = patch["terminationGracePeriodSeconds"]
+    assert [container["name"] for container in patch["containers"]] == ["main"]  # KFP's component container
+    assert patch["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]  # tests/pipelines/test_step_signals.py
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "patched"},
+           "spec": {**patch, "containers": [{"image": "pogona:0", **patch["containers"][0]}]}}
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    assert defaults == {"ttlStrategy": {"secondsAfterCompletion": 3600, "secondsAfterSuccess": 3600,
+                                        "secondsAfterFailure": 3600},
+                        "templateDefaults": {"retryStrategy": {"limit": "2", "retryPolicy": "OnError"}}}
+    assert grace == Placement.termination_grace_s
+    pipeline = next(yaml.safe_load_all(COMPILED.read_text()))
+    train_env = pipeline["deploymentSpec"]["executors"]["exec-train-detector"]["container"]["env"]
+    assert GRACE_SECONDS_ENV == "POGONA_GRACE_SECONDS"  # the trainer's name for it
+    wait = float(next(item["value"] for item in train_env if item["name"] == GRACE_SECONDS_ENV))
+    assert 30 <= wait <= grace - 10, "the trainer must stop waiting, log and exit before SIGKILL"

@@ -1,6 +1,7 @@
 """The whole pipeline through kfp.local on a tiny demo dataset: the path `make demo` takes."""
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,9 +12,12 @@ from kfp import dsl
 
 from components.config import RunParameters, SanityConfig, TrainConfig, run_parameter_types, run_parameters_of
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+from components.errors import UserError
 from components.storage import open_store
 from pipelines.cli import build_parser
-from pipelines.local import run_local, summary_table
+from components.errors import UserError
+from components.metrics.artifacts import Evaluation
+from pipelines.local import LocalRun, _docker_runner, run_local, summary_table
 from pipelines.pipeline import run_signature, settings_of
 
 TINY = dict(model="yolo11n", epochs=2, patience=2, imgsz=96, batch=16.0, sanity_epochs=3, sanity_imgsz=96,
@@ -103,3 +107,57 @@ def test_kfp_local_hands_a_branch_step_the_configurations_the_run_parameters_set
     expected = [asdict(config(**{field: arguments[name] for name, field in run_parameters_of(config).items()}))
                 for config in (TrainConfig, SanityConfig)]
     assert received == expected
+
+
+def test_the_runner_is_subprocess_unless_docker_is_asked_for_and_nothing_else_is_taken():
+    parser = build_parser()
+    assert parser.parse_args(["run", "--local", "--demo"]).runner == "subprocess"
+    assert parser.parse_args(["run", "--local", "--demo", "--runner", "docker"]).runner == "docker"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--local", "--runner", "podman"])
+    with pytest.raises(UserError, match="--runner 'kubernetes': one of subprocess, docker"):
+        run_local(dataset="unused", runner="kubernetes")
+
+
+def test_docker_steps_see_local_folders_at_their_own_paths_as_the_caller_in_group_0(tmp_path, monkeypatch):
+    """The store and dataset URIs mean the same inside the containers; files land owned by the caller."""
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    store, dataset = tmp_path / "store", tmp_path / "data"
+    runner = _docker_runner([store.as_uri(), str(dataset)])
+    mounts = {(mount["Source"], mount["Target"]) for mount in runner.container_run_args["mounts"]}
+    assert mounts == {(str(store), str(store)), (str(dataset), str(dataset))}
+    assert runner.container_run_args["user"] == f"{os.getuid()}:0"
+    assert runner.container_run_args["network_mode"] == "none"  # nothing beyond this machine to reach
+    assert runner.container_run_args["environment"] == {"AWS_REGION": "eu-west-1"}
+    remote = _docker_runner([store.as_uri(), "s3://bucket/datasets/demo"])
+    assert remote.container_run_args["network_mode"] == "host"
+    assert [mount["Source"] for mount in remote.container_run_args["mounts"]] == [str(store)]
+
+
+def test_the_summary_of_a_dataset_without_modalities_has_the_overall_row_only(tmp_path: Path):
+    """metrics.json as publish writes it from such an evaluation: an empty by_modality."""
+    evaluation = Evaluation.from_json({"overall": {"precision": 0.9, "recall": 0.8, "map50": 0.85, "map50_95": 0.6},
+                                       "by_modality": {}}, "evaluation.json")
+    run = LocalRun("plain", str(tmp_path / "store"), 12.0, sanity_verdict="healthy", metrics={
+        "metrics": evaluation.overall.to_json(), "by_modality": evaluation.to_json()["by_modality"]})
+    rows = summary_table(run).splitlines()
+    header = next(index for index, line in enumerate(rows) if "mAP50-95" in line)
+    assert rows[header + 1].split() == ["overall", "0.900", "0.800", "0.850", "0.600"] and rows[header + 2] == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting, message", [
+    ({"epochs": 0}, "epochs 0 is out of range: a whole number >= 1"),
+    ({"sanity_imgsz": 100}, "sanity imgsz 100 is out of range: a multiple of the model's stride 32"),
+])
+def test_a_setting_out_of_range_fails_the_run_at_the_decide_step_before_the_sanity_gate(
+        local_pipeline, tmp_path, capfd, setting, message):
+    dataset, store_dir = local_pipeline
+    with pytest.raises(UserError, match="decide-training"):
+        run_local(store=str(store_dir), dataset=str(dataset), overrides={**TINY, **setting}, run_id="refused",
+                  work_dir=tmp_path / "kfp")
+    logs = capfd.readouterr()
+    assert f"UserError: {message}" in logs.out + logs.err
+    tasks_with_artifacts = {path.name for path in (tmp_path / "kfp").glob("*/*") if path.is_dir()}
+    assert tasks_with_artifacts == {"validate-dataset"}  # the sanity gate would have written its verdict
+    assert not any(open_store(str(store_dir)).list("runs/refused/"))

@@ -23,20 +23,33 @@ from published_runs import make_run
 def test_the_decide_component_gets_the_skip_rule_through_its_doors(tmp_path):
     attempt = training_attempt("fp-abc", "code-1", TrainConfig(), "1")
     attempts.record_attempt(open_store(str(tmp_path)), "pogona-head", attempt, "night-1", promoted=True, reason="ok")
-    decision = decide_training(str(tmp_path), "pogona-head", attempt, skip_if_unchanged=True)
+    decision, decided = decide_training(str(tmp_path), "pogona-head", "fp-abc", "code-1", TrainConfig(),
+                                        SanityConfig(), "1", skip_if_unchanged=True)
+    assert decided == attempt
     assert decision == attempts.decide_training(str(tmp_path), "pogona-head", attempt, True) and not decision.train
 
 
 def test_a_run_that_is_not_promoted_still_spares_the_next_night_from_training_it_again(tmp_path):
     store = str(tmp_path / "store")
-    attempt = training_attempt("fp-abc", "code-1", TrainConfig(), "1")
-    assert decide_training(store, "pogona-head", attempt, skip_if_unchanged=True).train
+
+    def decide_tonight():
+        return decide_training(store, "pogona-head", "fp-abc", "code-1", TrainConfig(), SanityConfig(), "1",
+                               skip_if_unchanged=True)
+
+    first_night, attempt = decide_tonight()
+    assert first_night.train
     promoted, note = publish_step(make_run(tmp_path / "night-1", map50=0.90, map50_95=0.70), store, "night-1",
                                   "pogona-head", PromotionConfig(), attempt)
     assert not promoted and note == "not promoted: mAP50 0.9000 is below the floor 0.9500"
-    next_night = decide_training(store, "pogona-head", training_attempt("fp-abc", "code-1", TrainConfig(), "1"), True)
+    next_night, _ = decide_tonight()
     assert not next_night.train
     assert next_night.note.startswith("run night-1 (not promoted: mAP50 0.9000 is below the floor 0.9500; ")
+
+
+def test_the_decide_step_refuses_a_setting_out_of_range_in_one_line_naming_it(tmp_path):
+    with pytest.raises(UserError, match=r"^sanity imgsz 100 is out of range: a multiple of the model's stride 32"):
+        decide_training(str(tmp_path / "no-store"), "pogona-head", "fp-abc", "code-1", TrainConfig(),
+                        SanityConfig(imgsz=100), "1", skip_if_unchanged=True)
 
 
 def test_validation_leaves_the_snapshot_cached_so_later_steps_download_nothing(demo_dataset_dir, tmp_path,
@@ -93,3 +106,31 @@ def test_unknown_export_formats_are_refused_first_naming_the_pipeline_parameter(
         analyze_step(str(tmp_path / "manifest.json"), str(tmp_path / "train"), str(tmp_path / "verdict.json"),
                      str(tmp_path / "analysis"), str(tmp_path / "store"), "pogona-head", "onnx,tflite")
     assert not (tmp_path / "analysis").exists()
+
+
+STEP_DOORS = ("validate_step", "decide_training", "sanity_step", "train_step", "analyze_step", "publish_step")
+
+
+def test_every_step_door_a_pod_runs_makes_sigterm_an_eviction_first(tmp_path):
+    """Each door installs the handler before any work, so even a step that fails at once would meet SIGTERM."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from processes import REPO
+
+    program = textwrap.dedent(f"""
+        import inspect, signal
+        from pipelines import steps
+        from components.runtime import eviction
+        for name in {STEP_DOORS!r}:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            door = getattr(steps, name)
+            try:  # arguments that fail every door at its first piece of work
+                door(*[{str(tmp_path / "missing")!r}] * len(inspect.signature(door).parameters))
+            except Exception:
+                pass
+            print(name, signal.getsignal(signal.SIGTERM) is eviction._on_sigterm)
+    """)
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.stdout.split("\n")[:-1] == [f"{name} True" for name in STEP_DOORS], result.stderr[-3000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from components.data.changes import changes_since_champion
+from components.data.changes import changes_since_champion, compare_snapshots
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.reporting.report import write_report
 from components.data.snapshot import Manifest
@@ -104,3 +104,22 @@ def test_without_a_readable_champion_snapshot_the_report_says_why(dataset: Path,
     assert not none.compared and none.baseline == "no production model yet: nothing to compare with"
     missing = changes_since_champion(str(tmp_path / "store"), {"run_id": "gone"}, tmp_path / "tonight.json")
     assert not missing.compared and "runs/gone/manifest.json does not exist" in missing.baseline
+
+
+def test_a_roboflow_export_reassigned_between_splits_counts_by_the_recorded_split(tmp_path: Path):
+    """The split comes from data.yaml, not the key: a list moving an image from val to train moves it in the count."""
+    root = tmp_path / "export"
+    generate_demo_dataset(str(root), DemoSpec(images=10, size=64, seed=7, layout="roboflow"), progress=False)
+    images = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
+    val = [key for key in images if key.startswith("valid/")]
+    (root / "train.txt").write_text("".join(f"./{key}\n" for key in images if key not in val[1:]))  # val[0] moves
+    (root / "val.txt").write_text("".join(f"./{key}\n" for key in val[1:]))
+    (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnames: [pogona_head]\n")
+    before = validate_dataset(str(root)).manifest
+    (root / "data.yaml").write_text("train: train.txt\nval: val.txt\nnames: [pogona_head]\n")
+    after = validate_dataset(str(root)).manifest
+    assert after.fingerprint != before.fingerprint
+    modality = "thermal" if "thermal_" in val[0] else "visible"
+    changes = compare_snapshots(before, after, "before").groups
+    assert {(g.split, g.modality): (g.images_added, g.images_removed, g.labels_added, g.labels_removed)
+            for g in changes} == {("val", modality): (0, 1, 0, 1), ("train", modality): (1, 0, 1, 0)}

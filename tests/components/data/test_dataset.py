@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.data.dataset import image_modality, load_dataset
+from components.data.dataset import Dataset, load_dataset
 from components.errors import UserError
 from components.data.snapshot import parse_key
 
@@ -16,7 +16,10 @@ def test_images_are_grouped_by_modality_exactly_as_validation_counts_them(tmp_pa
     counted = {name: parse_key(f"images/val/{name}").modality for name in names}
     assert counted == {"thermal/a.jpg": "thermal", "visible/night/b.jpg": "visible", "thermal_c.jpg": "thermal",
                        "thermalcam_d.jpg": "unknown", "e.jpg": "unknown"}
-    assert {name: image_modality(split / name, split) for name in names} == counted
+    dataset = Dataset(tmp_path, {0: "pogona_head"}, {"val": split})
+    assert {name: dataset.modality(split / name, "val") for name in names} == counted
+    listed = Dataset(tmp_path, {0: "pogona_head"}, {"val": tmp_path / "val.txt"})  # judged by folder and name
+    assert {name: listed.modality(split / name, "val") for name in names} == {**counted, "visible/night/b.jpg": "unknown"}
 
 
 def test_a_data_yaml_as_users_write_it_resolves_to_absolute_splits(tmp_path: Path):
@@ -48,5 +51,11 @@ def test_unusable_data_yaml_is_refused_naming_the_file(tmp_path: Path):
     with pytest.raises(UserError, match=f"{tmp_path / 'data.yaml'}: no val split"):
         load_dataset(tmp_path)
     (tmp_path / "data.yaml").write_text("val: [images/a, images/b]\n")
-    with pytest.raises(UserError, match="'val' must be one folder or one .txt list"):
+    with pytest.raises(UserError, match="val images .*images/a do not exist"):
+        load_dataset(tmp_path)
+    (tmp_path / "data.yaml").write_text("val: {images: a}\n")
+    with pytest.raises(UserError, match="'val' must be a folder, a .txt list or a list of them"):
+        load_dataset(tmp_path)
+    (tmp_path / "data.yaml").write_text("nc: 2\nnames: [pogona_head]\n")
+    with pytest.raises(UserError, match="`nc: 2` disagrees with the 1 classes in `names` \\(pogona_head\\)"):
         load_dataset(tmp_path)

@@ -55,6 +55,27 @@ def test_a_manifest_written_before_content_hashes_and_class_names_still_loads(tm
     (tmp_path / "old.json").write_text(json.dumps(document))
     loaded = Manifest.load(tmp_path / "old.json")
     assert loaded.fingerprint == legacy and loaded.entries == manifest.entries
+    assert loaded.split_sources == {"train": ("images/train",)} and loaded.modalities is None  # the contract layout
+
+
+def test_split_sources_and_stated_modalities_survive_a_round_trip_outside_the_fingerprint(tmp_path: Path):
+    plain = _manifest()
+    stated = Manifest.build(plain.source, plain.names, list(plain.entries), sources={"train": ("a/images", "t.txt")},
+                            modalities={"thermal": ["*/ir/*"]})
+    stated.save(tmp_path / "manifest.json")
+    loaded = Manifest.load(tmp_path / "manifest.json")
+    assert loaded == stated and loaded.split_sources == {"train": ("a/images", "t.txt")}
+    assert loaded.fingerprint == plain.fingerprint  # entries carry each image's split and modality already
+
+
+def test_a_manifest_with_unreadable_modalities_is_refused_in_one_line(tmp_path: Path):
+    path = tmp_path / "manifest.json"
+    _manifest().save(path)
+    document = json.loads(path.read_text())
+    document["modalities"] = ["thermal"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(UserError, match="manifest.json is not a snapshot manifest: .*`modalities` must map"):
+        Manifest.load(path)
 
 
 @pytest.mark.parametrize("edit", [lambda d: d["entries"][0].update(size=1), lambda d: d["names"].update({"0": "x"})],

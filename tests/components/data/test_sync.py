@@ -122,8 +122,11 @@ def test_on_an_sse_kms_bucket_sync_verifies_every_file_and_a_resync_downloads_no
 
 
 @pytest.mark.slow
-def test_two_syncs_into_one_folder_leave_each_others_files_in_flight_alone(s3_manifest: Path, s3_faults,
-                                                                          tmp_path: Path):
+def test_two_syncs_into_one_folder_leave_each_others_files_in_flight_alone(
+        s3_manifest: Path, s3_faults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture):
+    # the first sync's held GET must outlast the second sync however loaded the machine: no read timeout ends it
+    monkeypatch.setenv("POGONA_S3_READ_TIMEOUT", "900")
     dest = tmp_path / "shared"
     entries = Manifest.load(s3_manifest).entries
     s3_faults.inject_on("GET", entries[0].key, "hold")  # the first sync stops half-way through one file
@@ -137,6 +140,8 @@ def test_two_syncs_into_one_folder_leave_each_others_files_in_flight_alone(s3_ma
         torn.write_bytes(b"torn")
         second = sync_snapshot(s3_manifest, dest, workers=4, progress=False)
         assert second.removed == 1 and not torn.exists()
+        assert not [r.getMessage() for r in caplog.records if r.getMessage().startswith("retrying")], \
+            "a download was retried (its temporary file goes with it): the held GET must stay in flight"
         assert all(p.exists() for p in in_flight), "the second sync deleted the first one's download"
     finally:
         s3_faults.release()
@@ -226,3 +231,21 @@ def test_a_resync_replaces_a_file_of_the_right_size_whose_sha256_differs(manifes
     summary = sync_snapshot(manifest, dest, progress=False)
     assert (summary.downloaded, summary.skipped) == (1, len(Manifest.load(manifest).entries) - 1)
     assert damaged.read_bytes() == original
+
+
+def test_a_roboflow_snapshot_resyncs_removing_strays_from_its_own_split_folders(tmp_path: Path):
+    from components.data.demo_dataset import DemoSpec, generate_demo_dataset
+
+    source = tmp_path / "export"
+    generate_demo_dataset(str(source), DemoSpec(images=6, size=32, layout="roboflow"), progress=False)
+    manifest = tmp_path / "manifest.json"
+    assert validate_dataset(str(source), manifest).usable
+    dest = tmp_path / "data"
+    sync_snapshot(manifest, dest, progress=False)
+    stray = dest / "valid/images/from_an_older_snapshot.jpg"
+    stray.write_bytes(b"old")
+    kept = dest / "notes.md"
+    kept.write_text("the user's own file beside the snapshot")
+    assert sync_snapshot(manifest, dest, progress=False).removed == 1
+    assert not stray.exists() and kept.exists()
+    assert yaml.safe_load((dest / "data.yaml").read_text())["val"] == "valid/images"

@@ -235,17 +235,34 @@ def test_modality_from_filename_prefix_and_unknown(dataset: Path):
     moved = next((images / "cam").glob("*.jpg"))
     shutil.move(moved, images / "IMG_0001.jpg")
     shutil.move(dataset / "labels/train/cam" / f"{moved.stem}.txt", dataset / "labels/train/IMG_0001.txt")
-    result = validate_dataset(str(dataset))
+    result = validate_dataset(str(dataset), report_path=dataset.parent / "report.md")
     assert result.usable, result.errors
     assert set(result.counts["train"]) == {"thermal", "visible", "unknown"}
     assert result.counts["train"]["unknown"].images == 1
+    report = (dataset.parent / "report.md").read_text()  # the image no rule places is a group named plainly
+    assert "| train | no modality | 1 |" in report and "unknown" not in report
+    assert result.metrics()["train_no_modality_images"] == 1 and not any("unknown" in k for k in result.metrics())
+
+
+def test_a_dataset_without_modalities_is_counted_per_split_with_no_modality_column(no_modality_dataset_dir: Path,
+                                                                                   tmp_path: Path):
+    result = validate_dataset(str(no_modality_dataset_dir), report_path=tmp_path / "report.md")
+    assert result.usable and result.warnings == []
+    report = (tmp_path / "report.md").read_text()
+    counts = {split: sum(g.images for g in groups.values()) for split, groups in result.counts.items()}
+    assert counts == {"train": 64, "val": 16}
+    assert "| split | images | backgrounds | instances |" in report and "| val | 16 |" in report
+    assert "modality" not in report.lower() and "unknown" not in report
+    assert result.metrics() == {f"{split}_{name}": float(getattr(groups["unknown"], name))
+                                for split, groups in result.counts.items()
+                                for name in ("images", "backgrounds", "instances")}
 
 
 def test_objects_outside_the_layout_are_warned_about(dataset: Path):
     _write(dataset, "notes/todo.txt", "relabel 12")
     result = validate_dataset(str(dataset))
     assert result.usable and result.warnings == [
-        "notes/todo.txt: not an image or label under images|labels/train|val|test; ignored"]
+        "notes/todo.txt: not an image, label or image list of a split in data.yaml; ignored"]
 
 
 def test_s3_dataset_validates_and_its_cached_copy_makes_sync_free(pristine: Path, s3_bucket: str, tmp_path: Path):

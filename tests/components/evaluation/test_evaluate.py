@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from components.errors import UserError
-from components.evaluation.evaluate import evaluate_model
+from components.evaluation.evaluate import evaluate_model, modality_groups
 from components.evaluation.failures import MIN_CONFIDENCE, Detection, ImageFailures, draw, find_failures, match
 from components.reporting.report import write_report
 from components.data.dataset import load_dataset
@@ -37,24 +37,8 @@ def weights(demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def evaluated(weights: Path, demo_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """evaluation.json, and how many images the model's forward passes saw while it was made."""
-    import torch
-
-    seen = []
-
-    def count(module: torch.nn.Module, args: tuple, output: object) -> None:
-        """Batches of images (96 px, letterboxed up to 128 by the validator), not the 32 px high probes with which
-        ultralytics measures the model's FLOPs when it fuses it."""
-        if type(module).__name__ == "DetectionModel" and isinstance(args[0], torch.Tensor) \
-                and min(args[0].shape[2:]) >= 96:
-            seen.append(args[0].shape[0])
-
     out = tmp_path_factory.mktemp("evaluation") / "evaluation.json"
-    hook = torch.nn.modules.module.register_module_forward_hook(count)
-    try:
-        evaluate_model(weights, demo_dataset_dir, out)
-    finally:
-        hook.remove()
-    return out, sum(seen)
+    return out, _evaluated_counting_images(weights, demo_dataset_dir, out)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +46,30 @@ def evaluation(evaluated: tuple[Path, int]) -> Path:
     return evaluated[0]
 
 
+def _evaluated_counting_images(weights: Path, data: Path, out: Path) -> int:
+    """Evaluate, returning how many images the model's forward passes saw (the batches of 96 px images,
+    letterboxed up to 128 by the validator, not the 32 px probes with which ultralytics measures FLOPs)."""
+    import torch
+
+    seen = []
+
+    def count(module: torch.nn.Module, args: tuple, output: object) -> None:
+        if type(module).__name__ == "DetectionModel" and isinstance(args[0], torch.Tensor) \
+                and min(args[0].shape[2:]) >= 96:
+            seen.append(args[0].shape[0])
+
+    hook = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        evaluate_model(weights, data, out)
+    finally:
+        hook.remove()
+    return sum(seen)
+
+
 @pytest.mark.slow
 def test_each_validation_image_is_predicted_once_per_validator_pass(evaluated: tuple[Path, int],
                                                                    demo_dataset_dir: Path):
-    """The overall pass and the per-modality passes; the worst images come from the latter, not a third pass."""
+    """The overall pass and the per-modality passes; the worst images come from the former, not a third pass."""
     _, predicted = evaluated
     assert predicted == 2 * len(load_dataset(demo_dataset_dir).images("val"))
 
@@ -220,3 +224,37 @@ def test_ground_truth_detections_and_false_detections_are_drawn_in_their_own_col
         assert dominant(0.1, 0.8) == 0  # false detection: red
     assert failures.caption() == ("images/val/thermal/frame.jpg: 1 of 2 heads missed, 1 false detections "
                                   "(confidence 0.42)")
+
+
+@pytest.mark.slow
+def test_a_dataset_without_modalities_is_evaluated_overall_only(weights: Path, evaluation: Path,
+                                                                no_modality_dataset_dir: Path, tmp_path: Path):
+    """The demo's images without their modalities: one validator pass, the demo's overall figures, no group that
+    repeats them, and the worst images of the whole split; the report shows no modality."""
+    out = tmp_path / "evaluation" / "evaluation.json"
+    predicted = _evaluated_counting_images(weights, no_modality_dataset_dir, out)
+    assert predicted == len(load_dataset(no_modality_dataset_dir).images("val")) == 16
+    result, demo = json.loads(out.read_text()), json.loads(evaluation.read_text())
+    assert result["by_modality"] == {}
+    assert result["overall"] == pytest.approx(demo["overall"], abs=1e-3) and result["overall"]["recall"] > 0
+    assert list(result["worst_images"]) == ["overall"] and 1 <= len(result["worst_images"]["overall"]) <= 3
+    assert all(r["key"].startswith("images/val/frame_") for r in result["worst_images"]["overall"])
+    markdown = write_report(Path(__file__).parents[1] / "fixtures" / "converged_early" / "results.csv",
+                            tmp_path / "report", evaluation=out).markdown.read_text()
+    assert "## Where the model fails" in markdown and result["worst_images"]["overall"][0]["caption"] in markdown
+    assert f"| map50_95 | {result['overall']['map50_95']:.3f} |" in markdown
+    assert "modality" not in markdown.lower() and "unknown" not in markdown
+
+
+def test_validation_images_are_grouped_by_modality_those_without_one_plainly(demo_dataset_dir: Path,
+                                                                            no_modality_dataset_dir: Path,
+                                                                            tmp_path: Path):
+    assert modality_groups(load_dataset(no_modality_dataset_dir)) == {}
+    mixed = tmp_path / "mixed"
+    shutil.copytree(demo_dataset_dir, mixed, ignore=shutil.ignore_patterns("*.cache"))
+    moved = sorted((mixed / "images" / "val" / "thermal").glob("*.jpg"))[0]
+    shutil.move(moved, mixed / "images" / "val" / "IMG_0001.jpg")
+    groups = modality_groups(load_dataset(mixed))
+    assert {name: len(images) for name, images in groups.items()} == {
+        "thermal": len(list((mixed / "images" / "val" / "thermal").glob("*.jpg"))),
+        "visible": len(list((mixed / "images" / "val" / "visible").glob("*.jpg"))), "no modality": 1}

@@ -102,3 +102,17 @@ def test_evaluation_exports_sanity_and_champion_each_drive_advice() -> None:
 def test_a_real_two_epoch_ultralytics_run_is_not_praised(trained_run: Path) -> None:
     _, assessment = advice(trained_run / "results.csv")
     assert assessment.startswith("This run did not learn")
+
+
+def test_images_without_a_modality_are_never_advised_to_be_labeled_more() -> None:
+    """In a mixed dataset they are a group of their own, but no modality a person could label more of."""
+    scores = {"thermal": 0.701, "visible": 0.874, "no modality": 0.2, "unknown": 0.1}  # "unknown": older files
+    evaluation = {"overall": {"map50": 0.98, "map50_95": 0.812},
+                  "by_modality": {name: {"map50": 0.9, "map50_95": value} for name, value in scores.items()}}
+    recommendations, _ = advice(FIXTURES / "converged_early" / "results.csv", evaluation)
+    labeling = [r for r in recommendations if r.action.startswith("Label more")]
+    assert [(r.action, r.trigger) for r in labeling] == [
+        ("Label more thermal images: that modality is the weak one.", "thermal mAP50-95 0.701 vs visible 0.874")]
+    evaluation["by_modality"] = {name: evaluation["by_modality"][name] for name in ("visible", "no modality")}
+    recommendations, _ = advice(FIXTURES / "converged_early" / "results.csv", evaluation)
+    assert not any("Label more" in r.action or "modality" in r.trigger for r in recommendations)

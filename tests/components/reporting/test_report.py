@@ -147,3 +147,49 @@ def test_the_report_says_what_the_run_started_from_and_ran_on(tmp_path: Path) ->
     (tmp_path / "metrics.json").write_text(json.dumps({"base_weights": pretrained}))
     markdown = write_report(tmp_path / "results.csv", tmp_path / "report").markdown.read_text()
     assert "Base weights: `s3://b/weights/yolo11s.pt` (store)." in markdown and "scratch" not in markdown
+
+
+def _drawn_evaluation(folder: Path, by_modality: dict[str, dict[str, float]], worst: dict[str, str]) -> Path:
+    """An evaluation.json with the overall figures, `by_modality`, and one drawn worst image per group of `worst`
+    (group -> image key)."""
+    (folder / "worst").mkdir(parents=True)
+    records = {}
+    for index, (group, key) in enumerate(worst.items()):
+        Image.new("RGB", (32, 32), (index * 60, 0, 0)).save(folder / "worst" / f"{index}.jpg")
+        records[group] = [{"key": key, "missed": 1, "false_detections": 0, "drawing": f"worst/{index}.jpg",
+                           "caption": f"{key}: 1 of 1 heads missed, 0 false detections"}]
+    evaluation = folder / "evaluation.json"
+    evaluation.write_text(json.dumps({"overall": {"precision": 0.97, "recall": 0.95, "map50": 0.981,
+                                                  "map50_95": 0.812},
+                                      "by_modality": by_modality, "worst_images": records}))
+    return evaluation
+
+
+def test_a_dataset_without_modalities_gets_overall_figures_and_its_worst_images_only(tmp_path: Path) -> None:
+    evaluation = _drawn_evaluation(tmp_path / "evaluation", {}, {"overall": "images/val/frame_00003.jpg"})
+    changes = tmp_path / "changes.json"
+    changes.write_text(json.dumps({"baseline": "run nightly-41's snapshot", "compared": True, "groups": [
+        {"split": "train", "modality": "unknown", "images_added": 3, "images_removed": 0, "images_changed": 0,
+         "labels_added": 3, "labels_removed": 0, "labels_edited": 1}], "names_before": {}, "names_after": {}}))
+    markdown = write_report(FIXTURES / "converged_early" / "results.csv", tmp_path / "report", evaluation=evaluation,
+                            changes=changes).markdown.read_text()
+    assert "| map50_95 | 0.812 |" in markdown  # the overall figures
+    assert "## Where the model fails" in markdown and "images/val/frame_00003.jpg: 1 of 1 heads missed" in markdown
+    assert "| split | images added |" in markdown and "| train | 3 | 0 | 0 | 3 | 0 | 1 |" in markdown
+    assert "modality" not in markdown.lower() and "unknown" not in markdown and "### overall" not in markdown
+
+
+def test_images_without_a_modality_in_a_mixed_dataset_are_a_group_named_plainly(tmp_path: Path) -> None:
+    scores = {"precision": 0.9, "recall": 0.85, "map50": 0.93, "map50_95": 0.701}
+    evaluation = _drawn_evaluation(tmp_path / "evaluation", {"thermal": scores, "no modality": scores},
+                                   {"thermal": "images/val/thermal/t_1.jpg", "no modality": "images/val/IMG_1.jpg"})
+    changes = tmp_path / "changes.json"
+    changes.write_text(json.dumps({"baseline": "run nightly-41's snapshot", "compared": True, "groups": [
+        {"split": "val", "modality": modality, "images_added": 1, "images_removed": 0, "images_changed": 0,
+         "labels_added": 1, "labels_removed": 0, "labels_edited": 0} for modality in ("thermal", "unknown")],
+        "names_before": {}, "names_after": {}}))
+    markdown = write_report(FIXTURES / "converged_early" / "results.csv", tmp_path / "report", evaluation=evaluation,
+                            changes=changes).markdown.read_text()
+    assert "| no modality | 0.900 | 0.850 | 0.930 | 0.701 |" in markdown and "### no modality" in markdown
+    assert "| val | no modality | 1 |" in markdown and "| val | thermal | 1 |" in markdown
+    assert "unknown" not in markdown and "Label more" not in markdown

@@ -3,13 +3,14 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from components.storage import StorageError, open_store, remove_if_abandoned, write_atomic
-from components.storage.atomic import BIRTH_GRACE_SECONDS
+from components.storage.atomic import BIRTH_GRACE_SECONDS, write_verified
 
 # A writer that goes through the real write path and stops there: it prints its temporary file's
 # path once the file exists (empty, or after one block), then waits to be killed.
@@ -54,6 +55,29 @@ def test_a_temporary_file_is_removed_once_its_writer_was_killed_never_while_it_l
         writer.kill()
         writer.wait()
     assert remove_if_abandoned(part) and not part.exists()
+
+
+def test_a_temporary_file_written_by_another_thread_of_this_process_is_never_removed(tmp_path: Path):
+    """Two syncs in one process (threads) share the folder: the lock must hold against the sweeping
+    process itself, as flock's per-open-file locks do (fcntl's per-process ones would not)."""
+    written, finish = threading.Event(), threading.Event()
+
+    def blocks():
+        yield b"x" * 100_000
+        written.set()
+        finish.wait()
+
+    writer = threading.Thread(target=write_verified, args=(tmp_path / "images" / "a.jpg", blocks(), "test"))
+    writer.start()
+    try:
+        assert written.wait(timeout=30)
+        [part] = (tmp_path / "images").glob("*.part")
+        _age(part)
+        assert not remove_if_abandoned(part) and part.exists(), "deleted this process's own file in flight"
+    finally:
+        finish.set()
+        writer.join(timeout=30)
+    assert (tmp_path / "images" / "a.jpg").stat().st_size == 100_000 and not list(tmp_path.rglob("*.part"))
 
 
 def test_an_unheld_empty_temporary_file_is_kept_only_while_it_may_be_being_born(tmp_path: Path):

@@ -1,3 +1,4 @@
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,25 @@ def test_persistent_failure_ends_as_one_line_naming_the_object_and_the_attempts(
                                            "S3 answered 503 SlowDown") as error:
         store.put_bytes("obj.bin", b"x")
     assert "\n" not in str(error.value) and not s3_faults.faults
+
+
+@pytest.mark.slow
+def test_a_stalled_download_is_given_up_after_the_read_timeout_not_the_connect_timeout(
+        s3_bucket: str, s3_faults, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    info = open_store(s3_bucket).put_bytes("data/blob.bin", bytes(range(256)) * 40)
+    monkeypatch.setenv("POGONA_S3_CONNECT_TIMEOUT", "30")
+    monkeypatch.setenv("POGONA_S3_READ_TIMEOUT", "1")
+    s3_faults.inject_on("GET", "data/blob.bin", "hold")  # half the body, then nothing until released
+    try:
+        with caplog.at_level(logging.WARNING, logger="pogona"):
+            started = time.monotonic()
+            open_store(s3_bucket).download("data/blob.bin", tmp_path / "blob.bin", info)
+            seconds = time.monotonic() - started
+    finally:
+        s3_faults.release()
+    retries = [record.getMessage() for record in caplog.records if record.name == "pogona"]
+    assert len(retries) == 1 and "ReadTimeoutError" in retries[0], retries
+    assert seconds < 20, "the stalled body waited out the connect timeout"  # 1 s read timeout, then one retry
 
 
 def _timed_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, float]:

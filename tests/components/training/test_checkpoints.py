@@ -49,6 +49,17 @@ def test_a_waiting_checkpoint_is_superseded_file_by_file_and_the_newest_always_l
     assert list((tmp_path / "staging").iterdir()) == []
 
 
+def test_a_wait_with_a_timeout_gives_up_saying_what_is_not_stored_and_removes_the_staging(tmp_path: Path):
+    store = GatedStore(tmp_path / "store")
+    uploads = CheckpointUploads(store, tmp_path / "staging")
+    uploads.submit(_checkpoint(tmp_path / "train", 1, "best.pt", "results.csv", "last.pt"))
+    store.started.wait(timeout=60)  # best.pt is in flight and never finishes: the gate stays shut
+    assert uploads.wait(timeout=0.1) is False
+    assert uploads.unstored() == ["best.pt", "results.csv", "last.pt"]
+    assert list((tmp_path / "staging").iterdir()) == []
+    store.gate.set()
+
+
 class BrokenStore(FolderStore):
     """A folder store whose every upload fails with `error`, counting the attempts."""
 

@@ -78,3 +78,9 @@ def test_verdict_rules():
     assert verdict is Verdict.NOT_LEARNING and "mAP50 0.300" in reasons[0]
     verdict, reasons = judge([_epoch(1.4, 1.3, 1.1), _epoch(0.0, 0.7, 0.0)], config, pretrained=False)
     assert verdict is Verdict.DEAD and "epoch 2 box_loss=0.0" in reasons[0]
+
+
+def test_subset_of_a_dataset_without_modalities_keeps_each_split_s_share(no_modality_dataset_dir: Path):
+    subset = stratified_subset(load_dataset(no_modality_dataset_dir), max_images=20)
+    assert {split: len(images) for split, images in subset.items()} == {"train": 16, "val": 4}
+    assert all(f"/images/{split}/frame_" in str(image) for split, images in subset.items() for image in images)

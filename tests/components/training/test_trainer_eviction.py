@@ -48,3 +48,27 @@ def test_an_evicted_training_stores_its_newest_checkpoint_says_so_and_leaves_no_
     assert _saved_epoch(s3_bucket, "runs/r1/checkpoints/last.pt", tmp_path) == 1  # 0-based: epoch 2
     assert lines_of(out / "results.csv") == 3  # stopped at once: epoch 3 never ended
     assert not list(tmp_path.glob("checkpoint-uploads-*"))  # the staging folder beside the save dir
+
+
+@pytest.mark.slow
+def test_an_evicted_training_whose_upload_outlasts_the_grace_period_says_what_it_did_not_store(
+        demo_dataset_dir: Path, tmp_path: Path, s3_bucket: str, s3_faults, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("POGONA_GRACE_SECONDS", "2")
+    s3_faults.inject_on("PUT", "checkpoints/last.pt", "hold")  # epoch 1's last.pt never gets its reply
+    out = tmp_path / "train"
+    process = start_pogona("train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--epochs", "6",
+                           "--imgsz", "64", "--batch", "16", "--device", "cpu", "--store", s3_bucket,
+                           "--run-id", "r1", "--out", str(out))
+    try:
+        wait_until(s3_faults.held.is_set, process, "the upload of epoch 1's last.pt")
+        wait_until(lambda: lines_of(out / "results.csv") == 3, process, "the end of epoch 2")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        s3_faults.release()
+        process.kill()
+    lines = stderr.splitlines()
+    assert process.returncode == 143 and lines[-1] == EVICTED_LINE, stderr[-3000:]
+    gave_up = [line for line in lines if "POGONA_GRACE_SECONDS=2 s ran out before the checkpoint of epoch 2" in line]
+    assert len(gave_up) == 1 and "last.pt" in gave_up[0].split("not stored ")[1], stderr[-3000:]
+    assert not list(tmp_path.glob("checkpoint-uploads-*"))
