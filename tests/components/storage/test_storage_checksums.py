@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from components.storage import ObjectInfo, S3Store, StorageError, file_matches, md5_etag, open_store
+from components.storage.checksums import content_checks
 
 
 def test_an_sse_kms_bucket_is_verified_by_its_checksums_not_its_etags(s3_bucket: str, s3_faults, tmp_path: Path):
@@ -86,3 +87,11 @@ def test_without_checksums_or_sha256_the_md5_etag_catches_a_same_size_tampered_c
         store.download("plain.jpg", tmp_path / "plain.jpg", listed)
     assert not (tmp_path / "plain.jpg").exists()
     assert store.download("plain.jpg", tmp_path / "plain.jpg", listed) == len(content)
+
+
+def test_an_sse_c_object_is_never_checked_against_its_etag_as_an_md5():
+    md5 = hashlib.md5(b"content").hexdigest()
+    assert [check.name for check in content_checks(f'"{md5}"', {}, None)] == ["MD5 ETag"]
+    sse_c = {"x-amz-server-side-encryption-customer-algorithm": "AES256"}
+    assert content_checks(f'"{md5}"', sse_c, None) == []
+    assert content_checks(md5, {"x-amz-server-side-encryption": "aws:kms"}, None) == []
