@@ -95,3 +95,14 @@ def test_an_sse_c_object_is_never_checked_against_its_etag_as_an_md5():
     sse_c = {"x-amz-server-side-encryption-customer-algorithm": "AES256"}
     assert content_checks(f'"{md5}"', sse_c, None) == []
     assert content_checks(md5, {"x-amz-server-side-encryption": "aws:kms"}, None) == []
+
+
+def test_a_local_file_is_proved_by_a_quoted_md5_or_a_multipart_etag_of_a_usual_part_size(tmp_path: Path):
+    """What a resync keeps without a sha256 or server checksum: the ETag S3 gave (quoted as in its replies)."""
+    path = tmp_path / "weights.pt"
+    path.write_bytes(os.urandom(11 * 1024 * 1024))
+    size = path.stat().st_size
+    assert file_matches(path, ObjectInfo("w.pt", size, f'"{md5_etag(path)}"'))
+    multipart = md5_etag(path, 8 * 1024 * 1024)  # the part size of boto3's and the AWS CLI's defaults
+    assert multipart.endswith("-2") and file_matches(path, ObjectInfo("w.pt", size, multipart))
+    assert not file_matches(path, ObjectInfo("w.pt", size, multipart.replace("-2", "-3")))
