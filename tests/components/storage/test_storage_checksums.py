@@ -106,3 +106,4 @@ def test_a_local_file_is_proved_by_a_quoted_md5_or_a_multipart_etag_of_a_usual_p
     multipart = md5_etag(path, 8 * 1024 * 1024)  # the part size of boto3's and the AWS CLI's defaults
     assert multipart.endswith("-2") and file_matches(path, ObjectInfo("w.pt", size, multipart))
     assert not file_matches(path, ObjectInfo("w.pt", size, multipart.replace("-2", "-3")))
+    assert not file_matches(path, ObjectInfo("w.pt", size, "kms-0f3a"))  # an ETag that proves nothing
