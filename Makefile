@@ -8,7 +8,7 @@ LOCK   := requirements.lock
 # The newest releases pyproject.toml admits, in a venv of their own (`make test-latest`, `make lock`).
 LATEST := .venv-latest
 
-.PHONY: venv demo test test-fast test-latest lock bench clean
+.PHONY: venv demo test test-fast test-latest lock bench mutation clean
 
 # pip itself first, at the locked version: older pips know no --build-constraint, and without it
 # the isolated build of an sdist would take whatever setuptools is newest.
@@ -69,6 +69,27 @@ bench: $(STAMP)
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/batch_policy.py
 	$(BIN)/python bench/gpu.py
+
+# Mutation testing of the rule modules ([tool.mutmut] in pyproject.toml): each mutant reruns the tests that
+# reach it, so this takes long and is no part of `make test`. mutmut keeps its results in mutants/ and resumes
+# from them; scripts/mutation_score.py prints the score per module and fails below 90%.
+# The rules, by mutmut's mutant names: the content checks, the atomic writes, the promotion decision and pointer
+# swap, the dead-run detector, the snapshot fingerprint, the attempt key and the skip rule.
+MUTATION_JOBS ?= 2
+MUTATION_RULES := \
+	'components.storage.checksums.x_file_matches__mutmut_*' 'components.storage.checksums.x_content_checks__mutmut_*' \
+	'components.storage.checksums.x__etag_is_md5__mutmut_*' 'components.storage.checksums.x_server_checksum__mutmut_*' \
+	'components.storage.atomic.x_write_verified__mutmut_*' 'components.storage.atomic.x_write_atomic__mutmut_*' \
+	'components.storage.atomic.x__atomic_target__mutmut_*' \
+	'components.publishing.publish.x_decide__mutmut_*' 'components.publishing.publish.x_promote__mutmut_*' \
+	'components.training.deadrun.*' \
+	'components.data.snapshot.x_fingerprint__mutmut_*' 'components.data.snapshot.x__entry_line__mutmut_*' \
+	'components.data.snapshot.x__entries_only_fingerprint__mutmut_*' \
+	'components.publishing.attempts.*'
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet --constraint $(LOCK) --build-constraint $(LOCK) -e '.[test,bench,mutation]'
+	$(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTATION_RULES)
+	$(BIN)/python scripts/mutation_score.py $(MUTATION_RULES)
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pogona

@@ -43,7 +43,6 @@ offline_ultralytics()
 
 from components.config import TrainConfig  # noqa: E402  (after offline_ultralytics)
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset  # noqa: E402
-from components.metrics.results_csv import read_history  # noqa: E402
 from components.data.dataset import load_dataset  # noqa: E402
 from components.training.train import train_model  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
@@ -169,33 +168,57 @@ def _rows(results_csv: Path) -> int:
     return max(results_csv.read_text().count("\n") - 1, 0) if results_csv.is_file() else 0
 
 
+# `pogona train` that stops halfway through epoch KILL_EPOCH for the kill: its training thread writes a marker file
+# there and waits to be killed (checkpoint uploads go on, as during the rest of a real epoch), so the kill lands
+# mid-epoch however fast or loaded the machine is, and never after the run ended by itself.
+HALFWAY_THEN_WAIT_FOR_THE_KILL = """
+import sys, threading
+from pathlib import Path
+from components.runtime.yolo_env import offline_ultralytics
+marker, kill_epoch = Path(sys.argv.pop(1)), int(sys.argv.pop(1))
+batches = []
+
+def halfway(trainer):
+    if trainer.epoch == kill_epoch - 1:
+        batches.append(trainer.epoch)
+        if len(batches) == max(1, len(trainer.train_loader) // 2):
+            marker.write_text(str(len(batches)))
+            threading.Event().wait()
+
+offline_ultralytics()
+from ultralytics.utils.callbacks.base import default_callbacks
+default_callbacks["on_train_batch_end"].append(halfway)
+from pipelines.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def kill_and_resume(dataset: Path, work: Path, args: argparse.Namespace) -> None:
     """(c) SIGKILL `pogona train` during epoch KILL_EPOCH, run it again with the same run id, count what was lost."""
     import torch
 
     folder, run_id, epochs = fresh(work / "resume"), "killed", args.resume_epochs
     store = folder / "store"
+    train = ["train", "--data", str(dataset), "--model", args.model, "--epochs", str(epochs),
+             "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--device", args.device,
+             "--store", str(store), "--run-id", run_id]
     command = [sys.executable, "-c", "import sys; from pipelines.cli import main; sys.exit(main(sys.argv[1:]))",
-               "train", "--data", str(dataset), "--model", args.model, "--epochs", str(epochs),
-               "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--device", args.device,
-               "--store", str(store), "--run-id", run_id]
+               *train]
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    first = folder / "machine1" / "train"
-    process = subprocess.Popen([*command, "--out", str(first)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    first, halfway = folder / "machine1" / "train", folder / "halfway-marker"
+    process = subprocess.Popen([sys.executable, "-c", HALFWAY_THEN_WAIT_FOR_THE_KILL, str(halfway), str(KILL_EPOCH),
+                                *train, "--out", str(first)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=environment)
     try:
-        while _rows(first / "results.csv") < KILL_EPOCH - 1 and process.poll() is None:
+        while not halfway.is_file() and process.poll() is None:  # the marker the first attempt writes
             time.sleep(0.05)
-        if process.poll() is None:
-            seconds = (0.0, *read_history(first / "results.csv").columns["time"])  # cumulative, per epoch
-            time.sleep((seconds[-1] - seconds[-2]) / 2)  # halfway through the next epoch, if it lasts as long
         done_before_kill = _rows(first / "results.csv")
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait()
     if process.returncode != -signal.SIGKILL:
-        print(f"(c) the first attempt ended by itself (exit {process.returncode}) before the kill; "
-              "give --resume-epochs more epochs", flush=True)
+        print(f"(c) the first attempt ended (exit {process.returncode}) before epoch {KILL_EPOCH}; "
+              f"give --resume-epochs at least {KILL_EPOCH}", flush=True)
         return
     checkpoint = store / "runs" / run_id / "checkpoints" / "last.pt"
     stored = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"] + 1 if checkpoint.is_file() else 0

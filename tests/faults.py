@@ -5,7 +5,8 @@ Faults are consumed one per request, in order: "500" and "503" answer with an S3
 the real headers and half of the real body, then closes, "applied-drop" lets the server apply
 the request and then closes without a reply, "corrupt" flips one byte of the real body, and
 "hold" sends the headers and half the body, then waits for `release()` (or the proxy's end),
-however long that takes. `inject_on(method, path_part, fault)` saves a fault for the first
+however long that takes, and "drop-last-part" leaves the last part out of a CompleteMultipartUpload
+(the object the server assembles is not the file). `inject_on(method, path_part, fault)` saves a fault for the first
 request of that method whose path contains `path_part`. `fail_after(n)` lets n requests
 through and answers 403 to every later one (a sync dying part-way through); `heal()` ends that.
 `at_random(fault, probability, method)` gives each later request (of that method, or any) that
@@ -149,6 +150,10 @@ class FaultProxy:
                 headers["Content-Length"] = str(len(body))
                 if self.command == "POST":  # CompleteMultipartUpload names its parts by the ETags they were given
                     body = proxy._real_etags_in(body)
+                if fault == "drop-last-part":  # CompleteMultipartUpload assembles the object without its last part
+                    body = re.sub(rb"<Part>(?:(?!<Part>).)*</Part>\s*(?=</CompleteMultipartUpload>)", b"", body,
+                                  flags=re.S)
+                    headers["Content-Length"] = str(len(body))
                 if "If-Match" in headers:
                     headers["If-Match"] = proxy._real_etags_in(headers["If-Match"].encode()).decode()
                 upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)

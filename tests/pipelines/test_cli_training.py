@@ -54,6 +54,7 @@ def test_sanity_exits_1_on_a_dead_run(empty_label_dataset: Path, tmp_path: Path,
     assert "sanity: dead" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sanity_and_training_start_from_the_weights_staged_in_their_store(demo_dataset_dir: Path, tmp_path: Path):
     YOLO = offline_ultralytics().YOLO
 
@@ -61,13 +62,14 @@ def test_sanity_and_training_start_from_the_weights_staged_in_their_store(demo_d
     YOLO("yolo11n.yaml").save(checkpoint)
     assert main(["weights", "stage", str(checkpoint), "--store", str(store)]) == 0
     verdict_path = tmp_path / "verdict.json"
-    main(["sanity", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--store", str(store), "--epochs", "2",
-          "--imgsz", "64", "--max-images", "16", "--verdict", str(verdict_path)])
+    sanity = main(["sanity", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--store", str(store),
+                   "--epochs", "2", "--imgsz", "64", "--max-images", "16", "--verdict", str(verdict_path)])
     assert main(["train", "--data", str(demo_dataset_dir), "--model", "yolo11n", "--store", str(store), "--run-id",
                  "r", "--epochs", "1", "--imgsz", "64", "--batch", "8", "--device", "cpu",
                  "--out", str(tmp_path / "train")]) == 0
     verdict = json.loads(verdict_path.read_text())
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
+    assert sanity == (0 if verdict["verdict"] == "healthy" else 1)  # the exit code says what the verdict says
     assert verdict["base_weights"]["source"] == "store" and verdict["base_weights"]["pretrained"] is True
     assert trained["base_weights"]["uri"] == verdict["base_weights"]["uri"] and trained["base_weights"]["pretrained"]
     assert any("from pretrained weights" in reason for reason in verdict["reasons"])  # judged as pretrained

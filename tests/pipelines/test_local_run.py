@@ -14,8 +14,7 @@ from components.config import RunParameters, SanityConfig, TrainConfig, run_para
 from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 from components.errors import UserError
 from components.storage import open_store
-from pipelines.cli import build_parser
-from components.errors import UserError
+from pipelines.cli import build_parser, main
 from components.metrics.artifacts import Evaluation
 from pipelines.local import LocalRun, _docker_runner, run_local, summary_table
 from pipelines.pipeline import run_signature, settings_of
@@ -161,3 +160,22 @@ def test_a_setting_out_of_range_fails_the_run_at_the_decide_step_before_the_sani
     tasks_with_artifacts = {path.name for path in (tmp_path / "kfp").glob("*/*") if path.is_dir()}
     assert tasks_with_artifacts == {"validate-dataset"}  # the sanity gate would have written its verdict
     assert not any(open_store(str(store_dir)).list("runs/refused/"))
+
+
+@pytest.mark.slow
+def test_pogona_run_local_demo_through_its_cli_entry(tmp_path, monkeypatch, capsys):
+    """`make demo`'s command, at test scale: the demo dataset is made smaller first (--demo reuses one it finds)."""
+    monkeypatch.chdir(tmp_path)  # the kfp.local work dir, .pogona/kfp-local, lands here
+    store = tmp_path / "store"
+    assert main(["dataset", "demo", "--out", str(store / "datasets" / "demo"), "--images", "80", "--size", "96"]) == 0
+    tiny = ["--epochs", "1", "--patience", "1", "--imgsz", "96", "--sanity-epochs", "3", "--sanity-imgsz", "96",
+            "--sanity-max-images", "80", "--sanity-min-loss-drop", "0", "--min-map50", "0", "--export-formats", "onnx"]
+    capsys.readouterr()
+    assert main(["run", "--local", "--demo", "--store", str(store), "--run-id", "demo-1", *tiny]) == 0
+    table = capsys.readouterr().out
+    assert "demo-1" in table and "sanity verdict" in table and "healthy" in table
+    published = open_store(str(store))
+    assert published.get_json("models/pogona-head/production.json")["run_id"] == "demo-1"
+    results = published.get_bytes("runs/demo-1/train/results.csv").decode().splitlines()
+    assert len(results) == 2  # the header and the one epoch asked for
+    assert (tmp_path / ".pogona" / "kfp-local").is_dir()

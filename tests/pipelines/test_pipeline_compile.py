@@ -184,11 +184,20 @@ def test_only_training_retries_and_sync_is_never_cached(gpu_pipeline):
     assert tasks["sanity-gate"]["cachingOptions"] == {"enableCache": True}
 
 
+def _condition_around(spec: dict, task: str) -> str:
+    """The trigger condition of the dsl.If / dsl.Else branch whose own DAG runs `task`."""
+    branch = next(name for name, component in spec["components"].items()
+                  if task in component.get("dag", {}).get("tasks", {}))
+    return next(t["triggerPolicy"]["condition"] for t in _tasks(spec).values()
+                if t.get("componentRef", {}).get("name") == branch)
+
+
 def test_training_branch_depends_on_the_skip_decision(gpu_pipeline):
     spec, _ = gpu_pipeline
-    conditions = [t.get("triggerPolicy", {}).get("condition", "") for t in _tasks(spec).values()]
-    assert any("decide-training" in c and "train" in c for c in conditions)
-    assert "training-skipped" in _tasks(spec)
+    decided_to_train = "inputs.parameter_values['pipelinechannel--decide-training-train'] == true"
+    assert _condition_around(spec, "train-detector") == decided_to_train
+    assert _condition_around(spec, "publish-model") == decided_to_train
+    assert _condition_around(spec, "training-skipped") == f"!({decided_to_train})"
 
 
 def test_kind_profile_trains_on_cpu_without_gpu_placement(tmp_path):

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from components.config import SanityConfig, TrainConfig
+from components.config import PromotionConfig, SanityConfig, TrainConfig
 from components.data.sync import materialize, snapshot_cache, sync_snapshot
 from components.data.validate import validate_dataset
 from components.errors import UserError
 from components.publishing import attempts
 from components.storage import open_store
-from pipelines.steps import analyze_step, decide_training, sanity_step, train_step, training_attempt, validate_step
+from pipelines.steps import (analyze_step, decide_training, publish_step, sanity_step, train_step, training_attempt,
+                            validate_step)
+from published_runs import make_run
 
 
 def test_the_decide_component_gets_the_skip_rule_through_its_doors(tmp_path):
@@ -25,6 +27,23 @@ def test_the_decide_component_gets_the_skip_rule_through_its_doors(tmp_path):
                                         SanityConfig(), "1", skip_if_unchanged=True)
     assert decided == attempt
     assert decision == attempts.decide_training(str(tmp_path), "pogona-head", attempt, True) and not decision.train
+
+
+def test_a_run_that_is_not_promoted_still_spares_the_next_night_from_training_it_again(tmp_path):
+    store = str(tmp_path / "store")
+
+    def decide_tonight():
+        return decide_training(store, "pogona-head", "fp-abc", "code-1", TrainConfig(), SanityConfig(), "1",
+                               skip_if_unchanged=True)
+
+    first_night, attempt = decide_tonight()
+    assert first_night.train
+    promoted, note = publish_step(make_run(tmp_path / "night-1", map50=0.90, map50_95=0.70), store, "night-1",
+                                  "pogona-head", PromotionConfig(), attempt)
+    assert not promoted and note == "not promoted: mAP50 0.9000 is below the floor 0.9500"
+    next_night, _ = decide_tonight()
+    assert not next_night.train
+    assert next_night.note.startswith("run night-1 (not promoted: mAP50 0.9000 is below the floor 0.9500; ")
 
 
 def test_the_decide_step_refuses_a_setting_out_of_range_in_one_line_naming_it(tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from components.errors import UserError
-from components.data.snapshot import Manifest, ManifestEntry, parse_key
+from components.data.snapshot import Manifest, ManifestEntry, fingerprint, parse_key
 
 
 def _manifest() -> Manifest:
@@ -125,3 +125,11 @@ def test_a_manifest_with_content_hashes_and_its_fingerprint_blanked_is_refused(t
     path.write_text(json.dumps(document))
     with pytest.raises(UserError, match="fingerprint"):
         Manifest.load(path)
+
+
+def test_the_fingerprint_of_a_snapshot_is_the_one_earlier_releases_recorded():
+    """Attempt records and manifests keep fingerprints across releases: a new formula would retrain every model."""
+    entries = [ManifestEntry("labels/train/thermal/a.txt", 9, "etag-b", "train", "thermal", "label", "cd" * 32),
+               ManifestEntry("images/train/thermal/a.jpg", 3, "etag-a", "train", "thermal", "image", "ab" * 32)]
+    assert fingerprint(entries, {0: "pogona_head"}) == \
+        "7af70fa678dd402f81f5303acf7db55f5ee82addd88f85d866f9bb77f561a79a"

@@ -220,6 +220,19 @@ def test_datasets_and_weights_are_cached_under_one_root(tmp_path, monkeypatch):
     assert dataset_cache_root() == tmp_path / "pod"
 
 
+def test_a_resync_replaces_a_file_of_the_right_size_whose_sha256_differs(manifest: Path, tmp_path: Path):
+    dest = tmp_path / "data"
+    sync_snapshot(manifest, dest, progress=False)
+    entry = Manifest.load(manifest).entries[0]
+    assert entry.sha256, "validation records each file's sha256"
+    damaged = dest / entry.key
+    original = damaged.read_bytes()
+    damaged.write_bytes(bytes([original[0] ^ 0xFF]) + original[1:])  # same size, one byte flipped
+    summary = sync_snapshot(manifest, dest, progress=False)
+    assert (summary.downloaded, summary.skipped) == (1, len(Manifest.load(manifest).entries) - 1)
+    assert damaged.read_bytes() == original
+
+
 def test_a_roboflow_snapshot_resyncs_removing_strays_from_its_own_split_folders(tmp_path: Path):
     from components.data.demo_dataset import DemoSpec, generate_demo_dataset
 

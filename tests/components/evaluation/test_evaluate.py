@@ -138,6 +138,7 @@ def test_a_test_split_is_evaluated_on_its_own_images(weights: Path, demo_dataset
     assert result.splits["test"].values() == pytest.approx(result.by_modality["visible"].values())
 
 
+@pytest.mark.slow
 def test_the_device_is_recorded(evaluation: Path):
     assert json.loads(evaluation.read_text())["device"] == "cpu"
 

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -16,38 +15,10 @@ from typing import Any, Callable
 import pytest
 
 from components.config import PromotionConfig
-from components.publishing.publish import promote, publish_run, read_champion
+from components.publishing.publish import MAX_DECISION_ATTEMPTS, Decision, decide, promote, publish_run, read_champion
 from components.storage import FolderStore, ObjectStore, StorageError, open_store
+from published_runs import FIXTURES, make_run
 from results_table import SPLIT_PEAKS, write_results
-
-FIXTURES = Path(__file__).parents[1] / "fixtures"
-
-
-def make_run(root: Path, map50: float, map50_95: float, fingerprint: str = "fp-1") -> Path:
-    """A pogona working dir as the pipeline leaves it (weights, results, sanity, evaluation, report, manifest)."""
-    train = root / "train"
-    (train / "weights").mkdir(parents=True)
-    (train / "weights" / "best.pt").write_bytes(f"best {root.name}".encode() * 1000)
-    (train / "weights" / "last.pt").write_bytes(f"last {root.name}".encode() * 1000)
-    for name in ("results.csv", "args.yaml"):
-        shutil.copy(FIXTURES / "converged_early" / name, train / name)
-    (root / "evaluation").mkdir()
-    (root / "evaluation" / "evaluation.json").write_text(json.dumps({
-        "overall": {"precision": 0.97, "recall": 0.96, "map50": map50, "map50_95": map50_95},
-        "by_modality": {"thermal": {"map50": map50, "map50_95": map50_95}}}))
-    (root / "evaluation" / "pr_curve.png").write_bytes(b"png")
-    (root / "evaluation" / "evaluation-work").mkdir()  # scratch validation runs: not part of the run
-    (root / "evaluation" / "evaluation-work" / "data.yaml").write_text("names: {0: pogona_head}\n")
-    (root / "sanity" / "sanity-run" / "weights").mkdir(parents=True)
-    (root / "sanity" / "verdict.json").write_text(json.dumps({"verdict": "healthy", "epochs": []}))
-    (root / "sanity" / "sanity-run" / "weights" / "best.pt").write_bytes(b"sanity weights")
-    (root / "report").mkdir()
-    (root / "report" / "report.md").write_text("# report\n")
-    (root / "manifest.json").write_text(json.dumps({"fingerprint": fingerprint, "source": "s3://lab/datasets/p"}))
-    (root / "data" / "images").mkdir(parents=True)  # the synced dataset: never re-uploaded
-    (root / "data" / "images" / "a.jpg").write_bytes(b"jpg")
-    return root
-
 
 @pytest.fixture(params=["folder", "s3"])
 def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -128,6 +99,7 @@ def candidate(run_id: str, map50_95: float) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.rules
 def test_equal_challengers_finishing_together_leave_exactly_one_winner(store_uri: str) -> None:
     outcomes = run_together(6, lambda i: promote(open_store(store_uri), "pogona-head", candidate(f"r{i}", 0.8),
                                                  PromotionConfig()))
@@ -194,6 +166,7 @@ def test_publish_cut_off_on_s3_leaves_the_champion_as_it_was(tmp_path: Path, s3_
 
 
 @pytest.mark.slow
+@pytest.mark.rules
 def test_a_pointer_write_applied_before_a_reset_is_reported_as_promoted(tmp_path: Path, s3_bucket: str,
                                                                        s3_faults) -> None:
     # S3 applies each conditional PUT of the pointer, the reply is lost, and the retry fails its own condition
@@ -299,6 +272,42 @@ def test_publishing_again_uploads_only_the_files_that_changed(tmp_path: Path) ->
     assert "runs/run-1/train/weights/best.pt" in {f"runs/run-1/{name}" for name in result.uploaded}
 
 
+def test_a_challenger_exactly_at_the_floor_passes_it_and_one_just_below_does_not(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    floor = PromotionConfig(min_map50=0.95)
+    below = publish_run(make_run(tmp_path / "below", map50=0.9499, map50_95=0.80), store, "below", promotion=floor)
+    assert not below.promoted and "mAP50 0.9499 is below the floor 0.9500" in below.reason
+    at_floor = publish_run(make_run(tmp_path / "at", map50=0.95, map50_95=0.80), store, "at", promotion=floor)
+    assert at_floor.promoted and at_floor.reason == "no champion yet; mAP50 0.9500 passes the floor"
+    assert read_champion(store, "pogona-head")["run_id"] == "at"
+
+
+class RivalWritesFirst(FolderStore):
+    """A store where another run swaps the production pointer just before each of this run's pointer writes,
+    so every conditional write loses its condition."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.pointer_writes = 0
+
+    def put_json(self, key: str, value: Any, **conditions: Any):
+        if key.endswith("production.json") and conditions:
+            self.pointer_writes += 1
+            rival = {**candidate(f"rival-{self.pointer_writes}", 0.10), "promoted_at": "2026-12-01T02:00:00+00:00",
+                     "previous_run_id": None}
+            super().put_json(key, rival)
+        return super().put_json(key, value, **conditions)
+
+
+def test_a_pointer_that_keeps_changing_ends_the_decision_after_its_attempts(tmp_path: Path) -> None:
+    store = RivalWritesFirst(tmp_path / "store")
+    with pytest.raises(StorageError, match="production.json kept changing over 10 attempts; publish again"):
+        promote(store, "pogona-head", candidate("late", 0.80), PromotionConfig())
+    assert store.pointer_writes == MAX_DECISION_ATTEMPTS == 10
+    assert read_champion(store, "pogona-head")["run_id"] == "rival-10"
+    assert all(record["run_id"] != "late" for record in history(store))
+
+
 def test_publish_reads_the_weights_once_to_upload_and_hash_them(tmp_path: Path, store_uri: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     run = make_run(tmp_path / "run", map50=0.97, map50_95=0.7)
@@ -317,3 +326,37 @@ def test_publish_reads_the_weights_once_to_upload_and_hash_them(tmp_path: Path, 
     assert len(opened) == 1, f"best.pt opened {len(opened)} times"
     pointer = open_store(store_uri).get_json("models/pogona-head/production.json")
     assert pointer["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+
+
+def test_each_decision_says_why_in_figures(tmp_path: Path) -> None:
+    champion = {"run_id": "champ", "metrics": {"map50": 0.97, "map50_95": 0.80}}
+    margin = PromotionConfig(min_map50=0.95, min_margin_map50_95=0.01)
+    assert decide({}, None, margin) == Decision(False, "mAP50 0.0000 is below the floor 0.9500")
+    assert decide({"map50": 0.96}, champion, margin) == Decision(
+        False, "mAP50-95 0.0000 vs champion champ 0.8000: gain -0.8000 does not beat the margin 0.0100")
+    assert decide({"map50": 0.96, "map50_95": 0.805}, champion, margin) == Decision(
+        False, "mAP50-95 0.8050 vs champion champ 0.8000: gain +0.0050 does not beat the margin 0.0100")
+    assert decide({"map50": 0.96, "map50_95": 0.81}, champion, margin) == Decision(
+        True, "mAP50-95 0.8100 beats champion champ by +0.0100")
+    exactly = {"run_id": "champ", "metrics": {"map50_95": 0.5}}  # a gain of exactly the margin, in binary too
+    assert decide({"map50": 0.96, "map50_95": 0.75}, exactly, PromotionConfig(0.95, 0.25)).promote
+    assert decide({"map50": 0.96, "map50_95": 0.80}, champion, PromotionConfig()).reason.endswith(
+        "gain +0.0000 does not beat the margin 0.0000")  # a tie never replaces the champion
+
+
+def test_a_lost_history_record_of_the_champion_is_restored_by_the_next_promotion(tmp_path: Path) -> None:
+    store = FolderStore(tmp_path / "store")
+    first, _ = promote(store, "pogona-head", candidate("champ", 0.80), PromotionConfig())
+    assert first == Decision(True, "no champion yet; mAP50 0.9700 passes the floor")
+    for info in store.list("models/pogona-head/history/"):
+        store.delete(info.key)
+    again, record = promote(store, "pogona-head", candidate("champ", 0.80), PromotionConfig())
+    assert again == Decision(True, "run champ is already the champion") and record["run_id"] == "champ"
+    assert [entry["run_id"] for entry in history(store)] == ["champ"]
+    for info in store.list("models/pogona-head/history/"):
+        store.delete(info.key)
+    better, record = promote(store, "pogona-head", candidate("better", 0.85), PromotionConfig())
+    assert better.promote and record["previous_run_id"] == "champ" and record["promoted_at"].endswith("+00:00")
+    assert [(entry["run_id"], entry["previous_run_id"]) for entry in history(store)] == [("champ", None),
+                                                                                          ("better", "champ")]
+    assert read_champion(str(tmp_path / "store"), "pogona-head") == record

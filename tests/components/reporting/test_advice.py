@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from components.reporting.advice import Recommendation, assess, recommend
 from components.reporting.analysis import analyze
 from components.config import PromotionConfig
@@ -96,6 +98,7 @@ def test_evaluation_exports_sanity_and_champion_each_drive_advice() -> None:
     assert f"change of {0.981 - 0.883:+.3f}" in assessment
 
 
+@pytest.mark.slow
 def test_a_real_two_epoch_ultralytics_run_is_not_praised(trained_run: Path) -> None:
     _, assessment = advice(trained_run / "results.csv")
     assert assessment.startswith("This run did not learn")

@@ -83,6 +83,7 @@ def test_schedule_that_differs_from_the_configuration_is_flagged(tmp_path: Path)
     assert learning_rate.observed == "cosine" and learning_rate.matches is False
 
 
+@pytest.mark.slow
 def test_a_real_two_epoch_ultralytics_run_did_not_learn(trained_run: Path) -> None:
     analysis = analysis_of(trained_run / "results.csv")
     assert analysis.epochs_run == 2

@@ -135,3 +135,12 @@ def test_files_written_atomically_get_the_mode_the_umask_gives(umask: int, s3_bu
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
+
+
+def test_a_full_disk_under_an_atomic_write_names_the_file_once(tiny_filesystem: Path):
+    dest = tiny_filesystem / "report" / "report.html"
+    with pytest.raises(StorageError) as error:
+        write_atomic(dest, os.urandom(1024 * 1024))
+    assert re.fullmatch(rf"cannot write {re.escape(str(dest))}: No space left on device; its filesystem has "
+                        r"0\.[0-3] MB free \(free some space or choose another folder\)", str(error.value))
+    assert list(dest.parent.iterdir()) == []

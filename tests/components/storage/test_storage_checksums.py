@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from components.storage import ObjectInfo, S3Store, StorageError, file_matches, md5_etag, open_store
+from components.storage.checksums import content_checks
 
 
 def test_an_sse_kms_bucket_is_verified_by_its_checksums_not_its_etags(s3_bucket: str, s3_faults, tmp_path: Path):
@@ -68,3 +69,41 @@ def test_objects_with_crt_checksums_are_verified_by_them(algorithm: str, s3_buck
     s3_faults.inject("corrupt")
     with pytest.raises(StorageError, match=rf"crt\.bin: downloaded content does not match its {algorithm} checksum"):
         store.download("crt.bin", tmp_path / "tampered.bin", info)
+
+
+def test_without_checksums_or_sha256_the_md5_etag_catches_a_same_size_tampered_copy(s3_bucket: str, s3_faults,
+                                                                                      tmp_path: Path):
+    import boto3
+    from botocore.config import Config
+
+    content = os.urandom(20_000)  # uploaded by a client that adds no checksum, to a plain bucket
+    boto3.client("s3", config=Config(request_checksum_calculation="when_required")).put_object(
+        Bucket=s3_bucket.removeprefix("s3://"), Key="plain.jpg", Body=content)
+    store = open_store(s3_bucket)
+    listed = store.head("plain.jpg")
+    assert listed.checksum is None and listed.sha256 is None and listed.etag == hashlib.md5(content).hexdigest()
+    s3_faults.inject("corrupt")  # one byte flipped: the size is right, only the MD5 can tell
+    with pytest.raises(StorageError, match=r"plain\.jpg: downloaded content does not match its MD5 ETag"):
+        store.download("plain.jpg", tmp_path / "plain.jpg", listed)
+    assert not (tmp_path / "plain.jpg").exists()
+    assert store.download("plain.jpg", tmp_path / "plain.jpg", listed) == len(content)
+
+
+def test_an_sse_c_object_is_never_checked_against_its_etag_as_an_md5():
+    md5 = hashlib.md5(b"content").hexdigest()
+    assert [check.name for check in content_checks(f'"{md5}"', {}, None)] == ["MD5 ETag"]
+    sse_c = {"x-amz-server-side-encryption-customer-algorithm": "AES256"}
+    assert content_checks(f'"{md5}"', sse_c, None) == []
+    assert content_checks(md5, {"x-amz-server-side-encryption": "aws:kms"}, None) == []
+
+
+def test_a_local_file_is_proved_by_a_quoted_md5_or_a_multipart_etag_of_a_usual_part_size(tmp_path: Path):
+    """What a resync keeps without a sha256 or server checksum: the ETag S3 gave (quoted as in its replies)."""
+    path = tmp_path / "weights.pt"
+    path.write_bytes(os.urandom(11 * 1024 * 1024))
+    size = path.stat().st_size
+    assert file_matches(path, ObjectInfo("w.pt", size, f'"{md5_etag(path)}"'))
+    multipart = md5_etag(path, 8 * 1024 * 1024)  # the part size of boto3's and the AWS CLI's defaults
+    assert multipart.endswith("-2") and file_matches(path, ObjectInfo("w.pt", size, multipart))
+    assert not file_matches(path, ObjectInfo("w.pt", size, multipart.replace("-2", "-3")))
+    assert not file_matches(path, ObjectInfo("w.pt", size, "kms-0f3a"))  # an ETag that proves nothing

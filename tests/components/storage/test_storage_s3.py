@@ -1,4 +1,5 @@
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,3 +102,14 @@ def test_a_json_document_that_may_be_missing_is_read_in_one_request(s3_bucket: s
     store.put_json("models/m/production.json", {"run_id": "r1"})
     assert store.get_json("models/m/production.json", missing_ok=True) == {"run_id": "r1"}
     assert s3_faults.requests - before == 3  # GET, PUT, GET: no HEAD before either read
+
+
+def test_a_multipart_upload_that_does_not_arrive_whole_fails_naming_the_file(s3_bucket: str, s3_faults,
+                                                                             tmp_path: Path):
+    mib = 1024 * 1024
+    store = S3Store(s3_bucket, multipart_threshold=5 * mib, multipart_chunk=5 * mib)
+    source = tmp_path / "weights.pt"
+    source.write_bytes(os.urandom(11 * mib))
+    s3_faults.inject_on("POST", "uploadId=", "drop-last-part")
+    with pytest.raises(StorageError, match=rf"upload of {source} to {s3_bucket}/weights/big\.pt did not arrive whole"):
+        store.upload_file(source, "weights/big.pt")

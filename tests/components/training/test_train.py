@@ -14,7 +14,7 @@ import yaml
 
 from components.config import TrainConfig
 from components.errors import UserError
-from components.training.checkpoints import CheckpointUploadError
+from components.training.checkpoints import CheckpointUploadError, CheckpointUploads
 from components.storage import FolderStore, ObjectInfo, open_store
 from components.data.dataset import load_dataset
 from components.training.trainer import GuardedDetectionTrainer
@@ -43,6 +43,7 @@ def test_cpu_training_writes_the_contract_outputs(cpu_run):
     assert yaml.safe_load(cpu_run.args_yaml.read_text())["batch"] == 16  # 95% of GPU memory means 16 on CPU
 
 
+@pytest.mark.slow
 def test_the_batch_plan_is_recorded_in_metrics_json(cpu_run, demo_dataset_dir: Path):
     plan = json.loads(cpu_run.metrics_json.read_text())["batch_plan"]
     train_images = len(load_dataset(demo_dataset_dir).images("train"))
@@ -183,11 +184,19 @@ def test_an_error_in_training_waits_for_the_queued_checkpoint_and_stays_the_erro
             failed.set()
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    def last_upload_outlasts_the_error(key: str) -> None:
-        if key == "last.pt":
-            failed.wait(timeout=120)
-            time.sleep(1)  # still uploading when the error leaves the trainer
+    trainer_waits = threading.Event()
+    wait_for_uploads = CheckpointUploads.wait
 
+    def noted_wait(uploads: CheckpointUploads) -> None:
+        trainer_waits.set()
+        wait_for_uploads(uploads)
+
+    def last_upload_outlasts_the_error(key: str) -> None:
+        if key == "last.pt":  # held until the error has left training and the trainer waits for its uploads
+            failed.wait(timeout=120)
+            trainer_waits.wait(timeout=120)
+
+    monkeypatch.setattr(CheckpointUploads, "wait", noted_wait)
     monkeypatch.setattr("components.training.trainer._watch_epoch", fail_in_epoch_2)
     _watched_store(monkeypatch, last_upload_outlasts_the_error)
     with pytest.raises(RuntimeError, match="illegal memory access"):
