@@ -90,7 +90,7 @@ def s3_bucket(s3_env: str) -> str:
     import boto3
 
     name = f"pogona-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=name)
+    boto3.session.Session().client("s3", endpoint_url=s3_env).create_bucket(Bucket=name)
     return f"s3://{name}"
 
 
@@ -121,7 +121,8 @@ def radosgw_bucket(radosgw_env) -> str:
     import boto3
 
     name = f"pogona-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=radosgw_env.endpoint).create_bucket(Bucket=name)
+    # a session of its own: boto3's default one keeps the first credentials it resolved (moto's, in a whole run)
+    boto3.session.Session().client("s3", endpoint_url=radosgw_env.endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
 
 

@@ -39,7 +39,7 @@ def test_without_server_checksums_the_snapshot_sha256_catches_a_tampered_copy(s3
     from botocore.config import Config
 
     content = os.urandom(20_000)  # uploaded by a client that adds no checksum, to an SSE-KMS bucket
-    boto3.client("s3", config=Config(request_checksum_calculation="when_required")).put_object(
+    boto3.session.Session().client("s3", config=Config(request_checksum_calculation="when_required")).put_object(
         Bucket=s3_bucket.removeprefix("s3://"), Key="old.jpg", Body=content)
     s3_faults.encrypted = True
     store = open_store(s3_bucket)
@@ -58,7 +58,7 @@ def test_objects_with_crt_checksums_are_verified_by_them(algorithm: str, s3_buck
     import boto3
 
     content = os.urandom(20_000)
-    boto3.client("s3").put_object(Bucket=s3_bucket.removeprefix("s3://"), Key="crt.bin", Body=content,
+    boto3.session.Session().client("s3").put_object(Bucket=s3_bucket.removeprefix("s3://"), Key="crt.bin", Body=content,
                                   ChecksumAlgorithm=algorithm)
     s3_faults.encrypted = True  # the ETag proves nothing: only the CRC can
     store = open_store(s3_bucket)
@@ -77,7 +77,7 @@ def test_without_checksums_or_sha256_the_md5_etag_catches_a_same_size_tampered_c
     from botocore.config import Config
 
     content = os.urandom(20_000)  # uploaded by a client that adds no checksum, to a plain bucket
-    boto3.client("s3", config=Config(request_checksum_calculation="when_required")).put_object(
+    boto3.session.Session().client("s3", config=Config(request_checksum_calculation="when_required")).put_object(
         Bucket=s3_bucket.removeprefix("s3://"), Key="plain.jpg", Body=content)
     store = open_store(s3_bucket)
     listed = store.head("plain.jpg")
