@@ -39,7 +39,7 @@ def _atomic_target(dest: Path) -> tuple[int, Path]:
     while True:
         tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}{PART_SUFFIX}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # non-inheritable: os.open adds O_CLOEXEC
         except FileExistsError:
             continue
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -54,7 +54,7 @@ def remove_if_abandoned(path: Path) -> bool:
     (younger, its writer may have created it and not locked it yet).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:

@@ -144,3 +144,23 @@ def test_a_full_disk_under_an_atomic_write_names_the_file_once(tiny_filesystem: 
     assert re.fullmatch(rf"cannot write {re.escape(str(dest))}: No space left on device; its filesystem has "
                         r"0\.[0-3] MB free \(free some space or choose another folder\)", str(error.value))
     assert list(dest.parent.iterdir()) == []
+
+
+def test_a_temporary_name_taken_by_another_writer_is_never_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Two writers whose random names collide: the second takes a new name, never the first one's file."""
+    names = iter(["aaaaaaaaaaaa", "aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    monkeypatch.setattr("components.storage.atomic.secrets.token_hex", lambda size: next(names))
+    first = tmp_path / "first.bin"
+    write_atomic(first, b"first")  # took .first.bin.aaaaaaaaaaaa.part, then renamed it into place
+    in_flight = tmp_path / ".second.bin.aaaaaaaaaaaa.part"
+    in_flight.write_bytes(b"another writer's bytes, in flight")
+    write_atomic(tmp_path / "second.bin", b"second")
+    assert in_flight.read_bytes() == b"another writer's bytes, in flight"
+    assert (tmp_path / "second.bin").read_bytes() == b"second" and first.read_bytes() == b"first"
+
+
+def test_a_file_with_a_long_name_is_written_whole(tmp_path: Path):
+    """The temporary name beside it adds 19 characters: a 200-character name (Linux allows 255) still fits."""
+    dest = tmp_path / ("frame-" + "0" * 190 + ".jpg")
+    write_atomic(dest, b"jpeg")
+    assert dest.read_bytes() == b"jpeg" and [path.name for path in tmp_path.iterdir()] == [dest.name]
