@@ -187,9 +187,9 @@ def test_an_error_in_training_waits_for_the_queued_checkpoint_and_stays_the_erro
     trainer_waits = threading.Event()
     wait_for_uploads = CheckpointUploads.wait
 
-    def noted_wait(uploads: CheckpointUploads) -> None:
+    def noted_wait(uploads: CheckpointUploads, timeout: float | None = None) -> bool:
         trainer_waits.set()
-        wait_for_uploads(uploads)
+        return wait_for_uploads(uploads, timeout)
 
     def last_upload_outlasts_the_error(key: str) -> None:
         if key == "last.pt":  # held until the error has left training and the trainer waits for its uploads
