@@ -118,15 +118,20 @@ def _loss_items(trainer: Any) -> dict[str, float]:
     return {name: float(value) for name, value in zip(trainer.loss_names, items)}
 
 
+def reduction_device(backend: str) -> str:
+    """Where the figures are reduced: NCCL (ultralytics' DDP backend on GPUs) reduces only tensors on the rank's
+    GPU, a CPU tensor fails its all-reduce; gloo reduces them on the CPU."""
+    return "cuda" if backend == "nccl" else "cpu"
+
+
 def _reduce_over_ranks(non_finite: bool, all_zero: bool, box_dfl: float) -> tuple[bool, bool, float]:
     """Combine one batch's figures over DDP ranks (a no-op in a single process)."""
     import torch
 
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return non_finite, all_zero, box_dfl
-    figures = torch.tensor([float(non_finite), float(all_zero), box_dfl], dtype=torch.float64)
-    if torch.distributed.get_backend() == "nccl":
-        figures = figures.cuda()
+    figures = torch.tensor([float(non_finite), float(all_zero), box_dfl], dtype=torch.float64,
+                           device=reduction_device(torch.distributed.get_backend()))
     torch.distributed.all_reduce(figures)
     world = torch.distributed.get_world_size()
     return bool(figures[0] > 0), bool(figures[1] == world), float(figures[2])

@@ -1,3 +1,4 @@
+import errno
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from components.storage import StorageError, open_store, remove_if_abandoned, write_atomic
+from components.runtime.eviction import Evicted
 from components.storage.atomic import BIRTH_GRACE_SECONDS, write_verified
 
 # A writer that goes through the real write path and stops there: it prints its temporary file's
@@ -164,3 +166,35 @@ def test_a_file_with_a_long_name_is_written_whole(tmp_path: Path):
     dest = tmp_path / ("frame-" + "0" * 190 + ".jpg")
     write_atomic(dest, b"jpeg")
     assert dest.read_bytes() == b"jpeg" and [path.name for path in tmp_path.iterdir()] == [dest.name]
+
+
+class _FailsAtClose:
+    """A file whose close reports `failure` once it has closed: NFS reports a write error at close, and a SIGTERM
+    (raising `Evicted`) may land there. The write renames its file into place before closing it."""
+
+    def __init__(self, out, failure: BaseException):
+        self.out, self.failure = out, failure
+
+    def __enter__(self):
+        return self.out
+
+    def __exit__(self, *exc_info):
+        self.out.close()
+        raise self.failure
+
+
+@pytest.mark.parametrize("failure, raised, message", [
+    (OSError(errno.ENOSPC, "No space left on device"), StorageError,
+     r"cannot write .*report\.html: No space left on device"),
+    (Evicted(), Evicted, None),
+])
+def test_a_failure_after_the_rename_is_reported_as_itself(failure: BaseException, raised: type, message: str | None,
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Not as a missing temporary file: the temporary file is already the destination."""
+    fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: _FailsAtClose(fdopen(fd, mode), failure))
+    dest = tmp_path / "report.html"
+    with pytest.raises(raised, match=message):
+        write_atomic(dest, b"<html>")
+    monkeypatch.undo()
+    assert [path.name for path in tmp_path.iterdir()] == ["report.html"]

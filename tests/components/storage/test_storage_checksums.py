@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from components.storage import ObjectInfo, S3Store, StorageError, file_matches, md5_etag, open_store
-from components.storage.checksums import content_checks
+from components.storage.checksums import content_checks, server_checksum
 
 
 def test_an_sse_kms_bucket_is_verified_by_its_checksums_not_its_etags(s3_bucket: str, s3_faults, tmp_path: Path):
@@ -107,3 +107,15 @@ def test_a_local_file_is_proved_by_a_quoted_md5_or_a_multipart_etag_of_a_usual_p
     assert multipart.endswith("-2") and file_matches(path, ObjectInfo("w.pt", size, multipart))
     assert not file_matches(path, ObjectInfo("w.pt", size, multipart.replace("-2", "-3")))
     assert not file_matches(path, ObjectInfo("w.pt", size, "kms-0f3a"))  # an ETag that proves nothing
+
+
+def test_a_checksum_of_the_parts_is_never_taken_for_the_checksum_of_the_object():
+    """A multipart object's COMPOSITE checksum is a checksum of its parts' checksums: checked against the downloaded
+    bytes it would refuse every such download. Servers mark it by its "-<parts>" suffix, newer ones also by
+    x-amz-checksum-type; either mark alone leaves the object to its other checks."""
+    crc = "4waSgw=="
+    assert server_checksum({"x-amz-checksum-crc32": crc}) == f"crc32:{crc}"
+    assert server_checksum({"x-amz-checksum-type": "FULL_OBJECT", "x-amz-checksum-crc32": crc}) == f"crc32:{crc}"
+    assert server_checksum({"x-amz-checksum-type": "COMPOSITE", "x-amz-checksum-crc32": crc}) is None
+    assert server_checksum({"x-amz-checksum-crc32": f"{crc}-3"}) is None
+    assert content_checks("kms-0f3a", {"x-amz-checksum-type": "COMPOSITE", "x-amz-checksum-crc32": crc}, None) == []

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import deadrun_rank
-from components.training.deadrun import DEAD_WINDOW_STEPS, DeadRunDetector, DeadRunError, Verdict
+from components.training.deadrun import DEAD_WINDOW_STEPS, DeadRunDetector, DeadRunError, Verdict, reduction_device
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -90,6 +90,12 @@ def test_the_default_window_judges_zero_box_losses_after_twenty_optimizer_steps(
         _run(detector, [_batch(0.0, 0.4, 0.0)] * 5)
     assert raised.value.steps == DEAD_WINDOW_STEPS == 20
 
+
+
+def test_ranks_on_gpus_reduce_their_figures_on_the_gpu_and_ranks_on_cpus_on_the_cpu():
+    """NCCL, ultralytics' backend for DDP on GPUs, refuses a CPU tensor: every multi-GPU run would fail at its first
+    batch. The reduction itself runs on gloo in the next test; a GPU pair is needed to run it on NCCL."""
+    assert [reduction_device(backend) for backend in ("nccl", "gloo")] == ["cuda", "cpu"]
 
 
 @pytest.mark.slow
