@@ -86,9 +86,10 @@ MUTATION_RULES := \
 	'components.data.snapshot.x_fingerprint__mutmut_*' 'components.data.snapshot.x__entry_line__mutmut_*' \
 	'components.data.snapshot.x__entries_only_fingerprint__mutmut_*' \
 	'components.publishing.attempts.*'
+# mutmut forks a process per mutant from one that has imported torch: an OpenMP thread pool alive in the parent
+# deadlocks the child's first parallel op (seen building a YOLO model), so torch runs single-threaded here.
 mutation: $(STAMP)
-	$(BIN)/pip install --quiet --constraint $(LOCK) --build-constraint $(LOCK) -e '.[test,bench,mutation]'
-	$(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTATION_RULES)
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTATION_RULES)
 	$(BIN)/python scripts/mutation_score.py $(MUTATION_RULES)
 
 clean:

@@ -1,9 +1,10 @@
 """Print the mutation score of each rule module after `mutmut run` (`make mutation`), and fail below the bar.
 
 Arguments: the mutant-name globs `mutmut run` was given (the Makefile's MUTATION_RULES); only mutants matching
-one count, all of a module's when none is given. The score counts the mutants that change behaviour: a survivor the "Mutation" section of docs/benchmarks.md
-lists as equivalent (its name in the first column, the reason beside it) is left out. Every other survivor
-fails the module, and so does a score below 90%.
+one count, all of a module's when none is given. The score counts the mutants that change behaviour: a survivor
+the "Mutation" section of docs/benchmarks.md lists as equivalent (its name in the first column, the reason beside
+it) is left out; every other survivor, a mutant no test reaches included, counts against its module. A module
+scoring below 90% fails the run, and so does one with mutants not run yet.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ def equivalent_mutants(benchmarks: Path) -> set[str]:
     return {match["name"] for line in lines if (match := EQUIVALENT_ROW.match(line))}
 
 
-def module_statuses(source: str, rules: list[str]) -> dict[str, str]:
+def module_statuses(repo: Path, source: str, rules: list[str]) -> dict[str, str]:
     """mutmut's verdict on each mutant of one source file that a rule glob matches, by mutant name."""
-    meta = REPO / "mutants" / f"{source}.meta"
+    meta = repo / "mutants" / f"{source}.meta"
     if not meta.is_file():
         raise SystemExit(f"{meta}: no mutmut results for {source}; run `mutmut run` first")
     exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
@@ -40,13 +41,13 @@ def module_statuses(source: str, rules: list[str]) -> dict[str, str]:
             if not rules or any(fnmatch.fnmatch(name, rule) for rule in rules)}
 
 
-def main(rules: list[str]) -> int:
-    sources = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]["source_paths"]
-    equivalent = equivalent_mutants(REPO / "docs" / "benchmarks.md")
+def main(rules: list[str], repo: Path = REPO) -> int:
+    sources = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["mutmut"]["source_paths"]
+    equivalent = equivalent_mutants(repo / "docs" / "benchmarks.md")
     failed = False
     print(f"{'module':36} {'mutants':>7} {'unrun':>6} {'equiv.':>6} {'killed':>6} {'score':>6}  survivors")
     for source in sources:
-        statuses = module_statuses(source, rules)
+        statuses = module_statuses(repo, source, rules)
         unrun = sum(status == "not checked" for status in statuses.values())
         counted = {name: status for name, status in statuses.items()
                    if name not in equivalent and status != "not checked"}
