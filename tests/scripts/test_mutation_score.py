@@ -16,7 +16,7 @@ _spec.loader.exec_module(mutation_score)
 KILLED, SURVIVED, NO_TESTS, NOT_RUN = 1, 0, 33, None  # mutmut's exit codes for its verdicts
 
 
-def _tree(tmp_path: Path, exit_codes: dict[str, int | None], equivalent: list[str] = ()) -> Path:
+def _tree(tmp_path: Path, exit_codes: dict[int, int | None], equivalent: tuple[int, ...] = ()) -> Path:
     """A project with one rule module, `rules/promote.py`, mutmut's results for it and the benchmarks' table."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "pyproject.toml").write_text('[tool.mutmut]\nsource_paths = ["rules/promote.py"]\n')
@@ -31,7 +31,7 @@ def _tree(tmp_path: Path, exit_codes: dict[str, int | None], equivalent: list[st
     return tmp_path
 
 
-def _score(tree: Path, capsys: pytest.CaptureFixture, rules: list[str] = ()) -> tuple[int, str]:
+def _score(tree: Path, capsys: pytest.CaptureFixture, rules: tuple[str, ...] = ()) -> tuple[int, str]:
     status = mutation_score.main(list(rules), tree)
     return status, capsys.readouterr().out.splitlines()[1]
 
@@ -46,7 +46,7 @@ def test_nine_killed_of_ten_pass_and_eight_fail(tmp_path: Path, capsys: pytest.C
 
 
 def test_a_survivor_listed_as_equivalent_leaves_the_score(tmp_path: Path, capsys: pytest.CaptureFixture):
-    tree = _tree(tmp_path, {**{n: KILLED for n in range(1, 9)}, 9: SURVIVED, 10: SURVIVED}, equivalent=[9, 10])
+    tree = _tree(tmp_path, {**{n: KILLED for n in range(1, 9)}, 9: SURVIVED, 10: SURVIVED}, equivalent=(9, 10))
     status, line = _score(tree, capsys)
     assert status == 0 and line.split()[1:6] == ["10", "0", "2", "8", "100.0%"]
 
@@ -59,5 +59,5 @@ def test_a_mutant_not_run_yet_fails_the_run(tmp_path: Path, capsys: pytest.Captu
 def test_only_the_mutants_of_the_rules_count(tmp_path: Path, capsys: pytest.CaptureFixture):
     """A module's functions outside the rules are mutated too, but neither run nor scored."""
     tree = _tree(tmp_path, {1: KILLED, 2: KILLED, 3: NOT_RUN})
-    status, line = _score(tree, capsys, rules=["rules.promote.x_decide__mutmut_[12]"])
+    status, line = _score(tree, capsys, rules=("rules.promote.x_decide__mutmut_[12]",))
     assert status == 0 and line.split()[1:6] == ["2", "0", "0", "2", "100.0%"]
